@@ -1,0 +1,53 @@
+"""The network's hyper-parameters (the ``model.network`` section of a config) and the model factory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from nmt.model.base import Seq2Seq
+
+
+@dataclass
+class NetworkConfig:
+    """Shape of the network. Defaults are Bahdanau et al. 2015's RNNsearch."""
+
+    architecture: Literal["rnnencdec", "rnnsearch"] = "rnnsearch"
+    """rnnencdec: Cho et al. 2014's RNN Encoder–Decoder; rnnsearch: Bahdanau et al. 2015 (attention)."""
+    cell: Literal["paper", "cudnn"] = "paper"
+    """paper: the GRU of Cho Eq. 8 (reset gate before U); cudnn: nn.GRU's formulation (faster, not the same function)."""
+    emb_dim: int = 620
+    """Word embedding size m (both sides)."""
+    emb_rank: int | None = None
+    """If set, embeddings are a V×rank lookup times a rank×emb_dim matrix (Cho's rank-100 input matrices)."""
+    encoder_dim: int = 1000
+    """Encoder GRU units (per direction for rnnsearch)."""
+    decoder_dim: int = 1000
+    """Decoder GRU units n (also the size of Cho's summary c)."""
+    attention_dim: int = 1000
+    """Alignment model units n' (rnnsearch)."""
+    maxout_units: int = 500
+    """Maxout units l of the deep output layer."""
+    maxout_pool: int = 2
+    """Inputs pooled by each maxout unit."""
+    output_rank: int | None = None
+    """If set, the output matrix W_o is the product of two matrices of this rank (Cho's rank-100 output matrix)."""
+    dropout: float = 0.0
+    """Dropout on embeddings and on the maxout output (not in the papers; useful on small corpora)."""
+    init: Literal["paper", "pytorch"] = "paper"
+    """paper: orthogonal recurrent weights, N(0, init_std²) elsewhere; pytorch: PyTorch's module defaults."""
+    init_std: float = 0.01
+    """Standard deviation of the paper initialisation."""
+    attention_init_std: float = 0.001
+    """Standard deviation of W_a and U_a in the paper initialisation."""
+
+
+def build_model(config: NetworkConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Seq2Seq:
+    from nmt.model.rnnencdec import RNNEncoderDecoder
+    from nmt.model.rnnsearch import RNNSearch
+
+    cls = {"rnnencdec": RNNEncoderDecoder, "rnnsearch": RNNSearch}[config.architecture]
+    model = cls(config=config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=pad_id)
+    if config.init == "paper":
+        model.init_weights(std=config.init_std, attention_std=config.attention_init_std)
+    return model

@@ -1,0 +1,116 @@
+"""The gated recurrent unit of Cho et al. (2014), §2.3, and the cuDNN formulation of it.
+
+Both cells take the *input-side* pre-activations ``x_proj = W x + b`` (3H wide, gate order r, z, n) from
+the caller, so a layer can compute them for all time steps in one matrix product before its time loop;
+only the products with the previous state remain inside the loop.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class PaperGRUCell(nn.Module):
+    """Cho et al. 2014, Eqs. 5–8 (and Bahdanau et al. 2015, A.2.2):
+
+        r = σ(W_r x + U_r h_{t-1})                    (Eq. 5)
+        z = σ(W_z x + U_z h_{t-1})                    (Eq. 6)
+        h̃ = tanh(W x + U (r ⊙ h_{t-1}))               (Eq. 8)
+        h_t = z ⊙ h_{t-1} + (1 − z) ⊙ h̃               (Eq. 7)
+
+    The reset gate multiplies h_{t-1} *before* U, so U (r ⊙ h) needs r first: two recurrent products per
+    step. ``U_rz`` stacks [U_r; U_z]. The recurrent products carry no bias (the input side has it).
+    """
+
+    def __init__(self, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.U_rz = nn.Parameter(torch.empty(2 * hidden_dim, hidden_dim))
+        self.U = nn.Parameter(torch.empty(hidden_dim, hidden_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        orthogonal_blocks_(self.U_rz)
+        orthogonal_blocks_(self.U)
+
+    def forward(self, x_proj: Tensor, h: Tensor) -> Tensor:
+        """x_proj (B, 3H) = W x + b; h (B, H) = h_{t-1}. Returns h_t (B, H)."""
+        H = self.hidden_dim
+        rz = torch.sigmoid(x_proj[:, : 2 * H] + F.linear(h, self.U_rz))  # Eqs. 5–6
+        r, z = rz[:, :H], rz[:, H:]
+        h_tilde = torch.tanh(x_proj[:, 2 * H :] + F.linear(r * h, self.U))  # Eq. 8
+        return torch.lerp(h_tilde, h, z)  # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃
+
+
+class CuDNNGRUCell(nn.Module):
+    """The formulation of ``nn.GRU``/cuDNN: the reset gate is applied *after* the recurrent product,
+
+        n = tanh(W_n x + b_in + r ⊙ (U_n h + b_hn)),   h_t = (1 − z) ⊙ n + z ⊙ h_{t-1},
+
+    which is a different function from Eq. 8 but lets one product [U_r; U_z; U_n] h serve all gates.
+    Parameter names follow ``nn.GRUCell`` so its weights can be compared or loaded directly.
+    """
+
+    def __init__(self, hidden_dim: int) -> None:
+        super().__init__()
+        self.hidden_dim = hidden_dim
+        self.weight_hh = nn.Parameter(torch.empty(3 * hidden_dim, hidden_dim))
+        self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_dim))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        orthogonal_blocks_(self.weight_hh)
+        nn.init.zeros_(self.bias_hh)
+
+    def forward(self, x_proj: Tensor, h: Tensor) -> Tensor:
+        """x_proj (B, 3H) = W x + b_i; h (B, H). Returns h_t (B, H)."""
+        return cudnn_step(x_proj, h, F.linear(h, self.weight_hh, self.bias_hh))
+
+
+def cudnn_step(x_proj: Tensor, h: Tensor, gh: Tensor) -> Tensor:
+    """One step of the cuDNN formulation. x_proj (B, 3H) = W x + b_i; h (B, H); gh (B, 3H) = U h + b_h."""
+    H = h.shape[-1]
+    rz = torch.sigmoid(x_proj[:, : 2 * H] + gh[:, : 2 * H])
+    r, z = rz[:, :H], rz[:, H:]
+    n = torch.tanh(x_proj[:, 2 * H :] + r * gh[:, 2 * H :])
+    return torch.lerp(n, h, z)  # (1 − z) ⊙ n + z ⊙ h
+
+
+def make_cell(cell: str, hidden_dim: int) -> PaperGRUCell | CuDNNGRUCell:
+    if cell == "paper":
+        return PaperGRUCell(hidden_dim)
+    if cell == "cudnn":
+        return CuDNNGRUCell(hidden_dim)
+    raise ValueError(f"unknown GRU cell {cell!r}: expected 'paper' or 'cudnn'")
+
+
+@torch.no_grad()
+def orthogonal_blocks_(weight: Tensor) -> Tensor:
+    """Orthogonal init of every (H, H) block of a stacked recurrent matrix (Cho §4.1.1: left singular
+    vectors of a Gaussian matrix; Bahdanau B.1)."""
+    H = weight.shape[1]
+    for block in weight.split(H, dim=0):
+        nn.init.orthogonal_(block)
+    return weight
+
+
+def run_recurrence(
+    cell: PaperGRUCell | CuDNNGRUCell, x_proj: Tensor, h0: Tensor, mask: Tensor | None = None, reverse: bool = False
+) -> Tensor:
+    """Run a cell over time with the input-side products already done.
+
+    x_proj: (B, T, 3H); h0: (B, H); mask: (B, T) bool, False at padding, where the state is carried over
+    unchanged (so a right-padded batch runs backwards correctly: the state stays h0 until the last real
+    token). Returns the states (B, T, H); the output at a padded step is the carried state.
+    """
+    T = x_proj.shape[1]
+    h = h0
+    outputs: list[Tensor] = [h0] * T
+    steps = range(T - 1, -1, -1) if reverse else range(T)
+    for t in steps:
+        h_new = cell(x_proj[:, t], h)
+        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
+        outputs[t] = h
+    return torch.stack(outputs, dim=1)

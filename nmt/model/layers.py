@@ -1,0 +1,69 @@
+"""Embeddings and the deep maxout output layer shared by both models."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+
+class Embedding(nn.Module):
+    """Word embeddings e(y), optionally the product of two rank-k matrices (Cho et al. 2014 §4.1.1 approximate
+    the input and output matrices by rank-100 ones): a V×k lookup followed by a k→dim linear map."""
+
+    def __init__(self, vocab_size: int, dim: int, *, rank: int | None = None, pad_id: int = 0) -> None:
+        super().__init__()
+        self.lookup = nn.Embedding(vocab_size, rank or dim, padding_idx=pad_id)
+        self.expand = nn.Linear(rank, dim, bias=False) if rank else None
+
+    def forward(self, ids: Tensor) -> Tensor:
+        """ids (...,) long -> (..., dim)."""
+        e = self.lookup(ids)
+        return self.expand(e) if self.expand is not None else e
+
+
+class MaxoutOutput(nn.Module):
+    """The deep output layer of both papers (Cho A.2 / Bahdanau A.2.2):
+
+        t̃ = O_h h + O_y e(y_{t-1}) + O_c c          (2·units wide)
+        t = max over each group of `pool` units of t̃ (maxout)
+        p(y_t | …) = softmax(W_o t)                     (W_o optionally of rank k)
+
+    ``project_context`` and ``features`` are separate so that a term that is the same at every step (Cho's c)
+    is projected once per sentence.
+    """
+
+    def __init__(
+        self,
+        *,
+        state_dim: int,
+        emb_dim: int,
+        ctx_dim: int,
+        units: int,
+        pool: int,
+        vocab_size: int,
+        rank: int | None = None,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.units, self.pool = units, pool
+        self.O_h = nn.Linear(state_dim, units * pool)  # its bias is the layer's bias
+        self.O_y = nn.Linear(emb_dim, units * pool, bias=False)
+        self.O_c = nn.Linear(ctx_dim, units * pool, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        if rank:
+            self.W_o = nn.Sequential(nn.Linear(units, rank, bias=False), nn.Linear(rank, vocab_size))
+        else:
+            self.W_o = nn.Linear(units, vocab_size)
+
+    def project_context(self, c: Tensor) -> Tensor:
+        """c (..., ctx_dim) -> O_c c (..., units·pool)."""
+        return self.O_c(c)
+
+    def features(self, h: Tensor, e_prev: Tensor, ctx_term: Tensor) -> Tensor:
+        """h (..., state_dim), e_prev (..., emb_dim), ctx_term = O_c c broadcastable -> t (..., units)."""
+        t_tilde = self.O_h(h) + self.O_y(e_prev) + ctx_term
+        t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(dim=-1)  # maxout: (..., units, pool) -> (..., units)
+        return self.dropout(t)
+
+    def logits(self, t: Tensor) -> Tensor:
+        """t (..., units) -> unnormalised scores W_o t (..., V)."""
+        return self.W_o(t)

@@ -1,0 +1,111 @@
+"""The RNN Encoder–Decoder of Cho et al. 2014 (§2.2, Appendix A).
+
+Encoder: a GRU reads x_1..x_T; the summary is c = tanh(V h_T) (A.1).
+Decoder: h'_0 = tanh(V' c) and, at every step, c enters both gates and the candidate (A.2):
+
+    r' = σ(W'_r e(y_{t-1}) + C_r c + U'_r h'_{t-1}),   z' likewise,
+    h̃' = tanh(W' e(y_{t-1}) + C c + U' (r' ⊙ h'_{t-1})),   h'_t = z' ⊙ h'_{t-1} + (1 − z') ⊙ h̃'.
+
+Output: p(y_t | y_<t, c) = g(h'_t, y_{t-1}, c) through the maxout deep output layer.
+
+Because c is the same at every step, W' e(y_{t-1}) + C c for every t is one matrix product before the time
+loop. With the cuDNN cell the whole teacher-forced decoder is one ``nn.GRU`` call over [e(y_{t-1}); c], whose
+input matrix is [W' | C]; ``step`` uses the same weights one position at a time.
+
+Deviations from the paper: optional dropout on embeddings and the maxout output; the encoder input has a
+bias (the paper's equations omit biases, its code has them).
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from nmt.model.base import Seq2Seq, StepOutput, TeacherForced
+from nmt.model.config import NetworkConfig
+from nmt.model.encoder import GRUEncoder
+from nmt.model.gru import PaperGRUCell, cudnn_step, run_recurrence
+from nmt.model.layers import Embedding, MaxoutOutput
+
+
+class Summary(NamedTuple):
+    c: Tensor  # (B, n) the summary of the source sentence
+    c_gates: Tensor  # (B, 3n) C c: its input to the decoder's gates and candidate, the same at every step
+    c_out: Tensor  # (B, 2l) O_c c: its input to the deep output layer
+
+
+class RNNEncoderDecoder(Seq2Seq):
+    def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
+        super().__init__()
+        E, n = config.emb_dim, config.decoder_dim
+        self.pad_id, self.cell_type = pad_id, config.cell
+        self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
+        self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
+        self.embed_dropout = nn.Dropout(config.dropout)
+        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell)
+        self.V = nn.Linear(config.encoder_dim, n, bias=False)  # c = tanh(V h_T)
+        self.V_dec = nn.Linear(n, n, bias=False)  # h'_0 = tanh(V' c)
+        if config.cell == "paper":
+            self.W_dec = nn.Linear(E, 3 * n)  # [W'_r; W'_z; W'] e(y_{t-1}) + b
+            self.C = nn.Linear(n, 3 * n, bias=False)  # [C_r; C_z; C] c
+            self.cell = PaperGRUCell(n)
+        else:
+            self.rnn = nn.GRU(E + n, n, batch_first=True)  # weight_ih_l0 = [W' | C]
+        self.output = MaxoutOutput(
+            state_dim=n,
+            emb_dim=E,
+            ctx_dim=n,
+            units=config.maxout_units,
+            pool=config.maxout_pool,
+            vocab_size=tgt_vocab_size,
+            rank=config.output_rank,
+            dropout=config.dropout,
+        )
+        self.emb_dim = E
+
+    # -- encoder ------------------------------------------------------------------------------------------
+    def encode(self, src: Tensor, src_lengths: Tensor) -> Summary:
+        x = self.embed_dropout(self.src_embed(src))
+        _, h_T = self.encoder(x, src_lengths, self.src_mask(src))
+        c = torch.tanh(self.V(h_T))  # (B, n)
+        return Summary(c=c, c_gates=self._context_gates(c), c_out=self.output.project_context(c))
+
+    def _context_gates(self, c: Tensor) -> Tensor:
+        if self.cell_type == "paper":
+            return self.C(c)
+        return F.linear(c, self.rnn.weight_ih_l0[:, self.emb_dim :])
+
+    def _embedding_gates(self, e: Tensor) -> Tensor:
+        """W' e(y) + b for any leading shape: (..., E) -> (..., 3n)."""
+        if self.cell_type == "paper":
+            return self.W_dec(e)
+        return F.linear(e, self.rnn.weight_ih_l0[:, : self.emb_dim], self.rnn.bias_ih_l0)
+
+    # -- decoder ------------------------------------------------------------------------------------------
+    def initial_state(self, enc: Summary) -> tuple[Tensor]:
+        return (torch.tanh(self.V_dec(enc.c)),)
+
+    def _recur(self, x_proj: Tensor, h: Tensor) -> Tensor:
+        if self.cell_type == "paper":
+            return self.cell(x_proj, h)
+        return cudnn_step(x_proj, h, F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0))
+
+    def step(self, y_prev: Tensor, state: tuple[Tensor], enc: Summary) -> StepOutput:
+        e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
+        h = self._recur(self._embedding_gates(e) + enc.c_gates, state[0])
+        t = self.output.features(h, e, enc.c_out)  # g(h'_t, y_{t-1}, c)
+        return StepOutput(torch.log_softmax(self.logits(t).float(), dim=-1), (h,), None)
+
+    def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
+        e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
+        (h0,) = self.initial_state(enc)
+        if self.cell_type == "paper":
+            x_proj = self.W_dec(e) + enc.c_gates.unsqueeze(1)  # all input-side terms in one product: (B, T, 3n)
+            h = run_recurrence(self.cell, x_proj, h0)
+        else:
+            c_seq = enc.c.unsqueeze(1).expand(-1, e.shape[1], -1)
+            h, _ = self.rnn(torch.cat([e, c_seq], dim=-1), h0.unsqueeze(0).contiguous())  # (B, T, n)
+        return TeacherForced(self.output.features(h, e, enc.c_out.unsqueeze(1)), None)
