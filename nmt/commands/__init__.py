@@ -1,0 +1,1 @@
+"""The inference commands of ``nmt``: each module has ``main(argv) -> int``."""

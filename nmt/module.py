@@ -1,0 +1,156 @@
+"""The LightningModule: owns the loss, validation BLEU, logging and what a checkpoint carries.
+
+The network itself is plain PyTorch (``nmt.model``); the optimizer and LR schedule come from the config
+(LightningCLI's ``optimizer:`` / ``lr_scheduler:`` sections), not from here.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import lightning as L
+import sacrebleu
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.utilities import grad_norm, rank_zero_info
+
+from nmt.checkpoint import checkpoint_metadata
+from nmt.data.batch import Batch
+from nmt.data.tokenizer import BOS, EOS, PAD
+from nmt.decoding import SearchConfig, search
+from nmt.model import NetworkConfig, build_model
+
+
+class TranslationModule(L.LightningModule):
+    def __init__(
+        self,
+        *,
+        network: NetworkConfig | None = None,
+        src_vocab_size: int,
+        tgt_vocab_size: int,
+        label_smoothing: float = 0.0,
+        val_search: SearchConfig | None = None,
+    ) -> None:
+        """
+        Args:
+            network: shape of the network (architecture, cell, sizes, initialisation).
+            src_vocab_size: source vocabulary size (linked from the data section).
+            tgt_vocab_size: target vocabulary size (linked from the data section).
+            label_smoothing: label smoothing of the token-level cross-entropy (0 = the papers' loss).
+            val_search: how validation BLEU decodes (beam size, length limits).
+        """
+        super().__init__()
+        self.network_config = network or NetworkConfig()
+        self.val_search = val_search or SearchConfig(beam_size=1)
+        self.label_smoothing = label_smoothing
+        self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
+        self.model = build_model(
+            self.network_config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD
+        )
+        self.tokenizer = None  # set in setup() from the datamodule; saved into every checkpoint
+        self._val_hyps: list[tuple[int, str]] = []
+        self._val_loss = torch.zeros(2, dtype=torch.float64)
+
+    # -- lifecycle -----------------------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
+            self.tokenizer = datamodule.tokenizer
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Plain data only, so inference can load with torch.load(weights_only=True).
+        if self.tokenizer is None:
+            raise RuntimeError("no tokenizer to save: the module was not set up with a TranslationDataModule")
+        checkpoint["nmt"] = checkpoint_metadata(
+            self.network_config, self.src_vocab_size, self.tgt_vocab_size, self.tokenizer
+        )
+
+    # -- training ------------------------------------------------------------------------------------------
+    def token_loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Summed cross-entropy over the non-padding target tokens, and their number."""
+        enc = self.model.encode(batch.src, batch.src_lengths)
+        features = self.model.teacher_forced(enc, batch.tgt_in).features  # (B, T, units)
+        mask = batch.tgt_out != PAD
+        logits = self.model.logits(features[mask])  # project only real tokens: (N, V)
+        loss = F.cross_entropy(
+            logits.float(), batch.tgt_out[mask], reduction="sum", label_smoothing=self.label_smoothing
+        )
+        return loss, int(mask.sum())
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        loss_sum, n_tokens = self.token_loss(batch)
+        loss = loss_sum / n_tokens
+        self.log("train/loss", loss, prog_bar=True, batch_size=n_tokens)
+        self.log("train/ppl", torch.exp(loss.detach()), batch_size=n_tokens)
+        return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        norms = grad_norm(self.model, norm_type=2)
+        self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+
+    # -- validation ----------------------------------------------------------------------------------------
+    def on_validation_epoch_start(self) -> None:
+        self._val_hyps = []
+        self._val_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        loss_sum, n_tokens = self.token_loss(batch)
+        self._val_loss += torch.stack([loss_sum.detach().double(), loss_sum.new_tensor(n_tokens).double()])
+        if self.tokenizer is None:
+            return
+        hyps = search(self.model, batch.src, batch.src_lengths, self.val_search, bos_id=BOS, eos_id=EOS)
+        texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+        self._val_hyps.extend(zip(batch.indices.tolist(), texts))
+
+    def on_validation_epoch_end(self) -> None:
+        loss_sum, n_tokens = self.trainer.strategy.reduce(self._val_loss, reduce_op="sum").tolist()
+        val_loss = loss_sum / max(n_tokens, 1)
+        self.log("val/loss", val_loss, sync_dist=False)
+        self.log("val/ppl", math.exp(min(val_loss, 50.0)), sync_dist=False)
+        if self.tokenizer is None or self.trainer.sanity_checking:
+            return
+        hyps = self._gather_hypotheses()
+        refs = self.trainer.datamodule.references("val")
+        missing = [i for i in range(len(refs)) if i not in hyps]
+        if missing:
+            raise RuntimeError(f"validation decoded {len(hyps)} of {len(refs)} sentences (first missing: {missing[0]})")
+        hypotheses = [hyps[i] for i in range(len(refs))]
+        bleu = sacrebleu.metrics.BLEU()
+        chrf = sacrebleu.metrics.CHRF()
+        bleu_score = bleu.corpus_score(hypotheses, [refs])
+        chrf_score = chrf.corpus_score(hypotheses, [refs])
+        self.log("val/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
+        self.log("val/chrf", chrf_score.score, sync_dist=False)
+        rank_zero_info(
+            f"epoch {self.current_epoch} step {self.global_step}: val loss {val_loss:.4f}, "
+            f"BLEU {bleu_score.score:.2f} ({bleu.get_signature()}), chrF {chrf_score.score:.2f}"
+        )
+
+    def _gather_hypotheses(self) -> dict[int, str]:
+        """Every rank's (index, hypothesis) pairs, merged: each validation sentence once, on every rank."""
+        local = self._val_hyps
+        if self.trainer.world_size > 1 and torch.distributed.is_initialized():
+            gathered: list[list[tuple[int, str]]] = [None] * self.trainer.world_size  # type: ignore[list-item]
+            torch.distributed.all_gather_object(gathered, local)
+            local = [pair for part in gathered for pair in part]
+        return dict(local)
+
+
+class ThroughputLogger(L.Callback):
+    """Logs target tokens per second of training (``train/tgt_tokens_per_s``), averaged per logging interval."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._tokens = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int) -> None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, idx: int) -> None:
+        self._tokens += batch.num_tgt_tokens
+        if (trainer.global_step % trainer.log_every_n_steps) == 0 and self._t0 is not None:
+            elapsed = time.perf_counter() - self._t0
+            if elapsed > 0:
+                pl_module.log("train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True)
+            self._t0, self._tokens = time.perf_counter(), 0
