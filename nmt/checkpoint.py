@@ -31,7 +31,9 @@ class Translator(NamedTuple):
     path: str
 
 
-def checkpoint_metadata(network: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, tokenizer: Tokenizer) -> dict:
+def checkpoint_metadata(
+    network: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, tokenizer: Tokenizer
+) -> dict:
     """What every checkpoint carries besides the weights (plain data only)."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -47,45 +49,58 @@ def load_translator(path: str | Path, *, device: str | torch.device = "cpu") -> 
     """Build the model and tokenizer stored in a checkpoint. Raises InputError with a one-line reason."""
     path = str(path)
     if not Path(path).is_file():
-        raise InputError(path, None, "checkpoint not found")
+        raise InputError(path=path, message="checkpoint not found")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(path, None, f"refused to load: the file holds more than plain data ({first})") from None
+        raise InputError(
+            path=path, message=f"refused to load: the file holds more than plain data ({first})"
+        ) from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(path, None, f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+        raise InputError(
+            path=path,
+            message=f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
+        ) from None
     if not isinstance(ckpt, dict) or not isinstance(ckpt.get("nmt"), dict) or "state_dict" not in ckpt:
-        raise InputError(path, None, "not an nmt checkpoint (no 'nmt' metadata or no state_dict)")
+        raise InputError(path=path, message="not an nmt checkpoint (no 'nmt' metadata or no state_dict)")
     meta = ckpt["nmt"]
     if meta.get("format") != CHECKPOINT_FORMAT:
         raise InputError(
-            path, None, f"checkpoint format {meta.get('format')} (nmt {meta.get('version')}) but this is nmt "
-            f"{__version__}, which reads format {CHECKPOINT_FORMAT}"
+            path=path,
+            message=f"checkpoint format {meta.get('format')} (nmt {meta.get('version')}) but this is nmt "
+            f"{__version__}, which reads format {CHECKPOINT_FORMAT}",
         )
     if meta.get("tokenizer") is None:
-        raise InputError(path, None, "checkpoint carries no SentencePiece model")
+        raise InputError(path=path, message="checkpoint carries no SentencePiece model")
     known = {f.name for f in dataclasses.fields(NetworkConfig)}
     unknown = sorted(set(meta["network"]) - known)
     if unknown:
-        raise InputError(path, None, f"network option(s) {', '.join(unknown)} unknown to nmt {__version__} "
-                         f"(checkpoint written by nmt {meta.get('version')})")
+        raise InputError(
+            path=path,
+            message=f"network option(s) {', '.join(unknown)} unknown to nmt {__version__} "
+            f"(checkpoint written by nmt {meta.get('version')})",
+        )
     network = NetworkConfig(**meta["network"])
-    model = build_model(network, src_vocab_size=meta["src_vocab_size"], tgt_vocab_size=meta["tgt_vocab_size"], pad_id=PAD)
+    model = build_model(
+        network, src_vocab_size=meta["src_vocab_size"], tgt_vocab_size=meta["tgt_vocab_size"], pad_id=PAD
+    )
     prefix = "model."
-    state = {k[len(prefix):]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     expected = model.state_dict()
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise InputError(
-            path, None,
-            f"weights do not fit a {network.architecture}/{network.cell} network: "
+            path=path,
+            message=f"weights do not fit a {network.architecture}/{network.cell} network: "
             f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})",
         )
     for name, tensor in state.items():
         if tensor.shape != expected[name].shape:
-            raise InputError(path, None, f"weight {name} has shape {tuple(tensor.shape)}, the network expects "
-                             f"{tuple(expected[name].shape)}")
+            raise InputError(
+                path=path,
+                message=f"weight {name} has shape {tuple(tensor.shape)}, the network expects {tuple(expected[name].shape)}",
+            )
     model.load_state_dict(state)
     tok = meta["tokenizer"]
     tokenizer = Tokenizer.from_bytes(tok["src"], tok.get("tgt"))
@@ -98,5 +113,5 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise InputError("--device", None, f"{device} requested but no CUDA device is available")
+        raise InputError(path="--device", message=f"{device} requested but no CUDA device is available")
     return torch.device(device)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+
 import lightning as L
 import sacrebleu
 import torch
@@ -100,7 +101,7 @@ class TranslationModule(L.LightningModule):
             return
         hyps = search(self.model, batch.src, batch.src_lengths, self.val_search, bos_id=BOS, eos_id=EOS)
         texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-        self._val_hyps.extend(zip(batch.indices.tolist(), texts))
+        self._val_hyps.extend(zip(batch.indices.tolist(), texts, strict=True))
 
     def on_validation_epoch_end(self) -> None:
         loss_sum, n_tokens = self.trainer.strategy.reduce(self._val_loss, reduce_op="sum").tolist()
@@ -113,7 +114,9 @@ class TranslationModule(L.LightningModule):
         refs = self.trainer.datamodule.references("val")
         missing = [i for i in range(len(refs)) if i not in hyps]
         if missing:
-            raise RuntimeError(f"validation decoded {len(hyps)} of {len(refs)} sentences (first missing: {missing[0]})")
+            raise RuntimeError(
+                f"validation decoded {len(hyps)} of {len(refs)} sentences (first missing: {missing[0]})"
+            )
         hypotheses = [hyps[i] for i in range(len(refs))]
         bleu = sacrebleu.metrics.BLEU()
         chrf = sacrebleu.metrics.CHRF()
@@ -143,14 +146,20 @@ class ThroughputLogger(L.Callback):
         self._t0: float | None = None
         self._tokens = 0
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int
+    ) -> None:
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, idx: int
+    ) -> None:
         self._tokens += batch.num_tgt_tokens
         if (trainer.global_step % trainer.log_every_n_steps) == 0 and self._t0 is not None:
             elapsed = time.perf_counter() - self._t0
             if elapsed > 0:
-                pl_module.log("train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True)
+                pl_module.log(
+                    "train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True
+                )
             self._t0, self._tokens = time.perf_counter(), 0

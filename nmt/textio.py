@@ -1,6 +1,6 @@
 """Reading and writing the line-oriented text files every command consumes and produces.
 
-Reading checks each line where it is read and raises ``InputError(path, line, reason)``: invalid UTF-8
+Reading checks each line where it is read and raises ``InputError(path=path, message=reason, line=line)``: invalid UTF-8
 (unless errors="replace"), NUL bytes, a truncated or corrupt gzip stream. A UTF-8 BOM on the first line is
 dropped; the line end ("\\n" or "\\r\\n") is removed and reported, so a writer can keep the input's
 convention. ``-`` means stdin/stdout.
@@ -33,11 +33,11 @@ def _binary_input(path: str) -> IO[bytes]:
     try:
         raw = open(path, "rb")  # noqa: SIM115 (closed by the caller's generator)
     except FileNotFoundError:
-        raise InputError(path, None, "no such file") from None
+        raise InputError(path=path, message="no such file") from None
     except IsADirectoryError:
-        raise InputError(path, None, "is a directory") from None
+        raise InputError(path=path, message="is a directory") from None
     except PermissionError:
-        raise InputError(path, None, "permission denied") from None
+        raise InputError(path=path, message="permission denied") from None
     if path.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
     return raw
@@ -56,16 +56,22 @@ def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]
             try:
                 raw = stream.readline()
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-                raise InputError(path, number + 1, f"corrupt or truncated gzip data ({e})") from None
+                raise InputError(
+                    path=path, message=f"corrupt or truncated gzip data ({e})", line=number + 1
+                ) from None
             if not raw:
                 break
             number += 1
             if b"\x00" in raw:
-                raise InputError(path, number, "NUL byte in line")
+                raise InputError(path=path, message="NUL byte in line", line=number)
             try:
                 text = raw.decode("utf-8", errors=errors)
             except UnicodeDecodeError as e:
-                raise InputError(path, number, f"invalid UTF-8 at byte {e.start} (use --encoding-errors replace to substitute U+FFFD)") from None
+                raise InputError(
+                    path=path,
+                    message=f"invalid UTF-8 at byte {e.start} (use --encoding-errors replace to substitute U+FFFD)",
+                    line=number,
+                ) from None
             if number == 1 and text.startswith(BOM):
                 text = text[1:]
             if text.endswith("\r\n"):
@@ -89,7 +95,7 @@ def atomic_output(path: str) -> Iterator[IO[str]]:
         return
     target = Path(path)
     if not target.parent.is_dir():
-        raise InputError(path, None, "output directory does not exist")
+        raise InputError(path=path, message="output directory does not exist")
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
     try:
         with os.fdopen(fd, "wb") as raw:

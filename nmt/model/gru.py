@@ -97,7 +97,11 @@ def orthogonal_blocks_(weight: Tensor) -> Tensor:
 
 
 def run_recurrence(
-    cell: PaperGRUCell | CuDNNGRUCell, x_proj: Tensor, h0: Tensor, mask: Tensor | None = None, reverse: bool = False
+    cell: PaperGRUCell | CuDNNGRUCell,
+    x_proj: Tensor,
+    h0: Tensor,
+    mask: Tensor | None = None,
+    reverse: bool = False,
 ) -> Tensor:
     """Run a cell over time with the input-side products already done.
 

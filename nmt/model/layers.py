@@ -61,7 +61,9 @@ class MaxoutOutput(nn.Module):
     def features(self, h: Tensor, e_prev: Tensor, ctx_term: Tensor) -> Tensor:
         """h (..., state_dim), e_prev (..., emb_dim), ctx_term = O_c c broadcastable -> t (..., units)."""
         t_tilde = self.O_h(h) + self.O_y(e_prev) + ctx_term
-        t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(dim=-1)  # maxout: (..., units, pool) -> (..., units)
+        t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(
+            dim=-1
+        )  # maxout: (..., units, pool) -> (..., units)
         return self.dropout(t)
 
     def logits(self, t: Tensor) -> Tensor:

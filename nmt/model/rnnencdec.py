@@ -38,14 +38,18 @@ class Summary(NamedTuple):
 
 
 class RNNEncoderDecoder(Seq2Seq):
-    def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
+    def __init__(
+        self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
+    ) -> None:
         super().__init__()
         E, n = config.emb_dim, config.decoder_dim
         self.pad_id, self.cell_type = pad_id, config.cell
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell)
+        self.encoder = GRUEncoder(
+            emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell
+        )
         self.V = nn.Linear(config.encoder_dim, n, bias=False)  # c = tanh(V h_T)
         self.V_dec = nn.Linear(n, n, bias=False)  # h'_0 = tanh(V' c)
         if config.cell == "paper":
@@ -103,7 +107,9 @@ class RNNEncoderDecoder(Seq2Seq):
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         (h0,) = self.initial_state(enc)
         if self.cell_type == "paper":
-            x_proj = self.W_dec(e) + enc.c_gates.unsqueeze(1)  # all input-side terms in one product: (B, T, 3n)
+            x_proj = self.W_dec(e) + enc.c_gates.unsqueeze(
+                1
+            )  # all input-side terms in one product: (B, T, 3n)
             h = run_recurrence(self.cell, x_proj, h0)
         else:
             c_seq = enc.c.unsqueeze(1).expand(-1, e.shape[1], -1)
