@@ -30,7 +30,7 @@ class TranslationModule(L.LightningModule):
         src_vocab_size: int,
         tgt_vocab_size: int,
         label_smoothing: float = 0.0,
-        val_search: SearchConfig | None = None,
+        search: SearchConfig | None = None,
     ) -> None:
         """
         Args:
@@ -38,19 +38,19 @@ class TranslationModule(L.LightningModule):
             src_vocab_size: source vocabulary size (linked from the data section).
             tgt_vocab_size: target vocabulary size (linked from the data section).
             label_smoothing: label smoothing of the token-level cross-entropy (0 = the papers' loss).
-            val_search: how validation BLEU decodes (beam size, length limits).
+            search: how validation and test BLEU decode (beam size, length penalty, length limits).
         """
         super().__init__()
         self.network_config = network or NetworkConfig()
-        self.val_search = val_search or SearchConfig(beam_size=1)
+        self.search = search or SearchConfig(beam_size=1)
         self.label_smoothing = label_smoothing
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.model = build_model(
             self.network_config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD
         )
         self.tokenizer = None  # set in setup() from the datamodule; saved into every checkpoint
-        self._val_hyps: list[tuple[int, str]] = []
-        self._val_loss = torch.zeros(2, dtype=torch.float64)
+        self._hyps: list[tuple[int, str]] = []  # (dataset index, detokenized hypothesis) of this evaluation
+        self._loss_and_tokens = torch.zeros(2, dtype=torch.float64)
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -89,49 +89,63 @@ class TranslationModule(L.LightningModule):
         norms = grad_norm(self.model, norm_type=2)
         self.log("train/grad_norm", norms["grad_2.0_norm_total"])
 
-    # -- validation ----------------------------------------------------------------------------------------
+    # -- validation and test: loss, then BLEU/chrF of the decoded sentences ------------------------------------
     def on_validation_epoch_start(self) -> None:
-        self._val_hyps = []
-        self._val_loss = torch.zeros(2, dtype=torch.float64, device=self.device)
+        self._start_evaluation()
+
+    def on_test_epoch_start(self) -> None:
+        self._start_evaluation()
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        loss_sum, n_tokens = self.token_loss(batch)
-        self._val_loss += torch.stack([loss_sum.detach().double(), loss_sum.new_tensor(n_tokens).double()])
-        if self.tokenizer is None:
-            return
-        hyps = search(self.model, batch.src, batch.src_lengths, self.val_search, bos_id=BOS, eos_id=EOS)
-        texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
-        self._val_hyps.extend(zip(batch.indices.tolist(), texts, strict=True))
+        self._evaluation_step(batch)
+
+    def test_step(self, batch: Batch, batch_idx: int) -> None:
+        self._evaluation_step(batch)
 
     def on_validation_epoch_end(self) -> None:
-        loss_sum, n_tokens = self.trainer.strategy.reduce(self._val_loss, reduce_op="sum").tolist()
-        val_loss = loss_sum / max(n_tokens, 1)
-        self.log("val/loss", val_loss, sync_dist=False)
-        self.log("val/ppl", math.exp(min(val_loss, 50.0)), sync_dist=False)
+        self._end_evaluation("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._end_evaluation("test")
+
+    def _start_evaluation(self) -> None:
+        self._hyps = []
+        self._loss_and_tokens = torch.zeros(2, dtype=torch.float64, device=self.device)
+
+    def _evaluation_step(self, batch: Batch) -> None:
+        loss_sum, n_tokens = self.token_loss(batch)
+        self._loss_and_tokens += torch.stack([loss_sum.detach().double(), loss_sum.new_tensor(n_tokens).double()])
         if self.tokenizer is None or self.trainer.sanity_checking:
             return
-        hyps = self._gather_hypotheses()
-        refs = self.trainer.datamodule.references("val")
-        missing = [i for i in range(len(refs)) if i not in hyps]
+        hyps = search(self.model, batch.src, batch.src_lengths, self.search, bos_id=BOS, eos_id=EOS)
+        texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+        self._hyps.extend(zip(batch.indices.tolist(), texts, strict=True))
+
+    def _end_evaluation(self, stage: str) -> None:
+        loss_sum, n_tokens = self.trainer.strategy.reduce(self._loss_and_tokens, reduce_op="sum").tolist()
+        loss = loss_sum / max(n_tokens, 1)
+        self.log(f"{stage}/loss", loss, sync_dist=False)
+        self.log(f"{stage}/ppl", math.exp(min(loss, 50.0)), sync_dist=False)
+        if self.tokenizer is None or self.trainer.sanity_checking:
+            return
+        decoded = self._gather_hypotheses()
+        refs = self.trainer.datamodule.references(stage)
+        missing = [i for i in range(len(refs)) if i not in decoded]
         if missing:
-            raise RuntimeError(
-                f"validation decoded {len(hyps)} of {len(refs)} sentences (first missing: {missing[0]})"
-            )
-        hypotheses = [hyps[i] for i in range(len(refs))]
-        bleu = sacrebleu.metrics.BLEU()
-        chrf = sacrebleu.metrics.CHRF()
-        bleu_score = bleu.corpus_score(hypotheses, [refs])
-        chrf_score = chrf.corpus_score(hypotheses, [refs])
-        self.log("val/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
-        self.log("val/chrf", chrf_score.score, sync_dist=False)
+            raise RuntimeError(f"{stage}: decoded {len(decoded)} of {len(refs)} sentences (first missing: {missing[0]})")
+        hypotheses = [decoded[i] for i in range(len(refs))]
+        bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
+        bleu_score, chrf_score = bleu.corpus_score(hypotheses, [refs]), chrf.corpus_score(hypotheses, [refs])
+        self.log(f"{stage}/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
+        self.log(f"{stage}/chrf", chrf_score.score, sync_dist=False)
         rank_zero_info(
-            f"epoch {self.current_epoch} step {self.global_step}: val loss {val_loss:.4f}, "
-            f"BLEU {bleu_score.score:.2f} ({bleu.get_signature()}), chrF {chrf_score.score:.2f}"
+            f"{stage} epoch {self.current_epoch} step {self.global_step}: loss {loss:.4f}, "
+            f"BLEU {bleu_score.score:.2f} ({bleu.get_signature()}), chrF {chrf_score.score:.2f} ({chrf.get_signature()})"
         )
 
     def _gather_hypotheses(self) -> dict[int, str]:
         """Every rank's (index, hypothesis) pairs, merged: each validation sentence once, on every rank."""
-        local = self._val_hyps
+        local = self._hyps
         if self.trainer.world_size > 1 and torch.distributed.is_initialized():
             gathered: list[list[tuple[int, str]]] = [None] * self.trainer.world_size  # type: ignore[list-item]
             torch.distributed.all_gather_object(gathered, local)
