@@ -1,52 +1,278 @@
-"""Greedy search (placeholder until the batched beam search lands)."""
+"""Batched beam search over the model contract of ``nmt.model.base`` (encode / initial_state / step).
+
+All sentences of a batch are searched together: N sentences × k beams are the N·k rows of one decoder
+step. Each iteration of the loop in ``search`` is these steps:
+
+1. expand  — (once, before the loop) encode, then copy the encoder output and initial state to B·k rows
+             with one ``index_select``. The k rows of a sentence stay identical, so the encoder output is
+             never reordered again; it only loses the rows of sentences that are done;
+2. score   — the score of every extension of every live hypothesis: log_prob + log p(y | ·), (N, k·V);
+3. select  — each sentence's 2k best extensions (at most k of them end in EOS, so at least k go on);
+4. retire  — extensions among the k best that end in EOS (all k best at the sentence's length limit) leave
+             the beam as finished hypotheses;
+5. reorder — the k best extensions that do not end in EOS are the new beam; the decoder state and the
+             token/attention histories follow them with one ``index_select`` each;
+6. drop    — a sentence is done at its length limit, when k of its hypotheses have finished, or when no
+             live hypothesis can still beat its n-th best finished one; its rows leave the batch.
+
+Scores. ``log_prob`` is the unnormalised log-probability Σ_t log p(y_t | y_<t, x) of the tokens
+*including* EOS (a hypothesis cut at the length limit has no EOS term). Finished hypotheses are ranked by
+``score = log_prob / lp(L)``, L = number of output tokens including EOS, with lp(L) = 1 (none), L^α
+(length) or ((5 + L) / 6)^α (gnmt, Wu et al. 2016). All live hypotheses of a step have the same length,
+so the beam itself is ranked by log_prob; normalisation decides between finished hypotheses and when to
+stop.
+
+Greedy search is k = 1. Nothing is masked: the search follows the model's distribution over its whole
+vocabulary (a trained model gives PAD and BOS no mass: they are never targets).
+"""
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import Literal, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
 
-from nmt.model.base import Seq2Seq
+T = TypeVar("T")
+NEG_INF = float("-inf")
 
 
 @dataclass
 class SearchConfig:
+    """How to search (validation BLEU during training and the ``translate`` / ``evaluate`` commands)."""
+
     beam_size: int = 5
-    """Beam width k (1 = greedy)."""
+    """Beam width k (1 = greedy search)."""
+    length_penalty: Literal["none", "length", "gnmt"] = "none"
+    """Ranking of finished hypotheses: log_prob / lp(L) with lp = 1, L^alpha or ((5 + L) / 6)^alpha."""
+    alpha: float = 1.0
+    """Exponent of the length penalty (unused with 'none')."""
     max_length_a: float = 1.5
-    """Hypotheses stop at max_length_a · |src| + max_length_b tokens."""
+    """Hypotheses stop at max_length_a · |src| + max_length_b output tokens (|src| counts the source EOS)."""
     max_length_b: int = 10
+    """See max_length_a."""
+    n_best: int = 1
+    """Hypotheses returned per sentence, best first (at most beam_size)."""
+
+    def __post_init__(self) -> None:
+        if self.beam_size < 1:
+            raise ValueError(f"beam size must be at least 1, got {self.beam_size}")
+        if not 1 <= self.n_best <= self.beam_size:
+            raise ValueError(f"n-best must be between 1 and the beam size ({self.beam_size}), got {self.n_best}")
+        if self.length_penalty not in ("none", "length", "gnmt"):
+            raise ValueError(f"length penalty must be none, length or gnmt, got {self.length_penalty!r}")
+        if self.alpha < 0:
+            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
+        if self.max_length_a < 0:
+            raise ValueError(f"max_length_a must be non-negative, got {self.max_length_a}")
+
+    def penalty(self, length: int) -> float:
+        """lp(L) for a hypothesis of L output tokens (EOS included)."""
+        if self.length_penalty == "length":
+            return float(length) ** self.alpha
+        if self.length_penalty == "gnmt":
+            return ((5.0 + length) / 6.0) ** self.alpha
+        return 1.0
+
+    def max_length(self, src_length: int) -> int:
+        """Output length limit for a source of src_length tokens: ⌊a·|src| + b⌋, at least 1."""
+        return max(1, int(self.max_length_a * src_length + self.max_length_b))
 
 
 class Hypothesis(NamedTuple):
+    """One result of the search for one sentence."""
+
     tokens: list[int]
+    """Target ids, without BOS and EOS."""
     score: float
+    """log_prob / lp(L): what the n-best list is sorted by."""
+    log_prob: float
+    """Σ log p(y_t | y_<t, x) over the tokens and the final EOS (unnormalised)."""
+    complete: bool = True
+    """False when the hypothesis was cut at the length limit (log_prob then has no EOS term)."""
     alpha: Tensor | None = None
+    """(T, S) attention weights on the CPU, one row per output token including EOS, one column per source
+    token including the source EOS; None for a model without attention."""
+
+
+def select_rows(tree: T, index: Tensor) -> T:
+    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's)."""
+    if isinstance(tree, Tensor):
+        return tree.index_select(0, index)
+    items = [select_rows(item, index) for item in tree]  # type: ignore[attr-defined]
+    return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)  # type: ignore[call-arg]
+
+
+class _Beam(NamedTuple):
+    """The live hypotheses of the N sentences still searched, k rows per sentence (row = n·k + slot)."""
+
+    sentence: list[int]  # (N) index of each sentence in the caller's batch
+    log_prob: Tensor  # (N, k) of each live hypothesis; -inf marks an empty slot
+    tokens: Tensor  # (N·k, t) the words so far
+    alpha: Tensor | None  # (N·k, t, S) the attention weights so far (None before the first step)
+
+
+class _Candidates(NamedTuple):
+    """Each sentence's 2k best extensions, best first."""
+
+    log_prob: Tensor  # (N, 2k)
+    row: Tensor  # (N, 2k) the beam row each one extends
+    token: Tensor  # (N, 2k) the word it appends
+
+
+class _Finished:
+    """The finished hypotheses of every sentence of the batch, each list best first."""
+
+    def __init__(self, batch_size: int, config: SearchConfig, src_lengths: list[int]) -> None:
+        self.config, self.src_lengths = config, src_lengths
+        self.max_len = [config.max_length(n) for n in src_lengths]
+        self.hypotheses: list[list[Hypothesis]] = [[] for _ in range(batch_size)]
+        self._neg_scores: list[list[float]] = [[] for _ in range(batch_size)]  # sorted keys for bisect
+
+    def add(self, sentence: int, hypothesis: Hypothesis) -> None:
+        at = bisect.bisect_right(self._neg_scores[sentence], -hypothesis.score)
+        self._neg_scores[sentence].insert(at, -hypothesis.score)
+        self.hypotheses[sentence].insert(at, hypothesis)
+
+    def done(self, beam: _Beam, t: int) -> list[bool]:
+        """Per live sentence after step t: at its length limit, k finished, or no live hypothesis can
+        beat its n-th best finished one. log_prob only falls as words are added and lp(L) grows with L,
+        so the most a live hypothesis can still reach is its log_prob now divided by lp(length limit)."""
+        k, n = self.config.beam_size, self.config.n_best
+        best_live = beam.log_prob.max(dim=-1).values.tolist()
+        done = []
+        for s, live in zip(beam.sentence, best_live, strict=True):
+            found = self._neg_scores[s]
+            nth_best = -found[n - 1] if len(found) >= n else NEG_INF
+            bound = live / self.config.penalty(self.max_len[s])
+            done.append(t + 1 >= self.max_len[s] or len(found) >= k or bound <= nth_best)
+        return done
+
+    def results(self) -> list[list[Hypothesis]]:
+        return [h[: self.config.n_best] or [Hypothesis([], NEG_INF, NEG_INF, False)] for h in self.hypotheses]
 
 
 @torch.no_grad()
-def search(model: Seq2Seq, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int) -> list[list[Hypothesis]]:
-    B = src.shape[0]
+def search(
+    model, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
+) -> list[list[Hypothesis]]:
+    """Beam search for a batch: src (B, S) long, padded; src_lengths (B,) (including the source EOS).
+
+    ``model`` is anything with the search contract of ``nmt.model.base`` (a ``Seq2Seq``, an ``Ensemble``).
+    Returns, for each sentence, up to ``config.n_best`` hypotheses sorted by score, best first.
+    """
+    B, k, device = src.shape[0], config.beam_size, src.device
+    finished = _Finished(B, config, src_lengths.tolist())
+
+    # 1. expand: the encoder output and the initial state, once per beam slot
     enc = model.encode(src, src_lengths)
-    state = model.initial_state(enc)
-    y = torch.full((B,), bos_id, dtype=torch.long, device=src.device)
-    max_len = int(config.max_length_a * int(src_lengths.max()) + config.max_length_b)
-    tokens = [[] for _ in range(B)]
-    scores = [0.0] * B
-    done = [False] * B
-    for _ in range(max_len):
-        out = model.step(y, state, enc)
-        lp, y = out.log_probs.max(-1)
-        state = out.state
-        for b in range(B):
-            if not done[b]:
-                scores[b] += float(lp[b])
-                if int(y[b]) == eos_id:
-                    done[b] = True
-                else:
-                    tokens[b].append(int(y[b]))
+    rows = torch.arange(B, device=device).repeat_interleave(k)  # (B·k,) sentence of each row
+    state = select_rows(model.initial_state(enc), rows)
+    enc = select_rows(enc, rows)
+    beam = _Beam(list(range(B)), _first_beam(B, k, device), src.new_empty(B * k, 0), None)
+    y_prev = torch.full((B * k,), bos_id, dtype=torch.long, device=device)
+
+    for t in range(max(finished.max_len)):
+        out = model.step(y_prev, state, enc)
+        # 2. score
+        N, V = len(beam.sentence), out.log_probs.shape[-1]
+        scores = (beam.log_prob.unsqueeze(-1) + out.log_probs.view(N, k, V)).view(N, k * V)
+        # 3. select
+        cand = _best_candidates(scores, k, V)
+        # 4. retire
+        at_limit = [t + 1 >= finished.max_len[s] for s in beam.sentence]
+        _retire(cand, beam, out.alpha, at_limit, t, eos_id, finished)
+        # 5. reorder
+        beam, rows = _advance(cand, beam, out.alpha, eos_id)
+        # 6. drop
+        done = finished.done(beam, t)
         if all(done):
             break
-    return [[Hypothesis(tokens[b], scores[b])] for b in range(B)]
+        if any(done):
+            beam, rows, enc_rows = _drop(beam, rows, done, k)
+            enc = select_rows(enc, enc_rows)
+        state = select_rows(out.state, rows)
+        y_prev = beam.tokens[:, -1]
+    return finished.results()
+
+
+def _first_beam(B: int, k: int, device: torch.device) -> Tensor:
+    """(B, k) log-probs of the initial beam: one empty hypothesis per sentence, k - 1 empty slots."""
+    log_prob = torch.full((B, k), NEG_INF, device=device)
+    log_prob[:, 0] = 0.0
+    return log_prob
+
+
+def _best_candidates(scores: Tensor, k: int, V: int) -> _Candidates:
+    """scores (N, k·V) -> the 2k best (all k·V when fewer), with the row and the word of each."""
+    log_prob, flat = scores.topk(min(2 * k, k * V), dim=-1)  # (N, 2k), sorted
+    slot = torch.div(flat, V, rounding_mode="floor")
+    base = torch.arange(scores.shape[0], device=scores.device).unsqueeze(-1) * k
+    return _Candidates(log_prob, base + slot, flat - slot * V)
+
+
+def _append(history: Tensor | None, rows: Tensor, new: Tensor) -> Tensor:
+    """history (R, t, …) or None (t = 0); new (R', …) one value per row -> (len(rows), t + 1, …)."""
+    step = new.index_select(0, rows).unsqueeze(1)
+    return step if history is None else torch.cat([history.index_select(0, rows), step], dim=1)
+
+
+def _retire(
+    cand: _Candidates,
+    beam: _Beam,
+    alpha: Tensor | None,
+    at_limit: list[bool],
+    t: int,
+    eos_id: int,
+    finished: _Finished,
+) -> None:
+    """Move the k best extensions that end in EOS — all k best of a sentence at its length limit — to
+    ``finished``. Each has t + 1 output tokens."""
+    k = beam.log_prob.shape[1]
+    top_lp, top_row, top_tok = cand.log_prob[:, :k], cand.row[:, :k], cand.token[:, :k]
+    is_eos = top_tok == eos_id
+    if any(at_limit):
+        limit = torch.tensor(at_limit, device=is_eos.device).unsqueeze(-1)
+        leaving = (is_eos | limit) & torch.isfinite(top_lp)
+    else:
+        leaving = is_eos & torch.isfinite(top_lp)
+    n, slot = leaving.nonzero(as_tuple=True)  # one sync per step
+    if n.numel() == 0:
+        return
+    rows = top_row[n, slot]
+    tokens = torch.cat([beam.tokens.index_select(0, rows), top_tok[n, slot].unsqueeze(-1)], dim=-1)
+    alphas = None if alpha is None else _append(beam.alpha, rows, alpha).cpu()  # (R, t + 1, S)
+    log_probs = top_lp[n, slot].tolist()
+    lp = finished.config.penalty(t + 1)
+    for i, (sentence, toks, log_p, eos) in enumerate(
+        zip(n.tolist(), tokens.tolist(), log_probs, is_eos[n, slot].tolist(), strict=True)
+    ):
+        s = beam.sentence[sentence]
+        a = None if alphas is None else alphas[i, :, : finished.src_lengths[s]]
+        finished.add(s, Hypothesis(toks[:-1] if eos else toks, log_p / lp, log_p, eos, a))
+
+
+def _advance(cand: _Candidates, beam: _Beam, alpha: Tensor | None, eos_id: int) -> tuple[_Beam, Tensor]:
+    """The k best extensions that do not end in EOS become the beam. Returns it and, for each new row,
+    the previous row it continues (N·k,), to reorder the decoder state with."""
+    k = beam.log_prob.shape[1]
+    going_on = cand.log_prob.masked_fill(cand.token == eos_id, NEG_INF)
+    log_prob, j = going_on.topk(k, dim=-1)  # (N, k); candidates are sorted, so the first k that go on
+    rows = cand.row.gather(1, j).view(-1)  # (N·k,)
+    token = cand.token.gather(1, j).view(-1, 1)  # (N·k, 1)
+    tokens = torch.cat([beam.tokens.index_select(0, rows), token], dim=-1)
+    alphas = None if alpha is None else _append(beam.alpha, rows, alpha)
+    return _Beam(beam.sentence, log_prob, tokens, alphas), rows
+
+
+def _drop(beam: _Beam, rows: Tensor, done: list[bool], k: int) -> tuple[_Beam, Tensor, Tensor]:
+    """Remove the sentences that are done. Returns the smaller beam, the state rows restricted to it, and
+    the rows of the current layout that stay (for the encoder output)."""
+    keep = [n for n, d in enumerate(done) if not d]
+    kept = torch.tensor(keep, device=rows.device)
+    stay = (kept.unsqueeze(-1) * k + torch.arange(k, device=rows.device)).view(-1)  # (N'·k,)
+    alpha = None if beam.alpha is None else beam.alpha.index_select(0, stay)
+    smaller = _Beam([beam.sentence[n] for n in keep], beam.log_prob[kept], beam.tokens.index_select(0, stay), alpha)
+    return smaller, rows.index_select(0, stay), stay

@@ -1,0 +1,133 @@
+"""``nmt evaluate``: BLEU, chrF and TER (sacrebleu) of a hypothesis file, or of a checkpoint's translations.
+
+    nmt evaluate --hyp FILE --ref FILE [FILE …] [--lowercase] [--json]
+    nmt evaluate --checkpoint CKPT --src FILE --ref FILE [--beam-size 5 …] [--output HYP_FILE]
+
+Every score is printed with its sacrebleu signature (``--json``: one JSON object, sacrebleu's fields per
+metric). ``--lowercase`` is sacrebleu's ``-lc`` (for TER: case-insensitive). The hypotheses and every
+reference must have the same number of lines; a mismatch names the longer file and its first extra line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from jsonargparse import ArgumentParser
+from sacrebleu.metrics import BLEU, CHRF, TER
+
+from nmt.commands.translate import (
+    Source,
+    add_model_arguments,
+    device_of,
+    encode_line,
+    load_model,
+    search_config,
+    translate_batch,
+)
+from nmt.decoding import SearchConfig
+from nmt.errors import InputError
+from nmt.textio import atomic_output, read_lines
+
+
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="nmt evaluate", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--hyp", default=None, help="hypotheses, one per line (instead of --checkpoint/--src)")
+    parser.add_argument("--src", default=None, help="source sentences to translate with --checkpoint")
+    parser.add_argument("--ref", nargs="+", required=True, metavar="FILE", help="reference translation(s)")
+    parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores (sacrebleu -lc)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
+    parser.add_argument("--output", default=None, help="with --checkpoint: also write the translations here")
+    add_model_arguments(parser, checkpoint_required=False)
+    return parser
+
+
+def read_texts(path: str, errors: str = "strict") -> list[str]:
+    return [text for text, _ in read_lines(path, errors=errors)]
+
+
+def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> None:
+    if n_hyp == n_ref:
+        return
+    longer, shorter, n_short = (ref_path, hyp_path, n_hyp) if n_ref > n_hyp else (hyp_path, ref_path, n_ref)
+    raise InputError(
+        path=longer, line=n_short + 1, message=f"line has no counterpart: {shorter} has only {n_short} lines"
+    )
+
+
+def translate_file(args, config: SearchConfig) -> list[str]:
+    """Translate --src with the checkpoint(s), in batches of similar length; hypotheses in input order."""
+    model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device)
+    device = device_of(model)
+    sources = [
+        encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens)
+        for n, (text, _) in enumerate(read_lines(args.src, errors=args.encoding_errors), start=1)
+    ]
+    order = sorted(range(len(sources)), key=lambda i: len(sources[i].ids))
+    hypotheses: list[str] = [""] * len(sources)
+    for batch in _token_batches([sources[i] for i in order], args.batch_tokens):
+        hyps = translate_batch(model, batch, config, device)
+        for source, text in zip(batch, tokenizer.decode_tgt([h[0].tokens for h in hyps]), strict=True):
+            hypotheses[source.number - 1] = text
+    return hypotheses
+
+
+def _token_batches(sources: list[Source], batch_tokens: int) -> list[list[Source]]:
+    batches: list[list[Source]] = [[]]
+    tokens = 0
+    for source in sources:
+        if batches[-1] and tokens + len(source.ids) > batch_tokens:
+            batches.append([])
+            tokens = 0
+        batches[-1].append(source)
+        tokens += len(source.ids)
+    return [b for b in batches if b]
+
+
+def score(hypotheses: list[str], references: list[list[str]], *, lowercase: bool) -> list:
+    """(metric, score) for BLEU, chrF and TER."""
+    metrics = [BLEU(lowercase=lowercase), CHRF(lowercase=lowercase), TER(case_sensitive=not lowercase)]
+    return [(m, m.corpus_score(hypotheses, references)) for m in metrics]
+
+
+def _json_score(metric, result) -> dict:
+    """sacrebleu's JSON fields, with the score unrounded."""
+    return {**json.loads(result.format(signature=str(metric.get_signature()), is_json=True)), "score": result.score}
+
+
+def main(argv: list[str]) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if (args.hyp is None) == (args.checkpoint is None):
+        parser.error("give either --hyp, or --checkpoint with --src")
+    if args.checkpoint is not None and args.src is None:
+        parser.error("--checkpoint needs --src (the sentences to translate)")
+    references = [read_texts(path, args.encoding_errors) for path in args.ref]
+    if args.hyp is not None:
+        hypotheses, hyp_path = read_texts(args.hyp, args.encoding_errors), args.hyp
+    else:
+        hyp_path = args.src
+        n_src = sum(1 for _ in read_lines(args.src, errors=args.encoding_errors))
+        for path, refs in zip(args.ref, references, strict=True):  # fail before the (long) translation
+            check_line_counts(hyp_path, n_src, path, len(refs))
+        hypotheses = translate_file(args, search_config(args, parser))
+        if args.output is not None:
+            with atomic_output(args.output) as out:
+                out.writelines(h + "\n" for h in hypotheses)
+    for path, refs in zip(args.ref, references, strict=True):
+        check_line_counts(hyp_path, len(hypotheses), path, len(refs))
+
+    results = score(hypotheses, references, lowercase=args.lowercase)
+    if args.json:
+        report = {
+            "hypotheses": args.hyp or args.output,
+            "checkpoint": args.checkpoint,
+            "references": args.ref,
+            "sentences": len(hypotheses),
+            **{m.__class__.__name__.lower(): _json_score(m, s) for m, s in results},
+        }
+        sys.stdout.write(json.dumps(report, indent=1) + "\n")
+    else:
+        for m, s in results:
+            sys.stdout.write(s.format(signature=str(m.get_signature())) + "\n")
+    return 0
