@@ -1,0 +1,37 @@
+"""Errors the user can fix by changing their input, as opposed to bugs in `nmt`."""
+
+from __future__ import annotations
+
+import os
+
+
+class InputError(Exception):
+    """A bad input file (or data source), located precisely enough to fix it.
+
+    `str(error)` is one line, ``PATH:LINE: message`` (``PATH: message`` when no line applies), the format
+    compilers use, so editors and terminals can jump to the spot. The CLI prints it and exits with status 2.
+
+    Attributes:
+        path: the file (or data source name) at fault.
+        line: 1-based line number, or None when the problem is not on one line (e.g. an empty file).
+        message: what is wrong, without the location.
+    """
+
+    def __init__(self, *, path: str | os.PathLike[str], message: str, line: int | None = None) -> None:
+        self.path = os.fspath(path)
+        self.line = line
+        self.message = message
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        where = self.path if self.line is None else f"{self.path}:{self.line}"
+        return f"{where}: {self.message}"
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Keyword-only __init__ breaks the default Exception pickling, which a DataLoader worker or a
+        # `datasets` subprocess needs to send the error back to the parent.
+        return (_rebuild_input_error, (self.path, self.message, self.line))
+
+
+def _rebuild_input_error(path: str, message: str, line: int | None) -> InputError:
+    return InputError(path=path, message=message, line=line)

@@ -1,0 +1,23 @@
+"""Shared test setup: Hugging Face offline, and where the real Multi30k corpus lies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests must never reach the network (CI has none); set before anything imports `datasets`.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# The repository's parent directory holds `shared/` (read-only data), here and in CI.
+MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+
+
+@pytest.fixture(scope="session")
+def multi30k() -> Path:
+    """The real Multi30k directory ({train,val,test_2016_flickr}.{en,fr,de,cs}.gz)."""
+    if not MULTI30K.is_dir():
+        pytest.skip(f"Multi30k not found at {MULTI30K}")
+    return MULTI30K
