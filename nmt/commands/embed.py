@@ -1,0 +1,179 @@
+"""``nmt embed``: the encoder's representation of each phrase (Cho et al. 2014 §4.4, Figs. 4–5), for analysis.
+
+    nmt embed --checkpoint M.ckpt --input phrases.txt --output vectors.npy [--plot map.png]
+
+Row i of the float32 ``.npy`` matrix is the vector of line i of the input (one phrase a line, Moses
+escapes kept as written unless ``--unescape``):
+
+- RNN Encoder–Decoder: the summary c = tanh(V h_T) (Cho A.1), the vector the decoder is conditioned on.
+- RNNsearch has no single summary. ``--rnnsearch-vector ends`` (default) is [→h_T; ←h_1], the last state of
+  each direction: the forward state after the whole phrase (EOS included) and the backward state at the
+  first word, the one the decoder starts from (s_0 = tanh(W_s ←h_1)). ``mean`` is the mean annotation
+  (1/T) Σ_j h_j over the phrase's pieces, EOS included.
+
+``--plot`` projects the vectors to 2-D with PCA (the top two right singular vectors of the centred matrix,
+by numpy's SVD, of a sample of at most ``--plot-points`` rows) and labels ``--labels`` of them with their
+phrase, like Cho's Fig. 4.
+"""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentParser
+
+from nmt.checkpoint import Translator, load_translator, resolve_device
+from nmt.errors import InputError
+from nmt.scoring.moses import unescape
+from nmt.scoring.scorer import windows
+from nmt.textio import read_lines
+
+PROG = "nmt embed"
+_HEADER_BYTES = 128  # fixed-size .npy header, rewritten with the final row count
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `nmt fit`")
+    p.add_argument("--input", required=True, help="phrases in the model's source language, one a line ('-': stdin)")
+    p.add_argument("--output", required=True, help="the vectors, a float32 .npy file (N, D)")
+    p.add_argument(
+        "--rnnsearch-vector",
+        type=Literal["ends", "mean"],
+        default="ends",
+        help="RNNsearch: [→h_T; ←h_1] (ends) or the mean annotation",
+    )
+    p.add_argument("--unescape", action="store_true", help="undo Moses escapes (&apos;) before encoding")
+    p.add_argument("--plot", type=str | None, default=None, help="also draw a 2-D PCA map (PNG, PDF, SVG)")
+    p.add_argument("--labels", type=int, default=40, help="points of the map labelled with their phrase")
+    p.add_argument("--plot-points", type=int, default=5000, help="points drawn (a uniform sample when more)")
+    p.add_argument("--batch-size", type=int, default=256, help="phrases encoded at once")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    p.add_argument("--seed", type=int, default=0, help="seed of the plotted and labelled sample")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if not args.output.endswith(".npy"):
+        raise InputError(path=args.output, message="the output is a NumPy .npy file; name it *.npy")
+    translator = load_translator(args.checkpoint, device=resolve_device(args.device))
+    rng = random.Random(args.seed)
+    sample: list[tuple[int, str]] = []  # reservoir of (row, phrase) for the plot
+    lines = (text for text, _ in read_lines(args.input))
+    n = 0
+    with NpyRowWriter(args.output) as writer:
+        for batch in windows(lines, args.batch_size):
+            texts = [unescape(t) for t in batch] if args.unescape else batch
+            writer.write(phrase_vectors(translator, texts, rnnsearch_vector=args.rnnsearch_vector))
+            for text in batch:
+                if len(sample) < args.plot_points:
+                    sample.append((n, text))
+                elif (k := rng.randrange(n + 1)) < args.plot_points:
+                    sample[k] = (n, text)
+                n += 1
+        if n == 0:
+            raise InputError(path=args.input, message="no phrases to embed (the input is empty)")
+    print(f"{PROG}: {n:,} phrases -> {args.output} {(n, writer.dim)}", file=sys.stderr)
+    if args.plot:
+        vectors = np.load(args.output, mmap_mode="r")
+        sample.sort()
+        rows = np.array([row for row, _ in sample])
+        plot_map(np.asarray(vectors[rows]), [text for _, text in sample], args.plot, labels=args.labels, rng=rng)
+        print(f"{PROG}: PCA map of {len(rows):,} phrases -> {args.plot}", file=sys.stderr)
+    return 0
+
+
+@torch.inference_mode()
+def phrase_vectors(translator: Translator, texts: list[str], *, rnnsearch_vector: str = "ends") -> np.ndarray:
+    """The representation of each phrase (see the module docstring): float32 (B, D)."""
+    model = translator.model
+    device = next(model.parameters()).device
+    ids = translator.tokenizer.encode_src(texts)  # each ends with EOS
+    lengths = torch.tensor([len(x) for x in ids])
+    src = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)  # (B, S), PAD = 0
+    for b, x in enumerate(ids):
+        src[b, : len(x)] = torch.tensor(x)
+    enc = model.encode(src.to(device), lengths.to(device))
+    if translator.network.architecture == "rnnencdec":
+        vectors = enc.c  # (B, n)
+    else:
+        h, mask = enc.h, enc.mask  # (B, S, 2H), (B, S)
+        H = h.shape[-1] // 2
+        if rnnsearch_vector == "mean":
+            vectors = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        else:
+            last = (lengths - 1).to(device)
+            forward_last = h[torch.arange(h.shape[0], device=device), last, :H]  # →h_T at each phrase's EOS
+            vectors = torch.cat([forward_last, h[:, 0, H:]], dim=-1)  # [→h_T; ←h_1]
+    return vectors.float().cpu().numpy()
+
+
+class NpyRowWriter:
+    """Writes a float32 (N, D) ``.npy`` file row block by row block, N unknown in advance: a fixed-size header
+    is written first and rewritten with the final N on close. Memory stays one block."""
+
+    def __init__(self, path: str) -> None:
+        self.path, self.dim, self.rows = Path(path), None, 0
+        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+
+    def __enter__(self) -> NpyRowWriter:
+        try:
+            self.file = open(self.tmp, "wb")
+        except OSError as error:
+            raise InputError(path=self.path, message=f"cannot write: {error.strerror or error}") from None
+        self.file.write(self._header())
+        return self
+
+    def write(self, block: np.ndarray) -> None:
+        if self.dim is None:
+            self.dim = block.shape[1]
+        self.file.write(np.ascontiguousarray(block, dtype="<f4").tobytes())
+        self.rows += block.shape[0]
+
+    def _header(self) -> bytes:
+        header = repr({"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim or 0)})
+        magic = b"\x93NUMPY\x01\x00"
+        body = header.encode("latin1")
+        size = _HEADER_BYTES - len(magic) - 2
+        return magic + size.to_bytes(2, "little") + body.ljust(size - 1) + b"\n"
+
+    def __exit__(self, kind: type | None, *_: object) -> None:
+        try:
+            if kind is None:
+                self.file.seek(0)
+                self.file.write(self._header())
+            self.file.close()
+            if kind is None:
+                self.tmp.replace(self.path)
+        finally:
+            self.tmp.unlink(missing_ok=True)
+
+
+def plot_map(vectors: np.ndarray, texts: list[str], path: str, *, labels: int, rng: random.Random) -> None:
+    """Scatter the first two principal components of `vectors` (N, D), labelling `labels` random points."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centred = vectors.astype(np.float64) - vectors.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal directions
+    xy = centred @ vt[:2].T  # (N, 2)
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    fig, ax = plt.subplots(figsize=(10, 8))
+    ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.5)
+    for i in rng.sample(range(len(texts)), min(labels, len(texts))):
+        ax.annotate(texts[i][:40], xy[i], fontsize=7)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.set_title(f"Phrase representations, PCA ({len(texts):,} phrases)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

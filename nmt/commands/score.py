@@ -1,0 +1,433 @@
+"""``nmt score``: the model's p(target | source) for every phrase pair of a Moses phrase table (Cho et al.
+2014 §3.1: a new feature of the SMT log-linear model), for sentence pairs, or for Moses n-best lists.
+
+    nmt score --checkpoint M.ckpt --phrase-table phrase-table.gz --output scored.gz [--log] [--unk-feature]
+    nmt score --checkpoint M.ckpt --src test.en --tgt test.fr          # sum <TAB> mean <TAB> tokens
+    nmt score --checkpoint M.ckpt --tsv pairs.tsv
+    nmt score --checkpoint M.ckpt --nbest nbest.gz --src dev.en [--feature-name RNN] [--weights moses.ini]
+
+Every input line gives exactly one output line, in the input's order. A phrase table or n-best list comes
+out byte for byte as it went in, plus the new value(s):
+
+- phrase table: p(tgt | src) appended to the scores field (Moses takes the log of every phrase-table
+  score itself), floored at e^-100, the value Moses floors log-scores to; ``--log`` writes log p instead,
+  unfloored. ``--unk-feature`` appends the number n of target words the vocabulary cannot represent
+  (see `nmt.scoring.scorer`), written as e^n so that Moses' log gives n back (like the phrase penalty 2.718),
+  or as n with ``--log``.
+- n-best list: ``RNN= log p(hyp | src)`` appended to the features (n-best features are log-domain), in the
+  list's label style (``RNN:`` for the colon-labelled lists of ~2008); ``--unk-feature`` adds
+  ``RNN_unk= n``. ``--weights`` (a moses.ini or ``Name= w …`` lines, with a weight for the new feature)
+  rewrites each total as Σ w·f over the printed features and re-orders each sentence's hypotheses by it.
+  Features Moses does not print (UnknownWordPenalty0) are not in the new total.
+
+The text given to the model is the field stripped of surrounding blanks with Moses escapes undone
+(``&apos;`` -> ``'``; ``--keep-escapes`` gives it as it is); the output keeps the escapes.
+``--direction tgt2src`` gives the model the target side and scores the source side.
+Unscorable pairs (see `nmt.scoring.scorer`): an empty side is scored as the empty string; an over-long side
+is truncated (or floored, ``--too-long floor``); both are warned about and counted in the summary on stderr.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from typing import IO, Literal
+
+import torch
+from jsonargparse import ArgumentParser, Namespace
+
+from nmt.checkpoint import load_translator, resolve_device
+from nmt.errors import InputError
+from nmt.scoring.moses import (
+    Hypothesis,
+    MalformedLine,
+    format_value,
+    parse_nbest_line,
+    parse_phrase_line,
+    read_binary_lines,
+    read_weights,
+    unescape,
+    weighted_total,
+)
+from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig, prefetch, windows
+from nmt.textio import atomic_output, read_lines
+
+PROG = "nmt score"
+_WARNINGS_SHOWN = 5  # per kind; the rest are only counted
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `nmt fit`")
+    inputs = p.add_argument_group("input (one of: --phrase-table; --src + --tgt; --tsv; --nbest + --src)")
+    inputs.add_argument("--phrase-table", type=str | None, default=None, help="Moses phrase table, plain or .gz")
+    inputs.add_argument("--src", type=str | None, default=None, help="source sentences, one a line")
+    inputs.add_argument("--tgt", type=str | None, default=None, help="target sentences, line-aligned with --src")
+    inputs.add_argument("--tsv", type=str | None, default=None, help="source<TAB>target lines")
+    inputs.add_argument("--nbest", type=str | None, default=None, help="Moses n-best list (with --src)")
+    p.add_argument("--output", default="-", help="output file ('-': stdout; .gz compresses)")
+    p.add_argument(
+        "--direction",
+        type=Literal["src2tgt", "tgt2src"],
+        default="src2tgt",
+        help="src2tgt: p(tgt | src); tgt2src: the model reads the target side and scores the source",
+    )
+    p.add_argument("--log", action="store_true", help="phrase table: write log p instead of p")
+    p.add_argument(
+        "--unk-feature",
+        action="store_true",
+        help="also write the number of target words the vocabulary cannot represent",
+    )
+    p.add_argument("--feature-name", default="RNN", help="n-best: label of the new feature")
+    p.add_argument(
+        "--weights",
+        type=str | None,
+        default=None,
+        help="n-best: moses.ini or 'Name= w …' lines; rewrite totals and re-rank",
+    )
+    p.add_argument(
+        "--skip-malformed",
+        action="store_true",
+        help="copy lines with too few fields through unchanged (with a warning) instead of failing",
+    )
+    p.add_argument(
+        "--encoding-errors",
+        type=Literal["strict", "replace"],
+        default="strict",
+        help="invalid UTF-8 in a text the model reads: an error, or replaced by U+FFFD",
+    )
+    p.add_argument("--keep-escapes", action="store_true", help="give the model Moses escapes (&apos;) as they are")
+    p.add_argument("--digits", type=int, default=6, help="significant digits of the values written")
+    p.add_argument("--batch-tokens", type=int, default=ScoringConfig.batch_tokens, help="padded pieces per batch")
+    p.add_argument("--window", type=int, default=ScoringConfig.window, help="lines sorted by length together")
+    p.add_argument("--max-len", type=int, default=ScoringConfig.max_len, help="pieces per side, EOS included")
+    p.add_argument(
+        "--too-long",
+        type=Literal["truncate", "floor"],
+        default="truncate",
+        help="an over-long side: truncate it, or give the pair --floor",
+    )
+    p.add_argument("--floor", type=float, default=ScoringConfig.floor, help="log p of a floored pair")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be faster)",
+    )
+    p.add_argument("--progress", action="store_true", help="lines/s on stderr even when it is not a terminal")
+    return p
+
+
+class Report:
+    """Warnings (the first few of each kind, with file:line), progress and the end-of-run summary, on stderr."""
+
+    def __init__(self, *, progress: bool) -> None:
+        self.counts: Counter[str] = Counter()
+        self.lines = 0
+        self.tty = sys.stderr.isatty()
+        self.progress = progress or self.tty
+        self.start = self._last = time.perf_counter()
+        self._line_open = False  # a progress line without its newline is on the terminal
+
+    def warn(self, kind: str, path: str, number: int, message: str) -> None:
+        self.counts[kind] += 1
+        if self.counts[kind] <= _WARNINGS_SHOWN:
+            more = "; further ones are only counted" if self.counts[kind] == _WARNINGS_SHOWN else ""
+            self._print(f"{PROG}: warning: {path}:{number}: {message}{more}")
+
+    def flags(self, path: str, numbers: list[int], scores: PairScores, config: ScoringConfig) -> None:
+        """Warn about the pairs of one window the scorer flagged."""
+        policy = "truncated" if config.too_long == "truncate" else f"scored {config.floor}"
+        for k in scores.truncated.nonzero()[0]:
+            self.warn("truncated", path, numbers[k], f"a side is longer than {config.max_len} pieces: {policy}")
+        for k in scores.empty.nonzero()[0]:
+            self.warn("empty", path, numbers[k], "empty side, scored as the empty string")
+
+    def advance(self, lines: int) -> None:
+        self.lines += lines
+        now = time.perf_counter()
+        if self.progress and now - self._last >= 1.0:
+            self._last = now
+            text = f"{PROG}: {self.lines:,} lines ({self.lines / (now - self.start):,.0f} lines/s)"
+            sys.stderr.write(f"\r{text}" if self.tty else f"{text}\n")  # a log file gets one line per update
+            sys.stderr.flush()
+            self._line_open = self.tty
+
+    def summary(self) -> None:
+        elapsed = time.perf_counter() - self.start
+        self._print(
+            f"{PROG}: {self.lines:,} lines in {elapsed:.1f} s ({self.lines / max(elapsed, 1e-9):,.0f} lines/s): "
+            f"{self.counts['truncated']:,} with an over-long side, {self.counts['empty']:,} with an empty side, "
+            f"{self.counts['malformed']:,} malformed lines copied through"
+        )
+
+    def _print(self, text: str) -> None:
+        if self._line_open:
+            sys.stderr.write("\r\033[K")  # clear the progress line
+            self._line_open = False
+        print(text, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    mode = _mode(args)
+    config = ScoringConfig(
+        batch_tokens=args.batch_tokens,
+        window=args.window,
+        max_len=args.max_len,
+        too_long=args.too_long,
+        floor=args.floor,
+    )
+    weights = _weights(args) if mode == "nbest" else None
+    threads = torch.get_num_threads()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
+    try:
+        translator = load_translator(args.checkpoint, device=resolve_device(args.device))
+        scorer = PairScorer(translator, config=config, count_unk=args.unk_feature)
+        report = Report(progress=args.progress)
+        with atomic_output(args.output) as out:
+            if mode == "table":
+                _score_table(args, scorer, report, out.buffer)
+            elif mode == "nbest":
+                _score_nbest(args, scorer, report, out.buffer, weights)
+            else:
+                _score_pairs(args, scorer, report, out)
+        report.summary()
+    finally:
+        torch.set_num_threads(threads)  # main() may be called in-process (tests, scripts)
+    return 0
+
+
+def _mode(args: Namespace) -> str:
+    given = [name for name in ("phrase_table", "src", "tgt", "tsv", "nbest") if getattr(args, name) is not None]
+    modes = {("phrase_table",): "table", ("src", "tgt"): "pairs", ("tsv",): "pairs", ("src", "nbest"): "nbest"}
+    if tuple(given) not in modes:
+        got = ", ".join("--" + g.replace("_", "-") for g in given) or "none"
+        raise InputError(
+            path="command line", message=f"give --phrase-table, --src + --tgt, --tsv, or --nbest + --src (got {got})"
+        )
+    if args.weights is not None and given != ["src", "nbest"]:
+        raise InputError(path="command line", message="--weights applies to n-best lists only")
+    return modes[tuple(given)]
+
+
+def _not_skipped(error: MalformedLine) -> InputError:
+    return InputError(
+        path=error.path, line=error.line, message=f"{error.message} (--skip-malformed copies such lines through)"
+    )
+
+
+def _model_text(args: Namespace, text: str) -> str:
+    return text if args.keep_escapes else unescape(text)
+
+
+def _oriented(args: Namespace, src: list[str], tgt: list[str]) -> tuple[list[str], list[str]]:
+    """(model inputs, model outputs) for the chosen direction."""
+    return (src, tgt) if args.direction == "src2tgt" else (tgt, src)
+
+
+# -- phrase tables ---------------------------------------------------------------------------------------------
+
+
+def _score_table(args: Namespace, scorer: PairScorer, report: Report, out: IO[bytes]) -> None:
+    path = args.phrase_table
+
+    def prepared_windows() -> Iterator:
+        for window in windows(enumerate(read_binary_lines(path), start=1), scorer.config.window):
+            pairs, src, tgt = [], [], []
+            for number, raw in window:
+                try:
+                    pair = parse_phrase_line(raw, path=path, number=number, errors=args.encoding_errors)
+                except MalformedLine as error:
+                    if not args.skip_malformed:
+                        raise _not_skipped(error) from None
+                    pairs.append((number, raw, error.message))
+                    continue
+                pairs.append((number, pair, None))
+                src.append(_model_text(args, pair.src))
+                tgt.append(_model_text(args, pair.tgt))
+            yield pairs, scorer.prepare(*_oriented(args, src, tgt))
+
+    digits = args.digits
+    for pairs, prepared in prefetch(prepared_windows()):
+        scores = scorer.run(prepared)
+        report.flags(path, [number for number, _, problem in pairs if problem is None], scores, scorer.config)
+        k = 0
+        for number, pair, problem in pairs:
+            if problem is not None:
+                report.warn("malformed", path, number, f"{problem}; copied through")
+                out.write(pair)
+                continue
+            lp, n_unk = float(scores.logprob[k]), int(scores.n_unk[k])
+            k += 1
+            values = [lp if args.log else math.exp(max(lp, -100.0))]
+            if args.unk_feature:
+                values.append(n_unk if args.log else math.exp(n_unk))
+            out.write(pair.with_scores(format_value(v, digits) for v in values))
+        report.advance(len(pairs))
+
+
+# -- sentence pairs --------------------------------------------------------------------------------------------
+
+
+def _pair_lines(args: Namespace) -> Iterator[tuple[int, str | None, str | None, str | None]]:
+    """(line number, source, target, problem) of every pair of --src/--tgt or --tsv."""
+    errors = args.encoding_errors
+    if args.tsv is not None:
+        for number, (line, _) in enumerate(read_lines(args.tsv, errors=errors), start=1):
+            tabs = line.count("\t")
+            if tabs == 1:
+                src, tgt = line.split("\t")
+                yield number, src, tgt, None
+            elif args.skip_malformed:
+                yield number, None, None, f"expected one tab between source and target, found {tabs}"
+            else:
+                raise _not_skipped(
+                    MalformedLine(
+                        path=args.tsv, line=number, message=f"expected one tab between source and target, found {tabs}"
+                    )
+                )
+        return
+    src_lines, tgt_lines = read_lines(args.src, errors=errors), read_lines(args.tgt, errors=errors)
+    number = 0
+    for number, (s, t) in enumerate(zip(src_lines, tgt_lines, strict=False), start=1):
+        yield number, s[0], t[0], None
+    for path, rest in ((args.src, src_lines), (args.tgt, tgt_lines)):
+        if next(rest, None) is not None:
+            other = args.tgt if path == args.src else args.src
+            raise InputError(
+                path=other, line=number, message=f"file ends after line {number}, but {path} has more lines"
+            )
+
+
+def _score_pairs(args: Namespace, scorer: PairScorer, report: Report, out: IO[str]) -> None:
+    path = args.tsv or args.src
+
+    def prepared_windows() -> Iterator:
+        for window in windows(_pair_lines(args), scorer.config.window):
+            good = [(s, t) for _, s, t, problem in window if problem is None]
+            src = [_model_text(args, s) for s, _ in good]
+            tgt = [_model_text(args, t) for _, t in good]
+            yield window, scorer.prepare(*_oriented(args, src, tgt))
+
+    digits = args.digits
+    for window, prepared in prefetch(prepared_windows()):
+        scores = scorer.run(prepared)
+        report.flags(path, [number for number, *_, problem in window if problem is None], scores, scorer.config)
+        k = 0
+        for number, _, _, problem in window:
+            if problem is not None:
+                report.warn("malformed", path, number, f"{problem}; written as 'nan nan 0'")
+                out.write("nan\tnan\t0" + ("\t0" if args.unk_feature else "") + "\n")
+                continue
+            lp, n = float(scores.logprob[k]), int(scores.n_tokens[k])
+            fields = [format_value(lp, digits), format_value(lp / n, digits), str(n)]
+            if args.unk_feature:
+                fields.append(str(int(scores.n_unk[k])))
+            k += 1
+            out.write("\t".join(fields) + "\n")
+        report.advance(len(window))
+
+
+# -- n-best lists ----------------------------------------------------------------------------------------------
+
+
+def _weights(args: Namespace) -> dict[str, list[float]] | None:
+    if args.weights is None:
+        return None
+    weights = read_weights(args.weights)
+    needed = [args.feature_name] + ([f"{args.feature_name}_unk"] if args.unk_feature else [])
+    for name in needed:
+        if name not in weights:
+            raise InputError(
+                path=args.weights, message=f"no weight for the new feature {name!r} (add a line '{name}= WEIGHT')"
+            )
+    return weights
+
+
+def _score_nbest(
+    args: Namespace, scorer: PairScorer, report: Report, out: IO[bytes], weights: dict[str, list[float]] | None
+) -> None:
+    path, name = args.nbest, args.feature_name
+    sources = [_model_text(args, text) for text, _ in read_lines(args.src, errors=args.encoding_errors)]
+
+    def prepared_windows() -> Iterator:
+        for window in windows(enumerate(read_binary_lines(path), start=1), scorer.config.window):
+            hyps, src, tgt = [], [], []
+            for number, raw in window:
+                try:
+                    hyp = parse_nbest_line(raw, path=path, number=number, errors=args.encoding_errors)
+                except MalformedLine as error:
+                    if not args.skip_malformed:
+                        raise _not_skipped(error) from None
+                    hyps.append((number, raw, error.message))
+                    continue
+                if not 0 <= hyp.sentence_id < len(sources):
+                    raise InputError(
+                        path=path,
+                        line=number,
+                        message=f"sentence id {hyp.sentence_id}, but "
+                        f"{args.src} has {len(sources)} lines (ids count from 0)",
+                    )
+                if hyp.has_label(name):
+                    raise InputError(
+                        path=path,
+                        line=number,
+                        message=f"the list already has a feature {name!r}; choose --feature-name",
+                    )
+                hyps.append((number, hyp, None))
+                src.append(sources[hyp.sentence_id])
+                tgt.append(_model_text(args, hyp.text))
+            yield hyps, scorer.prepare(*_oriented(args, src, tgt))
+
+    ranker = _Reranker(out, weights, path=path)
+    for hyps, prepared in prefetch(prepared_windows()):
+        scores = scorer.run(prepared)
+        report.flags(path, [number for number, _, problem in hyps if problem is None], scores, scorer.config)
+        k = 0
+        for number, hyp, problem in hyps:
+            if problem is not None:
+                report.warn("malformed", path, number, f"{problem}; copied through")
+                ranker.flush()
+                out.write(hyp)
+                continue
+            new = {name: format_value(float(scores.logprob[k]), args.digits)}
+            if args.unk_feature:
+                new[f"{name}_unk"] = str(int(scores.n_unk[k]))
+            k += 1
+            ranker.add(number, hyp, new, args.digits)
+        report.advance(len(hyps))
+    ranker.flush()
+
+
+class _Reranker:
+    """Writes hypotheses with their new features. With weights, holds one sentence's hypotheses (a run of
+    lines with the same id) and writes them best first by the new total; without, writes each at once."""
+
+    def __init__(self, out: IO[bytes], weights: dict[str, list[float]] | None, *, path: str) -> None:
+        self.out, self.weights, self.path = out, weights, path
+        self.group: list[tuple[float, bytes]] = []
+        self.sentence_id: int | None = None
+
+    def add(self, number: int, hyp: Hypothesis, new: dict[str, str], digits: int) -> None:
+        """`new`: the new features' values as they are written (the total is computed from those)."""
+        if self.weights is None:
+            self.out.write(hyp.rewrite(new.items()))
+            return
+        if hyp.sentence_id != self.sentence_id:
+            self.flush()
+            self.sentence_id = hyp.sentence_id
+        features = hyp.feature_values(path=self.path, number=number)
+        features.update({label: [float(value)] for label, value in new.items()})
+        total = weighted_total(features, self.weights, path=self.path, number=number)
+        self.group.append((total, hyp.rewrite(new.items(), format_value(total, digits))))
+
+    def flush(self) -> None:
+        for _, line in sorted(self.group, key=lambda entry: -entry[0]):  # stable: ties keep their order
+            self.out.write(line)
+        self.group, self.sentence_id = [], None

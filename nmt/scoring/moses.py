@@ -1,0 +1,299 @@
+"""Moses phrase-table and n-best lines, parsed and rewritten byte for byte.
+
+A line is kept as the bytes it was read as (line end included). Parsing only finds *where* the fields
+are; writing splices new bytes in at those offsets, so every other byte of the line — odd spacing, a
+trailing ``|||``, ``\\r\\n``, Moses escapes, bytes that are not UTF-8 in fields we do not read — comes out
+unchanged.
+
+Phrase table (Moses ``train-model.perl`` step 6, and the older 3-field tables)::
+
+    src ||| tgt ||| scores [||| alignment [||| counts [||| …]]]
+
+A new score goes after the last value of the scores field, with one space before it, so
+``"||| 0.5 0.2 ||| "`` becomes ``"||| 0.5 0.2 NEW ||| "`` and ``"||| 0.5 2.718\\n"`` becomes
+``"||| 0.5 2.718 NEW\\n"``.
+
+N-best list (Moses ``-n-best-list``; the formats of 2008, 2012 and later)::
+
+    id ||| hypothesis ||| features ||| total [||| alignment …]
+
+``features`` is a run of labels and values, labels written ``Name=`` (modern: ``TranslationModel0= …``,
+older: ``tm= …``) or ``name:`` (about 2008: ``tm: …``). A new feature is written in the list's own label
+style, after the last value.
+
+Moses escapes (``&amp; &#124; &lt; &gt; &apos; &quot; &#91; &#93;``) stay in the output as they were; only
+the text handed to a model is unescaped (`unescape`).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import re
+import sys
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from nmt.errors import InputError
+
+SEPARATOR = b"|||"
+_BOM = b"\xef\xbb\xbf"
+
+
+class MalformedLine(InputError):
+    """A line without the fields its format needs (``--skip-malformed`` copies such lines through)."""
+
+
+def read_binary_lines(path: str) -> Iterator[bytes]:
+    """The lines of a plain or gzip'd file ('-': stdin) as bytes, line ends included, exactly as stored."""
+    if path == "-":
+        yield from sys.stdin.buffer
+        return
+    try:
+        stream = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
+    number = 0
+    with stream:
+        try:
+            for line in stream:
+                number += 1
+                yield line
+        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+            raise InputError(path=path, line=number + 1, message=f"corrupt or truncated gzip data ({error})") from None
+
+
+_ESCAPES = {
+    "&amp;": "&",
+    "&#124;": "|",
+    "&lt;": "<",
+    "&gt;": ">",
+    "&apos;": "'",
+    "&quot;": '"',
+    "&#91;": "[",
+    "&#93;": "]",
+}
+_ESCAPE_RE = re.compile("|".join(re.escape(e) for e in _ESCAPES))
+
+
+def unescape(text: str) -> str:
+    """Undo Moses' ``escape-special-chars.perl`` (exactly its 8 entities, nothing else): ``&apos;`` -> ``'``."""
+    return _ESCAPE_RE.sub(lambda m: _ESCAPES[m.group(0)], text) if "&" in text else text
+
+
+def format_value(value: float, digits: int = 6) -> str:
+    """A score as Moses writes them: ``%g`` with `digits` significant digits (``1.36502e-05``, ``-12.3457``)."""
+    return f"{value:.{digits}g}"
+
+
+def _content_end(line: bytes, start: int, end: int) -> int:
+    """Offset just after the last non-whitespace byte of line[start:end] (start when it is all blank)."""
+    return start + len(line[start:end].rstrip())
+
+
+def _field_bounds(line: bytes, maxsplit: int) -> list[tuple[int, int]]:
+    """(start, end) of the first fields of `line` between ``|||`` separators (at most maxsplit + 1 fields;
+    the last one runs to the end of the line)."""
+    bounds, start = [], 0
+    for _ in range(maxsplit):
+        sep = line.find(SEPARATOR, start)
+        if sep < 0:
+            break
+        bounds.append((start, sep))
+        start = sep + len(SEPARATOR)
+    bounds.append((start, len(line)))
+    return bounds
+
+
+def _decode(field: bytes, *, path: str, number: int, errors: str) -> str:
+    try:
+        return field.decode("utf-8", errors=errors)
+    except UnicodeDecodeError as error:
+        raise InputError(
+            path=path,
+            line=number,
+            message=f"invalid UTF-8 at byte {error.start + 1} of a field "
+            "(--encoding-errors replace substitutes U+FFFD)",
+        ) from None
+
+
+def splice(line: bytes, at: int, text: str) -> bytes:
+    """Insert " " + text into line at byte offset `at`."""
+    return b"%s %s%s" % (line[:at], text.encode(), line[at:])
+
+
+@dataclass(frozen=True, slots=True)
+class PhrasePair:
+    """One phrase-table line: its raw bytes, the two phrases as text, and where a new score goes."""
+
+    raw: bytes
+    src: str  # field 1, stripped, UTF-8 decoded, Moses escapes kept
+    tgt: str  # field 2, likewise
+    insert_at: int  # byte offset just after the last value of the scores field
+
+    def with_scores(self, values: Iterable[str]) -> bytes:
+        """The original line with `values` appended to its scores field."""
+        return splice(self.raw, self.insert_at, " ".join(values))
+
+
+def parse_phrase_line(line: bytes, *, path: str, number: int, errors: str = "strict") -> PhrasePair:
+    """Parse one phrase-table line (with its line end). Raises InputError for fewer than 3 fields or, with
+    errors="strict", for a phrase that is not UTF-8."""
+    bounds = _field_bounds(line, 3)
+    if len(bounds) < 3:
+        raise MalformedLine(
+            path=path,
+            line=number,
+            message=f"malformed phrase-table line: {len(bounds)} field(s), expected at least 3 "
+            "('src ||| tgt ||| scores …')",
+        )
+    (s0, s1), (t0, t1), (f0, f1) = bounds[0], bounds[1], bounds[2]
+    if number == 1 and line.startswith(_BOM):
+        s0 += len(_BOM)
+    return PhrasePair(
+        raw=line,
+        src=_decode(line[s0:s1].strip(), path=path, number=number, errors=errors),
+        tgt=_decode(line[t0:t1].strip(), path=path, number=number, errors=errors),
+        insert_at=_content_end(line, f0, f1),
+    )
+
+
+# -- n-best lists ------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Hypothesis:
+    """One n-best line: the sentence id, the hypothesis text, and where its features and total are."""
+
+    raw: bytes
+    sentence_id: int
+    text: str  # the hypothesis, stripped, Moses escapes kept
+    features: tuple[int, int]  # byte span of the features field
+    total: tuple[int, int]  # byte span of the total score's text (the number itself, no blanks)
+    label_suffix: str  # "=" (Name= …) or ":" (name: …): the style of this list's labels
+
+    def feature_values(self, *, path: str, number: int) -> dict[str, list[float]]:
+        """The features as {label: values}, labels without their "=" / ":" (a repeated label's values are
+        concatenated, in order)."""
+        return parse_labelled_values(
+            self.raw[self.features[0] : self.features[1]].decode("utf-8", "replace"), path=path, number=number
+        )
+
+    def has_label(self, label: str) -> bool:
+        """Whether the features field already holds `label` (``label=`` or ``label:``)."""
+        tokens = self.raw[self.features[0] : self.features[1]].split()
+        return f"{label}=".encode() in tokens or f"{label}:".encode() in tokens
+
+    def rewrite(self, features: Iterable[tuple[str, str]], total: str | None = None) -> bytes:
+        """The original line with ``label<suffix> value`` for each new feature appended to the features field,
+        and the total replaced when one is given."""
+        at = _content_end(self.raw, *self.features)
+        new = " ".join(f"{label}{self.label_suffix} {value}" for label, value in features).encode()
+        if total is None:
+            return b"%s %s%s" % (self.raw[:at], new, self.raw[at:])
+        t0, t1 = self.total
+        return b"%s %s%s%s%s" % (self.raw[:at], new, self.raw[at:t0], total.encode(), self.raw[t1:])
+
+
+def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "strict") -> Hypothesis:
+    """Parse one n-best line (with its line end). Raises InputError for a line that is not
+    ``id ||| hypothesis ||| features ||| total …`` or whose id is not an integer."""
+    bounds = _field_bounds(line, 4)
+    if len(bounds) < 4:
+        raise MalformedLine(
+            path=path,
+            line=number,
+            message=f"malformed n-best line: {len(bounds)} field(s), expected at least 4 "
+            "('id ||| hypothesis ||| features ||| total')",
+        )
+    (i0, i1), (h0, h1), (f0, f1), (t0, t1) = bounds
+    if number == 1 and line.startswith(_BOM):
+        i0 += len(_BOM)
+    try:
+        sentence_id = int(line[i0:i1])
+    except ValueError:
+        raise MalformedLine(
+            path=path, line=number, message=f"n-best sentence id {line[i0:i1].strip()[:20]!r} is not an integer"
+        ) from None
+    total_field = line[t0:t1]
+    stripped = total_field.lstrip()
+    start = t0 + len(total_field) - len(stripped)
+    token = stripped.split(None, 1)[0] if stripped.strip() else b""
+    first_label = line[f0:f1].split(None, 1)[0] if line[f0:f1].strip() else b""
+    return Hypothesis(
+        raw=line,
+        sentence_id=sentence_id,
+        text=_decode(line[h0:h1].strip(), path=path, number=number, errors=errors),
+        features=(f0, f1),
+        total=(start, start + len(token)),
+        label_suffix=":" if first_label.endswith(b":") else "=",
+    )
+
+
+def parse_labelled_values(text: str, *, path: str, number: int | None) -> dict[str, list[float]]:
+    """``"d= 0 -3.3 lm= -47.2"`` (or ``"d: 0 -3.3 lm: -47.2"``) -> {"d": [0.0, -3.3], "lm": [-47.2]}."""
+    values: dict[str, list[float]] = {}
+    label: str | None = None
+    for token in text.split():
+        if token.endswith(("=", ":")) and len(token) > 1:
+            label = token[:-1]
+            values.setdefault(label, [])
+            continue
+        try:
+            value = float(token)
+        except ValueError:
+            raise InputError(path=path, line=number, message=f"{token!r} is neither a label nor a number") from None
+        if label is None:
+            raise InputError(path=path, line=number, message=f"value {token} comes before any label")
+        values[label].append(value)
+    return values
+
+
+def read_weights(path: str) -> dict[str, list[float]]:
+    """Feature weights from a moses.ini (its ``[weight]`` section) or a file of ``Name= w1 w2 …`` lines.
+
+    Lines starting with ``#`` and blank lines are ignored. Old-style moses.ini sections
+    (``[weight-d]``, ``[weight-t]`` …) are not read: list those weights as ``d= …`` lines instead.
+    """
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot read weights: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise InputError(path=path, message="weights file is not UTF-8") from None
+    has_sections = any(line.strip().startswith("[") for line in lines)
+    section = None
+    weights: dict[str, list[float]] = {}
+    for number, line in enumerate(lines, start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("["):
+            section = line
+            continue
+        if has_sections and section != "[weight]":
+            continue
+        for label, values in parse_labelled_values(line, path=path, number=number).items():
+            weights.setdefault(label, []).extend(values)
+    if not weights:
+        raise InputError(path=path, message="no weights found (expected 'Name= w …' lines or a [weight] section)")
+    return weights
+
+
+def weighted_total(
+    features: dict[str, list[float]], weights: dict[str, list[float]], *, path: str, number: int
+) -> float:
+    """Σ_k w_k·f_k over every feature of a hypothesis. Every label needs a weight per value."""
+    total = 0.0
+    for label, values in features.items():
+        w = weights.get(label)
+        if w is None:
+            raise InputError(path=path, line=number, message=f"no weight for feature {label!r}")
+        if len(w) != len(values):
+            raise InputError(
+                path=path, line=number, message=f"feature {label!r} has {len(values)} value(s) but {len(w)} weight(s)"
+            )
+        total += math.fsum(a * b for a, b in zip(w, values, strict=True))
+    return total

@@ -1,0 +1,258 @@
+"""Teacher-forced scoring of (input, output) text pairs, in length-sorted batches within a window.
+
+The score of a pair is the model's log-probability of the whole output given the input,
+
+    log p(y | x) = Σ_{t=1}^{T+1} log p(y_t | y_<t, x),   y_{T+1} = EOS,
+
+with no length normalisation (Cho et al. 2014 §3.1 add p(target phrase | source phrase) to the phrase
+table as it is). It is computed from ``model.teacher_forced`` (all positions at once), the same function
+training minimises, and does not depend on which other pairs share the batch.
+
+Pairs the model cannot read as they are:
+
+- an empty side is scored as the empty string: an empty input is the source "EOS", an empty output scores
+  p(EOS | x). Both are flagged ``empty``.
+- a side longer than `ScoringConfig.max_len` pieces (EOS included) is, under ``too_long="truncate"``
+  (default), cut to its first max_len − 1 pieces followed by EOS, i.e. scored as if the phrase ended there;
+  under ``too_long="floor"`` the pair is not run and gets the log-probability `ScoringConfig.floor`.
+  Both are flagged ``truncated``.
+
+Unfaithful words (``count_unk``), the word-penalty feature of Cho et al. 2014 (footnote 3): the number of
+words of the output that contain a piece the vocabulary cannot represent, i.e. ``<unk>`` (which decodes to
+⁇) or a byte-fallback piece ``<0xNN>``. A word is a run of pieces that starts at a piece beginning with
+"▁" (SentencePiece's word boundary).
+"""
+
+from __future__ import annotations
+
+import queue
+import re
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Literal, NamedTuple, TypeVar
+
+import numpy as np
+import torch
+
+from nmt.checkpoint import Translator
+from nmt.data.tokenizer import BOS, EOS, PAD
+
+T = TypeVar("T")
+
+_BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
+
+
+@dataclass
+class ScoringConfig:
+    """How pairs are batched and what happens to pairs the model cannot read as they are."""
+
+    batch_tokens: int = 8000
+    """Padded input + output pieces per batch; the number of pairs per batch adapts to their lengths."""
+    window: int = 20000
+    """Pairs read, sorted by length, scored and put back in order at a time (this bounds memory)."""
+    max_len: int = 256
+    """Pieces per side, EOS included, given to the model; longer sides follow `too_long`."""
+    too_long: Literal["truncate", "floor"] = "truncate"
+    """truncate: score the first max_len pieces; floor: give the pair the log-probability `floor`."""
+    floor: float = -100.0
+    """Log-probability of a pair with an over-long side under too_long='floor' (Moses' own floor is -100)."""
+    logits_elements: int = 1 << 22
+    """Logits computed at once (positions × vocabulary): bounds the memory of the (N, V) projection."""
+
+    def __post_init__(self) -> None:
+        if self.batch_tokens < 1 or self.window < 1 or self.logits_elements < 1:
+            raise ValueError("ScoringConfig: batch_tokens, window and logits_elements must be positive")
+        if self.max_len < 2:
+            raise ValueError(f"ScoringConfig: max_len={self.max_len} leaves no room beside EOS")
+
+
+class PairScores(NamedTuple):
+    """Scores of N pairs, in the order they were given."""
+
+    logprob: np.ndarray  # (N,) float64: log p(output | input), EOS included
+    n_tokens: np.ndarray  # (N,) int64: output pieces scored, EOS included
+    n_unk: np.ndarray  # (N,) int64: unfaithful output words (zeros unless count_unk)
+    truncated: np.ndarray  # (N,) bool: a side was longer than max_len
+    empty: np.ndarray  # (N,) bool: a side was empty
+
+
+class Prepared(NamedTuple):
+    """Pairs tokenized, truncated and grouped into length-sorted batches (no tensors yet)."""
+
+    src: list[list[int]]  # model input ids, EOS included
+    tgt: list[list[int]]  # model output ids, without BOS/EOS
+    batches: list[np.ndarray]  # indices into src/tgt, one array per batch, pairs of similar lengths
+    floored: np.ndarray  # (N,) bool: not run, scored `floor`
+    n_unk: np.ndarray
+    truncated: np.ndarray
+    empty: np.ndarray
+
+
+class PairScorer:
+    """Scores text pairs with a loaded model: ``PairScorer(translator).score(inputs, outputs)``.
+
+    `inputs` go to the encoder (the model's source side), `outputs` are scored as the decoder's target; a
+    caller scoring in the reverse direction swaps them. ``prepare`` (tokenize, sort, batch: plain Python)
+    and ``run`` (the network) are separate so that the next window can be prepared while this one runs.
+    """
+
+    def __init__(self, translator: Translator, *, config: ScoringConfig | None = None, count_unk: bool = False):
+        self.model, self.tokenizer = translator.model, translator.tokenizer
+        self.config = config or ScoringConfig()
+        self.device = next(self.model.parameters()).device
+        self.unfaithful: list[bool] | None = None  # per target id: <unk> or a byte-fallback piece
+        self.word_start: list[bool] | None = None  # per target id: the piece starts a word ("▁…")
+        if count_unk:
+            pieces = self.tokenizer.tgt_pieces(range(self.tokenizer.tgt_vocab_size))
+            self.unfaithful = [self.tokenizer.is_unk_piece(p) or bool(_BYTE_PIECE.fullmatch(p)) for p in pieces]
+            self.word_start = [p.startswith("\u2581") for p in pieces]
+
+    def score(self, inputs: Sequence[str], outputs: Sequence[str]) -> PairScores:
+        return self.run(self.prepare(inputs, outputs))
+
+    # -- preparation (no torch) ----------------------------------------------------------------------------
+    def prepare(self, inputs: Sequence[str], outputs: Sequence[str]) -> Prepared:
+        if len(inputs) != len(outputs):
+            raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
+        cfg = self.config
+        src = self.tokenizer.encode_src(inputs) if inputs else []
+        tgt = self.tokenizer.encode_tgt(outputs) if outputs else []
+        N = len(src)
+        empty = np.fromiter(
+            (not a.strip() or not b.strip() for a, b in zip(inputs, outputs, strict=True)), dtype=bool, count=N
+        )
+        n_unk = np.zeros(N, dtype=np.int64)
+        if self.unfaithful is not None:
+            n_unk[:] = [self.count_unfaithful_words(ids) for ids in tgt]
+        truncated = np.zeros(N, dtype=bool)
+        floored = np.zeros(N, dtype=bool)
+        for i in range(N):
+            if len(src[i]) > cfg.max_len or len(tgt[i]) + 1 > cfg.max_len:
+                truncated[i] = True
+                if cfg.too_long == "floor":
+                    floored[i] = True
+                else:
+                    if len(src[i]) > cfg.max_len:
+                        src[i] = src[i][: cfg.max_len - 1] + [EOS]
+                    tgt[i] = tgt[i][: cfg.max_len - 1]
+        return Prepared(src, tgt, self._batches(src, tgt, floored), floored, n_unk, truncated, empty)
+
+    def count_unfaithful_words(self, ids: Sequence[int]) -> int:
+        """Words of an output (ids without BOS/EOS) holding an <unk> or byte-fallback piece."""
+        assert self.unfaithful is not None and self.word_start is not None
+        count, word_counted = 0, False
+        for i in ids:
+            if self.word_start[i]:
+                word_counted = False
+            if self.unfaithful[i] and not word_counted:
+                count, word_counted = count + 1, True
+        return count
+
+    def _batches(self, src: list[list[int]], tgt: list[list[int]], skip: np.ndarray) -> list[np.ndarray]:
+        """Indices sorted by (input length, output length), cut so that B · (S_max + T_max) ≤ batch_tokens."""
+        order = sorted((i for i in range(len(src)) if not skip[i]), key=lambda i: (len(src[i]), len(tgt[i])))
+        batches, current, s_max, t_max = [], [], 0, 0
+        for i in order:
+            s, t = max(s_max, len(src[i])), max(t_max, len(tgt[i]) + 1)
+            if current and (len(current) + 1) * (s + t) > self.config.batch_tokens:
+                batches.append(np.array(current))
+                current, s, t = [], len(src[i]), len(tgt[i]) + 1
+            current.append(i)
+            s_max, t_max = s, t
+        if current:
+            batches.append(np.array(current))
+        return batches
+
+    # -- the network ---------------------------------------------------------------------------------------
+    @torch.inference_mode()
+    def run(self, prepared: Prepared) -> PairScores:
+        N = len(prepared.src)
+        logprob = np.where(prepared.floored, self.config.floor, 0.0)
+        for index in prepared.batches:
+            logprob[index] = self._score_batch([prepared.src[i] for i in index], [prepared.tgt[i] for i in index])
+        n_tokens = np.fromiter((len(t) + 1 for t in prepared.tgt), dtype=np.int64, count=N)
+        return PairScores(logprob, n_tokens, prepared.n_unk, prepared.truncated, prepared.empty)
+
+    def _score_batch(self, src_ids: list[list[int]], tgt_ids: list[list[int]]) -> np.ndarray:
+        """log p(y EOS | x) of every pair of one batch, float64 (B,)."""
+        B = len(src_ids)
+        src_lengths = np.fromiter(map(len, src_ids), dtype=np.int64, count=B)
+        tgt_lengths = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=B) + 1  # y_1..y_T EOS
+        src = np.full((B, int(src_lengths.max())), PAD, dtype=np.int64)
+        tgt_in = np.full((B, int(tgt_lengths.max())), PAD, dtype=np.int64)  # BOS y_1 … y_T
+        tgt_out = np.full_like(tgt_in, PAD)  # y_1 … y_T EOS
+        tgt_in[:, 0] = BOS
+        for b in range(B):
+            src[b, : src_lengths[b]] = src_ids[b]
+            tgt_in[b, 1 : tgt_lengths[b]] = tgt_ids[b]
+            tgt_out[b, : tgt_lengths[b] - 1] = tgt_ids[b]
+            tgt_out[b, tgt_lengths[b] - 1] = EOS
+        to = dict(device=self.device, non_blocking=True)
+        src_t, tgt_in_t, tgt_out_t = (torch.from_numpy(a).to(**to) for a in (src, tgt_in, tgt_out))
+        enc = self.model.encode(src_t, torch.from_numpy(src_lengths).to(**to))
+        features = self.model.teacher_forced(enc, tgt_in_t).features  # (B, T, units)
+        mask = tgt_out_t != PAD
+        rows = mask.nonzero()[:, 0]  # (N,) the pair of every real target position
+        features, gold = features[mask], tgt_out_t[mask]  # (N, units), (N,)
+        token_lp = torch.empty(gold.shape[0], dtype=torch.float32, device=self.device)
+        step = max(1, self.config.logits_elements // self.tokenizer.tgt_vocab_size)  # positions per chunk
+        for a in range(0, gold.shape[0], step):
+            logits = self.model.logits(features[a : a + step]).float()  # (n, V)
+            token_lp[a : a + step] = logits.gather(1, gold[a : a + step, None]).squeeze(1) - logits.logsumexp(-1)
+        sums = torch.zeros(B, dtype=torch.float64, device=self.device).index_add_(0, rows, token_lp.double())
+        return sums.cpu().numpy()
+
+
+# -- streaming helpers ---------------------------------------------------------------------------------------
+
+
+def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of `size` items (the last one shorter)."""
+    window: list[T] = []
+    for item in items:
+        window.append(item)
+        if len(window) == size:
+            yield window
+            window = []
+    if window:
+        yield window
+
+
+def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
+    """Run `items` (reading, parsing, `prepare`) in a background thread, up to `depth` items ahead, while
+    the caller consumes (runs the network: torch releases the GIL). Exceptions reach the caller in order."""
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def put(entry: tuple) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the consumer has gone
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((done, None))
+        except BaseException as error:  # re-raised in the consumer
+            put((done, error))
+
+    thread = threading.Thread(target=produce, name="nmt-score-reader", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, error = q.get()
+            if item is done:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()

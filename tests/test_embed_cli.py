@@ -1,0 +1,119 @@
+"""`nmt embed`: the phrase vectors are the encoder's own summary (checked against `model.encode` run on one
+phrase at a time), one row per input line, and the PCA map is drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from factories import multi30k_lines, tiny_checkpoint
+
+from nmt.checkpoint import load_translator
+from nmt.cli import main as nmt
+
+
+@pytest.fixture(scope="module")
+def phrases(tmp_path_factory):
+    path = tmp_path_factory.mktemp("embed") / "phrases.txt"
+    lines = [
+        " ".join(line.split()[:k])
+        for k, line in zip([1, 2, 3, 5, 8, 13] * 20, multi30k_lines("val", "en", 120), strict=True)
+    ]
+    lines[7] = "l&apos;homme"
+    path.write_text("\n".join(lines) + "\n")
+    return path, lines
+
+
+def encode_one(translator, text: str):
+    ids = translator.tokenizer.encode_src([text])[0]
+    with torch.no_grad():
+        return translator.model.encode(torch.tensor([ids]), torch.tensor([len(ids)])), len(ids)
+
+
+@pytest.mark.parametrize("architecture", ["rnnencdec", "rnnsearch"])
+def test_vectors_are_the_encoder_summary_one_row_per_line(architecture, phrases, tmp_path, capsys):
+    path, lines = phrases
+    ckpt = tiny_checkpoint(tmp_path, architecture=architecture)
+    translator = load_translator(ckpt)
+    out = tmp_path / "v.npy"
+    assert (
+        nmt(["embed", "--checkpoint", str(ckpt), "--input", str(path), "--output", str(out), "--batch-size", "17"]) == 0
+    )
+    vectors = np.load(out)
+    assert vectors.dtype == np.float32 and vectors.shape[0] == len(lines)
+    H = translator.network.encoder_dim
+    for i in range(0, len(lines), 11):
+        enc, length = encode_one(translator, lines[i])
+        if architecture == "rnnencdec":
+            expected = enc.c[0]  # c = tanh(V h_T)
+        else:
+            expected = torch.cat([enc.h[0, length - 1, :H], enc.h[0, 0, H:]])  # [→h_T; ←h_1]
+        np.testing.assert_allclose(vectors[i], expected.numpy(), atol=1e-5)
+    assert f"{len(lines)} phrases" in capsys.readouterr().err
+
+
+def test_rnnsearch_mean_annotation_and_unescape(phrases, tmp_path):
+    path, lines = phrases
+    ckpt = tiny_checkpoint(tmp_path, architecture="rnnsearch")
+    translator = load_translator(ckpt)
+    out = tmp_path / "v.npy"
+    assert (
+        nmt(
+            [
+                "embed",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(path),
+                "--output",
+                str(out),
+                "--rnnsearch-vector",
+                "mean",
+                "--unescape",
+            ]
+        )
+        == 0
+    )
+    vectors = np.load(out)
+    for i in (0, 7, 100):
+        enc, _ = encode_one(translator, lines[i].replace("&apos;", "'"))
+        np.testing.assert_allclose(vectors[i], enc.h[0].mean(0).numpy(), atol=1e-5)
+
+
+def test_plot_is_a_png_map(phrases, tmp_path):
+    path, _ = phrases
+    ckpt = tiny_checkpoint(tmp_path, architecture="rnnencdec")
+    plot = tmp_path / "map.png"
+    assert (
+        nmt(
+            [
+                "embed",
+                "--checkpoint",
+                str(ckpt),
+                "--input",
+                str(path),
+                "--output",
+                str(tmp_path / "v.npy"),
+                "--plot",
+                str(plot),
+                "--labels",
+                "10",
+                "--plot-points",
+                "50",
+            ]
+        )
+        == 0
+    )
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_errors(tmp_path, capsys):
+    ckpt = tiny_checkpoint(tmp_path, architecture="rnnencdec")
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    out = tmp_path / "v.npy"
+    assert nmt(["embed", "--checkpoint", str(ckpt), "--input", str(empty), "--output", str(out)]) == 2
+    assert "no phrases to embed" in capsys.readouterr().err
+    assert not out.exists() and not list(tmp_path.glob(".v.npy*"))
+    assert nmt(["embed", "--checkpoint", str(ckpt), "--input", str(empty), "--output", str(tmp_path / "v.txt")]) == 2
+    assert "name it *.npy" in capsys.readouterr().err
