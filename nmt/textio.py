@@ -103,9 +103,9 @@ def atomic_output(path: str) -> Iterator[IO[str]]:
             text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
             yield text
             text.flush()
+            text.detach()  # leaves `binary` open: the gzip trailer is written by close() below
             if binary is not raw:
                 binary.close()
-            text.detach()
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions

@@ -33,7 +33,7 @@ _UTF8_BOM = b"\xef\xbb\xbf"
 
 @dataclass(frozen=True)
 class Corpus:
-    """One parallel corpus. Give exactly one of: `src` + `tgt`, `tsv`, or `hf_path`.
+    """One parallel corpus. Give exactly one of: `src` + `tgt`, `tsv`, `phrase_table` or `hf_path`.
 
     Relative file paths (`src`, `tgt`, `tsv`, `hf_data_files`) are resolved against the data directory
     given when the corpus is loaded.
@@ -42,6 +42,8 @@ class Corpus:
         src: source-language text file, one sentence a line, UTF-8, plain or .gz.
         tgt: target-language text file, line-aligned with `src`.
         tsv: one file of ``source<TAB>target`` lines, plain or .gz (instead of `src` + `tgt`).
+        phrase_table: a Moses phrase table, plain or .gz: its unique (source, target) phrase pairs, each once
+            per epoch whatever its count (Cho et al. 2014 §4.1.1).
         hf_path: a `datasets` builder or hub dataset, e.g. "wmt14", or "json"/"csv"/"parquet" for local files.
         hf_name: the dataset's configuration name, e.g. "fr-en".
         hf_split: the split to read, e.g. "train", "validation", "test" or "train[:10000]".
@@ -54,6 +56,7 @@ class Corpus:
     src: str | None = None
     tgt: str | None = None
     tsv: str | None = None
+    phrase_table: str | None = None
     hf_path: str | None = None
     hf_name: str | None = None
     hf_split: str = "train"
@@ -65,7 +68,7 @@ class Corpus:
     def __post_init__(self) -> None:
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"Corpus: limit must be positive (or None for all pairs), got {self.limit}")
-        given = [name for name in ("src", "tgt", "tsv", "hf_path") if getattr(self, name) is not None]
+        given = [name for name in ("src", "tgt", "tsv", "phrase_table", "hf_path") if getattr(self, name) is not None]
         for name in given:
             if not getattr(self, name):
                 raise ValueError(f"Corpus: `{name}` is an empty string")
@@ -74,12 +77,17 @@ class Corpus:
             raise ValueError(f"Corpus: `{only}` is given without `{missing}`; parallel files come in pairs")
         kinds = [
             kind
-            for kind, present in (("src+tgt", self.src), ("tsv", self.tsv), ("hf_path", self.hf_path))
+            for kind, present in (
+                ("src+tgt", self.src),
+                ("tsv", self.tsv),
+                ("phrase_table", self.phrase_table),
+                ("hf_path", self.hf_path),
+            )
             if present is not None
         ]
         if len(kinds) != 1:
             got = " and ".join(kinds) if kinds else "none of them"
-            raise ValueError(f"Corpus: give exactly one of src+tgt, tsv, hf_path; got {got}")
+            raise ValueError(f"Corpus: give exactly one of src+tgt, tsv, phrase_table, hf_path; got {got}")
         if self.hf_path is None:
             hf_only = {
                 "hf_name": self.hf_name is not None,
@@ -98,6 +106,8 @@ class Corpus:
         """The local files this corpus reads, resolved against `data_dir` (globs expanded, sorted)."""
         if self.tsv is not None:
             return [_resolve(self.tsv, data_dir)]
+        if self.phrase_table is not None:
+            return [_resolve(self.phrase_table, data_dir)]
         if self.src is not None and self.tgt is not None:
             return [_resolve(self.src, data_dir), _resolve(self.tgt, data_dir)]
         files: list[Path] = []
@@ -125,6 +135,12 @@ def load_corpus(
     """
     if corpus.hf_path is not None:
         return _load_hf(corpus, data_dir=data_dir, cache_dir=cache_dir)
+    if corpus.phrase_table is not None:
+        from nmt.data.phrase_table import load_phrase_table_pairs
+
+        pairs = load_phrase_table_pairs(_resolve(corpus.phrase_table, data_dir), cache_dir=cache_dir)
+        pairs = pairs.select_columns(["src", "tgt"])
+        return pairs.select(range(min(corpus.limit, len(pairs)))) if corpus.limit else pairs
     files = corpus.local_files(data_dir=data_dir)
     # Strings and tuples only: `datasets` treats list values in gen_kwargs as shards to split.
     gen_kwargs: dict[str, object] = {
