@@ -25,7 +25,9 @@ TOOLS = {
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 
-def train_cli(args: list[str]) -> None:
+def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a LightningCLI)
+    """Lightning's CLI over TranslationModule + TranslationDataModule. args: ["fit", "--config", …] (or,
+    with run=False, the options alone: the model, data and trainer are built but nothing is run)."""
     from lightning.pytorch.cli import LightningCLI
 
     from nmt.data.datamodule import TranslationDataModule
@@ -37,10 +39,11 @@ def train_cli(args: list[str]) -> None:
             parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
             parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
 
-    NMTLightningCLI(
+    return NMTLightningCLI(
         TranslationModule,
         TranslationDataModule,
         args=args,
+        run=run,
         # Our token-bucket batch sampler shards across ranks itself.
         trainer_defaults={"use_distributed_sampler": False},
         save_config_kwargs={"overwrite": True},

@@ -1,0 +1,257 @@
+"""Speed and memory of `nmt` on Multi30k En→Fr: prints one JSON object per measurement.
+
+    python scripts/benchmark.py                     # everything below, each in its own process
+    python scripts/benchmark.py train --config configs/multi30k_en_fr_attention.yaml [--steps 60 --warmup 10]
+    python scripts/benchmark.py translate [--checkpoint CKPT] [--beam-size 5 --batch-sentences 32]
+    python scripts/benchmark.py score               # phrase pairs/s and peak RSS (scripts/bench_scoring.py)
+
+train: the real `nmt fit` path (LightningCLI, the config's data pipeline, model and optimizer) for
+warmup + steps updates without validation, logging or checkpoints; target tokens/s (non-padding target
+tokens, EOS included, BOS not — the peers' definition) over the updates after the warm-up.
+translate: beam search over test_2016_flickr.en (1,000 sentences) in batches of 32 consecutive sentences,
+as the peers' harness decodes; sentences/s of the search itself and of the whole `nmt translate` command.
+Without --checkpoint the model has random weights (speed then depends on degenerate hypothesis lengths,
+which the output reports). Every measurement reports its process's peak RSS. Threads are pinned (--threads).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+CONFIGS = {
+    "rnnsearch": ROOT / "configs" / "multi30k_en_fr_attention.yaml",
+    "rnnencdec": ROOT / "configs" / "multi30k_en_fr_cho.yaml",
+}
+
+
+def peak_rss_mib() -> float:
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overrides: list[str]) -> dict:
+    import lightning as L
+    import torch
+
+    from nmt.cli import train_cli
+
+    class StepTimer(L.Callback):
+        def __init__(self) -> None:
+            self.start = self.end = 0.0
+            self.tokens = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+            if trainer.global_step == warmup:
+                self.start = time.perf_counter()
+            elif trainer.global_step > warmup:
+                self.tokens += batch.num_tgt_tokens
+                self.end = time.perf_counter()
+
+    cli = train_cli(
+        [
+            "--config",
+            str(config),
+            "--data.data_dir",
+            str(data_dir),
+            "--trainer.max_steps",
+            str(warmup + steps),
+            "--trainer.max_epochs",
+            "-1",
+            "--trainer.limit_val_batches",
+            "0",
+            "--trainer.num_sanity_val_steps",
+            "0",
+            "--trainer.logger",
+            "false",
+            "--trainer.enable_checkpointing",
+            "false",
+            "--trainer.callbacks=[]",
+            "--trainer.enable_progress_bar",
+            "false",
+            "--trainer.enable_model_summary",
+            "false",
+            "--lr_scheduler",
+            "null",
+            *overrides,
+        ],
+        run=False,
+    )
+    timer = StepTimer()
+    cli.trainer.callbacks.append(timer)
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    seconds = timer.end - timer.start
+    network = cli.model.network_config
+    return {
+        "bench": "train",
+        "config": str(config),
+        "architecture": network.architecture,
+        "cell": network.cell,
+        "precision": str(cli.trainer.precision),
+        "threads": torch.get_num_threads(),
+        "timed_steps": steps,
+        "warmup_steps": warmup,
+        "tgt_tokens_per_step": round(timer.tokens / steps, 1),
+        "tgt_tokens_per_s": round(timer.tokens / seconds, 1),
+        "steps_per_s": round(steps / seconds, 3),
+        "parameters": sum(p.numel() for p in cli.model.parameters()),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences: int, lines: int) -> dict:
+    import sacrebleu
+    import torch
+
+    from nmt.checkpoint import load_translator
+    from nmt.data.batch import collate
+    from nmt.data.tokenizer import BOS, EOS
+    from nmt.decoding import SearchConfig, search
+
+    if checkpoint is None:
+        sys.path.insert(0, str(ROOT / "scripts"))
+        from bench_scoring import random_checkpoint
+
+        checkpoint = random_checkpoint(
+            Path("/tmp/nmt-bench/multi30k-rnnsearch-enfr.ckpt"), src_lang="en", tgt_lang="fr"
+        )
+    with gzip.open(MULTI30K / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
+        sources = [line.rstrip("\n") for line in f][:lines]
+    with gzip.open(MULTI30K / "test_2016_flickr.fr.gz", "rt", encoding="utf-8") as f:
+        references = [line.rstrip("\n") for line in f][:lines]
+    translator = load_translator(checkpoint)
+    config = SearchConfig(beam_size=beam_size)
+    hypotheses: list[str] = []
+    pieces = 0
+    start = time.perf_counter()
+    for i in range(0, len(sources), batch_sentences):
+        ids = translator.tokenizer.encode_src(sources[i : i + batch_sentences])
+        batch = collate([(s, []) for s in ids], list(range(len(ids))))
+        best = [
+            h[0].tokens for h in search(translator.model, batch.src, batch.src_lengths, config, bos_id=BOS, eos_id=EOS)
+        ]
+        pieces += sum(len(t) for t in best)
+        hypotheses.extend(translator.tokenizer.decode_tgt(best))
+    search_s = time.perf_counter() - start
+
+    # the whole command, as a user runs it (start-up, model load, reading, writing)
+    out = Path("/tmp/nmt-bench/translate.out")
+    command = [
+        sys.executable,
+        "-m",
+        "nmt",
+        "translate",
+        "--checkpoint",
+        str(checkpoint),
+        "--input",
+        "-",
+        "--output",
+        str(out),
+        "--beam-size",
+        str(beam_size),
+        "--no-progress",
+    ]
+    cli_start = time.perf_counter()
+    subprocess.run(command, input="\n".join(sources) + "\n", text=True, check=True, cwd=ROOT)
+    cli_s = time.perf_counter() - cli_start
+    return {
+        "bench": "translate",
+        "checkpoint": str(checkpoint),
+        "beam_size": beam_size,
+        "batch_sentences": batch_sentences,
+        "threads": torch.get_num_threads(),
+        "sentences": len(sources),
+        "search_s": round(search_s, 2),
+        "sents_per_s_search": round(len(sources) / search_s, 1),
+        "cli_wall_s": round(cli_s, 2),
+        "sents_per_s_cli": round(len(sources) / cli_s, 1),
+        "hyp_pieces_per_sentence": round(pieces / len(sources), 2),
+        "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def in_child(args: list[str], threads: int) -> dict:
+    """Run one measurement in a fresh process (its own peak RSS), threads pinned; returns its JSON."""
+    env = dict(
+        os.environ,
+        OMP_NUM_THREADS=str(threads),
+        MKL_NUM_THREADS=str(threads),
+        HF_DATASETS_OFFLINE="1",
+        HF_HUB_OFFLINE="1",
+        PYTHONPATH=str(ROOT),
+    )
+    result = subprocess.run(
+        [sys.executable, __file__, *args, "--threads", str(threads)], env=env, cwd=ROOT, capture_output=True, text=True
+    )
+    if result.returncode != 0:
+        raise SystemExit(f"benchmark {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", nargs="?", default="all", choices=["all", "train", "translate", "score"])
+    parser.add_argument("--config", type=Path, help="train: the config (default: both Multi30k configs)")
+    parser.add_argument("--steps", type=int, default=60, help="train: timed updates")
+    parser.add_argument("--warmup", type=int, default=10, help="train: untimed updates first")
+    parser.add_argument("--data-dir", type=Path, default=MULTI30K)
+    parser.add_argument("--override", action="append", default=[], help="train: extra `nmt fit` option, repeatable")
+    parser.add_argument("--checkpoint", type=Path, help="translate: a trained checkpoint (default: random weights)")
+    parser.add_argument("--beam-size", type=int, default=5)
+    parser.add_argument("--batch-sentences", type=int, default=32)
+    parser.add_argument("--lines", type=int, default=1000, help="translate: test sentences")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    import torch
+
+    torch.set_num_threads(args.threads)
+    if args.what == "train" and args.config is not None:
+        overrides = [x for o in args.override for x in o.split(maxsplit=1)]
+        result = bench_train(
+            args.config, steps=args.steps, warmup=args.warmup, data_dir=args.data_dir, overrides=overrides
+        )
+        print(json.dumps(result))
+        return
+    if args.what == "translate":
+        result = bench_translate(
+            args.checkpoint, beam_size=args.beam_size, batch_sentences=args.batch_sentences, lines=args.lines
+        )
+        print(json.dumps(result))
+        return
+    common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--data-dir", str(args.data_dir)]
+    if args.what in ("all", "train"):
+        for config in CONFIGS.values():
+            print(json.dumps(in_child(["train", "--config", str(config), *common], args.threads)), flush=True)
+    if args.what == "all":
+        translate = [
+            "translate",
+            "--beam-size",
+            str(args.beam_size),
+            "--batch-sentences",
+            str(args.batch_sentences),
+            "--lines",
+            str(args.lines),
+        ]
+        if args.checkpoint:
+            translate += ["--checkpoint", str(args.checkpoint)]
+        print(json.dumps(in_child(translate, args.threads)), flush=True)
+    if args.what in ("all", "score"):
+        subprocess.run(
+            [sys.executable, str(ROOT / "scripts" / "bench_scoring.py"), "--threads", str(args.threads)],
+            check=True,
+            cwd=ROOT,
+        )
+
+
+if __name__ == "__main__":
+    main()
