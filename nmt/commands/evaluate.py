@@ -17,12 +17,13 @@ from jsonargparse import ArgumentParser
 from sacrebleu.metrics import BLEU, CHRF, TER
 
 from nmt.commands.translate import (
-    Source,
     add_model_arguments,
     device_of,
     encode_line,
+    length_batches,
     load_model,
     search_config,
+    torch_threads,
     translate_batch,
 )
 from nmt.decoding import SearchConfig
@@ -63,25 +64,12 @@ def translate_file(args, config: SearchConfig) -> list[str]:
         encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens)
         for n, (text, _) in enumerate(read_lines(args.src, errors=args.encoding_errors), start=1)
     ]
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i].ids))
     hypotheses: list[str] = [""] * len(sources)
-    for batch in _token_batches([sources[i] for i in order], args.batch_tokens):
+    for batch in length_batches(sources, args.batch_tokens):
         hyps = translate_batch(model, batch, config, device)
         for source, text in zip(batch, tokenizer.decode_tgt([h[0].tokens for h in hyps]), strict=True):
             hypotheses[source.number - 1] = text
     return hypotheses
-
-
-def _token_batches(sources: list[Source], batch_tokens: int) -> list[list[Source]]:
-    batches: list[list[Source]] = [[]]
-    tokens = 0
-    for source in sources:
-        if batches[-1] and tokens + len(source.ids) > batch_tokens:
-            batches.append([])
-            tokens = 0
-        batches[-1].append(source)
-        tokens += len(source.ids)
-    return [b for b in batches if b]
 
 
 def score(hypotheses: list[str], references: list[list[str]], *, lowercase: bool) -> list:
@@ -110,7 +98,8 @@ def main(argv: list[str]) -> int:
         n_src = sum(1 for _ in read_lines(args.src, errors=args.encoding_errors))
         for path, refs in zip(args.ref, references, strict=True):  # fail before the (long) translation
             check_line_counts(hyp_path, n_src, path, len(refs))
-        hypotheses = translate_file(args, search_config(args, parser))
+        with torch_threads(args.threads):
+            hypotheses = translate_file(args, search_config(args, parser))
         if args.output is not None:
             with atomic_output(args.output) as out:
                 out.writelines(h + "\n" for h in hypotheses)

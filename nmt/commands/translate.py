@@ -3,12 +3,14 @@
     nmt translate --checkpoint CKPT [--input FILE|-] [--output FILE|-] [--beam-size 5] [--n-best N] …
 
 One output line per input line (``--n-best N``: N lines per input line), in input order. The command
-streams: a reader thread reads lines ahead into a queue, and a micro-batch closes when it holds
-``--batch-tokens`` source pieces *or* when no further line is available yet. Its translations are
-written and flushed at once, so ``tail -f log | nmt translate …`` answers each line as it comes.
+streams: a reader thread reads and encodes lines ahead into a queue; the main thread takes the lines
+already there (waiting only for the first), up to 8 batches' worth, sorts them by length and translates
+them in batches of ``--batch-tokens`` source pieces. Each translation is written, and the output flushed,
+as soon as every line before it is done, so ``tail -f log | nmt translate …`` answers each line as it
+comes, and a file is decoded in batches of similar length.
 
-Lines are never dropped: an empty line gives an empty translation, and a line longer than
-``--max-input-tokens`` pieces is translated from its first pieces (with a warning naming the line).
+Lines are never dropped: an empty (or blank) line gives an empty translation (score 0), and a line
+longer than ``--max-input-tokens`` pieces is translated from its first pieces (warning naming the line).
 
 Output formats (fields after the translation, in this order, each only when asked for):
 
@@ -30,10 +32,12 @@ import queue
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import IO, NamedTuple
 
 import torch
 from jsonargparse import ArgumentParser
+from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from nmt.checkpoint import load_translator, resolve_device
 from nmt.data.tokenizer import BOS, EOS, PAD, Tokenizer
@@ -43,6 +47,7 @@ from nmt.textio import atomic_output, read_lines
 
 _DEFAULTS = SearchConfig()
 _END = object()  # end of input, from the reader thread
+WINDOW_BATCHES = 8  # lines already read are sorted by length over up to this many batches
 
 
 class Source(NamedTuple):
@@ -67,7 +72,13 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
         "the mean of their log-probabilities",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model")
-    parser.add_argument("--beam-size", type=int, default=_DEFAULTS.beam_size, help="beam width (1 = greedy)")
+    parser.add_argument(
+        "--threads",
+        type=NonNegativeInt,
+        default=0,
+        help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be much faster)",
+    )
+    parser.add_argument("--beam-size", type=PositiveInt, default=_DEFAULTS.beam_size, help="beam width (1 = greedy)")
     parser.add_argument(
         "--length-penalty",
         default=_DEFAULTS.length_penalty,
@@ -84,13 +95,14 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
     parser.add_argument("--max-length-b", type=int, default=_DEFAULTS.max_length_b, help="see --max-length-a")
     parser.add_argument(
         "--batch-tokens",
-        type=int,
-        default=2000,
-        help="source pieces per micro-batch (a batch holds batch-tokens × beam-size rows)",
+        type=PositiveInt,
+        default=500,
+        help="source pieces per batch; a batch has about batch-tokens / |src| × beam-size rows "
+        "(500 ≈ 32 Multi30k sentences, the fastest on 1-2 CPU threads; use more on a GPU)",
     )
     parser.add_argument(
         "--max-input-tokens",
-        type=int,
+        type=PositiveInt,
         default=250,
         help="longer lines are translated from their first this many pieces (with a warning)",
     )
@@ -124,7 +136,7 @@ def build_parser() -> ArgumentParser:
     add_model_arguments(parser)
     parser.add_argument(
         "--n-best",
-        type=int,
+        type=PositiveInt | None,
         default=None,
         metavar="N",
         help="write the N best translations of every line, Moses format 'id ||| hyp ||| score'",
@@ -206,8 +218,8 @@ def device_of(model) -> torch.device:
     return next(model.parameters()).device
 
 
-def micro_batches(items: queue.Queue, batch_tokens: int) -> Iterator[list[Source]]:
-    """Group the reader's lines: wait for one line, then take what is already there, up to batch_tokens
+def windows(items: queue.Queue, max_tokens: int) -> Iterator[list[Source]]:
+    """Group the reader's lines: wait for one line, then take what is already there, up to max_tokens
     source pieces. An error from the reader is raised after the lines before it have been yielded."""
     while True:
         item = items.get()
@@ -215,20 +227,34 @@ def micro_batches(items: queue.Queue, batch_tokens: int) -> Iterator[list[Source
             return
         if isinstance(item, BaseException):
             raise item
-        batch, tokens = [item], len(item.ids)
-        while tokens < batch_tokens:
+        window, tokens = [item], max(1, len(item.ids))
+        while tokens < max_tokens:
             try:
                 item = items.get_nowait()
             except queue.Empty:
                 break
             if item is _END or isinstance(item, BaseException):
-                yield batch
+                yield window
                 if item is _END:
                     return
                 raise item
-            batch.append(item)
-            tokens += len(item.ids)
-        yield batch
+            window.append(item)
+            tokens += max(1, len(item.ids))
+        yield window
+
+
+def length_batches(sources: Sequence[Source], batch_tokens: int) -> list[list[Source]]:
+    """Sort by length and cut into batches of at most batch_tokens source pieces (at least one line each):
+    similar lengths waste less on padding (about 30% faster decoding on Multi30k than file order)."""
+    batches: list[list[Source]] = []
+    tokens = 0
+    for source in sorted(sources, key=lambda s: len(s.ids)):
+        if not batches or tokens + len(source.ids) > batch_tokens:
+            batches.append([])
+            tokens = 0
+        batches[-1].append(source)
+        tokens += len(source.ids)
+    return batches
 
 
 def start_reader(path: str, encode, *, errors: str, look_ahead: int = 10_000) -> queue.Queue:
@@ -271,12 +297,30 @@ def format_lines(
             yield "\t".join([text, *extra])
 
 
-def write_batch(out: IO[str], tokenizer: Tokenizer, batch: list[Source], hyps: list[list[Hypothesis]], args) -> None:
-    for source, found in zip(batch, hyps, strict=True):
-        texts = tokenizer.decode_tgt([h.tokens for h in found])
-        for line in format_lines(source, found, texts, n_best=args.n_best, scores=args.scores, align=args.alignment):
-            out.write(line + "\n")
-    out.flush()
+class InOrderWriter:
+    """Writes translations in input order as soon as every line before them is done."""
+
+    def __init__(self, out: IO[str], tokenizer: Tokenizer, args) -> None:
+        self.out, self.tokenizer, self.args = out, tokenizer, args
+        self.next_line = 1
+        self.waiting: dict[int, tuple[Source, list[Hypothesis]]] = {}
+
+    def add(self, sources: Sequence[Source], hyps: Sequence[list[Hypothesis]]) -> int:
+        """Take a batch's results, write what is ready, flush. Returns the number of lines written."""
+        self.waiting.update((s.number, (s, h)) for s, h in zip(sources, hyps, strict=True))
+        written = 0
+        while self.next_line in self.waiting:
+            self._write(*self.waiting.pop(self.next_line))
+            self.next_line += 1
+            written += 1
+        self.out.flush()
+        return written
+
+    def _write(self, source: Source, found: list[Hypothesis]) -> None:
+        a = self.args
+        texts = self.tokenizer.decode_tgt([h.tokens for h in found])
+        for line in format_lines(source, found, texts, n_best=a.n_best, scores=a.scores, align=a.alignment):
+            self.out.write(line + "\n")
 
 
 # -- main -----------------------------------------------------------------------------------------------------
@@ -295,14 +339,28 @@ def main(argv: list[str]) -> int:
     items = start_reader(args.input, encode, errors=args.encoding_errors)
     show_progress = args.output != "-" if args.progress is None else args.progress
     try:
-        with atomic_output(args.output) as out, _progress(show_progress) as bar:
-            for batch in micro_batches(items, args.batch_tokens):
-                write_batch(out, tokenizer, batch, translate_batch(model, batch, config, device), args)
-                bar.update(len(batch))
+        with torch_threads(args.threads), atomic_output(args.output) as out, _progress(show_progress) as bar:
+            writer = InOrderWriter(out, tokenizer, args)
+            for window in windows(items, WINDOW_BATCHES * args.batch_tokens):
+                for batch in length_batches(window, args.batch_tokens):
+                    bar.update(writer.add(batch, translate_batch(model, batch, config, device)))
     except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
     return 0
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Use `threads` CPU threads (0: leave torch's setting) and restore the setting afterwards, since
+    ``main`` may run in-process (tests, scripts)."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _progress(enabled: bool):

@@ -154,7 +154,7 @@ class _Finished:
         return [h[: self.config.n_best] or [Hypothesis([], NEG_INF, NEG_INF, False)] for h in self.hypotheses]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def search(
     model, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
 ) -> list[list[Hypothesis]]:
@@ -165,6 +165,8 @@ def search(
     """
     B, k, device = src.shape[0], config.beam_size, src.device
     finished = _Finished(B, config, src_lengths.tolist())
+    if B == 0:
+        return []
 
     # 1. expand: the encoder output and the initial state, once per beam slot
     enc = model.encode(src, src_lengths)
