@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import NamedTuple
 
 import lightning as L
 import sacrebleu
@@ -18,8 +19,16 @@ from lightning.pytorch.utilities import grad_norm, rank_zero_info
 from nmt.checkpoint import checkpoint_metadata
 from nmt.data.batch import Batch
 from nmt.data.tokenizer import BOS, EOS, PAD
-from nmt.decoding import SearchConfig, search
+from nmt.decoding import Hypothesis, SearchConfig, search
 from nmt.model import NetworkConfig, build_model
+
+
+class Sample(NamedTuple):
+    """One evaluation sentence as the last validation or test decoded it (see ``nmt.callbacks.ValidationSamples``)."""
+
+    index: int  # its row in the evaluation corpus
+    src_ids: list[int]  # (S) source pieces, EOS included
+    hypothesis: Hypothesis  # the best one; ``.alpha`` (T, S) for the attention model
 
 
 class TranslationModule(L.LightningModule):
@@ -51,6 +60,11 @@ class TranslationModule(L.LightningModule):
         self.tokenizer = None  # set in setup() from the datamodule; saved into every checkpoint
         self._hyps: list[tuple[int, str]] = []  # (dataset index, detokenized hypothesis) of this evaluation
         self._loss_and_tokens = torch.zeros(2, dtype=torch.float64)
+        # Rows of the evaluation corpus whose translation is kept in `samples` (chosen by a callback), and
+        # those this rank decoded in the last evaluation. Keeping them costs nothing: they come from the
+        # search that BLEU needs anyway.
+        self.sample_indices: frozenset[int] = frozenset()
+        self.samples: dict[int, Sample] = {}
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -110,6 +124,7 @@ class TranslationModule(L.LightningModule):
 
     def _start_evaluation(self) -> None:
         self._hyps = []
+        self.samples = {}
         self._loss_and_tokens = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def _evaluation_step(self, batch: Batch) -> None:
@@ -120,6 +135,10 @@ class TranslationModule(L.LightningModule):
         hyps = search(self.model, batch.src, batch.src_lengths, self.search, bos_id=BOS, eos_id=EOS)
         texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
         self._hyps.extend(zip(batch.indices.tolist(), texts, strict=True))
+        for row, index in enumerate(batch.indices.tolist()):
+            if index in self.sample_indices:
+                src_ids = batch.src[row, : int(batch.src_lengths[row])].tolist()
+                self.samples[index] = Sample(index, src_ids, hyps[row][0])
 
     def _end_evaluation(self, stage: str) -> None:
         loss_sum, n_tokens = self.trainer.strategy.reduce(self._loss_and_tokens, reduce_op="sum").tolist()

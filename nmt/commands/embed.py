@@ -29,6 +29,7 @@ from jsonargparse import ArgumentParser
 
 from nmt.checkpoint import Translator, load_translator, resolve_device
 from nmt.errors import InputError
+from nmt.plotting import save_figure, scatter_map
 from nmt.scoring.moses import unescape
 from nmt.scoring.scorer import windows
 from nmt.textio import read_lines
@@ -157,23 +158,12 @@ class NpyRowWriter:
 
 def plot_map(vectors: np.ndarray, texts: list[str], path: str, *, labels: int, rng: random.Random) -> None:
     """Scatter the first two principal components of `vectors` (N, D), labelling `labels` random points."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     centred = vectors.astype(np.float64) - vectors.mean(0)
     _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal directions
     xy = centred @ vt[:2].T  # (N, 2)
     if xy.shape[1] < 2:
         xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    fig, ax = plt.subplots(figsize=(10, 8))
-    ax.scatter(xy[:, 0], xy[:, 1], s=4, alpha=0.5)
-    for i in rng.sample(range(len(texts)), min(labels, len(texts))):
-        ax.annotate(texts[i][:40], xy[i], fontsize=7)
-    ax.set_xlabel("PC 1")
-    ax.set_ylabel("PC 2")
-    ax.set_title(f"Phrase representations, PCA ({len(texts):,} phrases)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    shown = set(rng.sample(range(len(texts)), min(labels, len(texts))))
+    names = [text[:40] if i in shown else None for i, text in enumerate(texts)]
+    title = f"Phrase representations, PCA ({len(texts):,} phrases)"
+    save_figure(scatter_map(xy, names, title=title), path, dpi=120)

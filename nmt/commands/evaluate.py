@@ -10,11 +10,13 @@ reference must have the same number of lines; a mismatch names the longer file a
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
 from jsonargparse import ArgumentParser
 from sacrebleu.metrics import BLEU, CHRF, TER
+from tqdm import tqdm
 
 from nmt.commands.translate import (
     add_model_arguments,
@@ -40,6 +42,12 @@ def build_parser() -> ArgumentParser:
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--output", default=None, help="with --checkpoint: also write the translations here")
     add_model_arguments(parser, checkpoint_required=False)
+    parser.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="with --checkpoint: lines translated, lines/s and ETA on stderr (default: when stderr is a terminal)",
+    )
     return parser
 
 
@@ -65,10 +73,13 @@ def translate_file(args, config: SearchConfig) -> list[str]:
         for n, (text, _) in enumerate(read_lines(args.src, errors=args.encoding_errors), start=1)
     ]
     hypotheses: list[str] = [""] * len(sources)
-    for batch in length_batches(sources, args.batch_tokens):
-        hyps = translate_batch(model, batch, config, device)
-        for source, text in zip(batch, tokenizer.decode_tgt([h[0].tokens for h in hyps]), strict=True):
-            hypotheses[source.number - 1] = text
+    show = sys.stderr.isatty() if args.progress is None else args.progress
+    with tqdm(total=len(sources), disable=not show, unit=" lines", file=sys.stderr, dynamic_ncols=True) as bar:
+        for batch in length_batches(sources, args.batch_tokens):
+            hyps = translate_batch(model, batch, config, device)
+            for source, text in zip(batch, tokenizer.decode_tgt([h[0].tokens for h in hyps]), strict=True):
+                hypotheses[source.number - 1] = text
+            bar.update(len(batch))
     return hypotheses
 
 

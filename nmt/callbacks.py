@@ -1,0 +1,205 @@
+"""Lightning callbacks for tracking a run; each is a line in a config's ``trainer.callbacks``.
+
+* ``ValidationSamples`` — a few fixed validation sentences (source, reference, hypothesis) every validation,
+  and the attention heatmaps of some of them;
+* ``MemoryMonitor`` — CPU and GPU memory of the training process;
+* ``LRMonitor`` — Lightning's ``LearningRateMonitor``, plus the learning rate on the progress bar;
+* ``LoggedConfig`` — the resolved configuration as every logger's hyper-parameters (W&B's run config);
+* ``BestCheckpointArtifact`` — the best checkpoint uploaded to W&B as a model artifact when training ends.
+
+Where things land depends on the logger: W&B gets tables and images, TensorBoard text and images, and a
+logger with a directory of its own (the CSVLogger) gets files in it.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.cli import SaveConfigCallback
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_warn
+from matplotlib.figure import Figure
+
+from nmt.data.tokenizer import Tokenizer
+from nmt.module import Sample, TranslationModule
+from nmt.plotting import EOS_LABEL, attention_heatmap, figure_to_rgb, save_figure
+
+COLUMNS = ["index", "source", "reference", "hypothesis"]
+HEATMAP_SIZE = (8.0, 8.0)  # inches; one size for all, as W&B shows a step's images side by side
+
+
+class ValidationSamples(L.Callback):
+    """Shows how the model translates a few fixed validation sentences, after every validation.
+
+    The sentences are spread evenly over the validation corpus and stay the same all run, so one can watch
+    them improve. Their translations are the ones validation BLEU was computed from (no extra decoding).
+    Logged under ``val/samples`` (a table: index, source, reference, hypothesis) and, for an attention model,
+    ``val/attention`` (heatmaps of the first ``attention`` of them, as in Bahdanau et al. 2015, Fig. 3):
+
+    * W&B: a ``wandb.Table`` and a list of images, at the trainer's global step;
+    * TensorBoard: a Markdown table (text tab) and one image per sentence (images tab);
+    * other loggers with a ``log_dir`` (CSV): ``samples/step_N.tsv`` and ``attention/step_N_INDEX.png`` there.
+
+    Under DDP, each rank validates a shard; the sentences shown are those of rank 0.
+    """
+
+    def __init__(self, *, sentences: int = 8, attention: int = 3) -> None:
+        """
+        Args:
+            sentences: validation sentences in the table.
+            attention: how many of them (the first ones) also get a heatmap; 0 for none.
+        """
+        self.sentences, self.attention = sentences, attention
+        self._references: dict[int, str] = {}
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: TranslationModule) -> None:
+        if pl_module.sample_indices or self.sentences <= 0 or trainer.datamodule is None:
+            return  # chosen already, none wanted, or no TranslationDataModule to take references from
+        references = trainer.datamodule.references("val")
+        n, k = len(references), min(self.sentences, len(references))
+        indices = sorted({i * n // k for i in range(k)})
+        self._references = {i: references[i] for i in indices}
+        pl_module.sample_indices = frozenset(indices)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: TranslationModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or not pl_module.samples:
+            return
+        samples = [pl_module.samples[i] for i in sorted(pl_module.samples)]
+        tokenizer = pl_module.tokenizer
+        hypotheses = tokenizer.decode_tgt([s.hypothesis.tokens for s in samples])
+        rows = [
+            [s.index, source_text(tokenizer, s.src_ids), self._references.get(s.index, ""), hyp]
+            for s, hyp in zip(samples, hypotheses, strict=True)
+        ]
+        step = trainer.global_step
+        with_attention = [s for s in samples if s.hypothesis.alpha is not None][: self.attention]
+        figures = [heatmap(tokenizer, s, title=f"val {s.index}, step {step}") for s in with_attention]
+        images = [figure_to_rgb(fig) for fig in figures]
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_table(key="val/samples", columns=COLUMNS, data=rows, step=step)
+                if images:
+                    captions = [f"val {s.index}" for s in with_attention]
+                    logger.log_image(key="val/attention", images=images, step=step, caption=captions)
+            elif isinstance(logger, TensorBoardLogger):
+                logger.experiment.add_text("val/samples", markdown_table(rows), step)
+                for s, image in zip(with_attention, images, strict=True):
+                    logger.experiment.add_image(f"val/attention/{s.index}", image, step, dataformats="HWC")
+            elif getattr(logger, "log_dir", None):
+                write_files(Path(logger.log_dir), step, rows, zip(with_attention, figures, strict=True))
+
+
+def source_text(tokenizer: Tokenizer, src_ids: list[int]) -> str:
+    """The source sentence back from its pieces (SentencePiece marks a word start with U+2581)."""
+    pieces = [p for p in tokenizer.src_pieces(src_ids) if p != EOS_LABEL]
+    return "".join(pieces).replace("\u2581", " ").strip()
+
+
+def heatmap(tokenizer: Tokenizer, sample: Sample, *, title: str) -> Figure:
+    """The attention heatmap of one decoded sample (rows: output pieces and EOS when it ended)."""
+    hyp = sample.hypothesis
+    tgt = [*tokenizer.tgt_pieces(hyp.tokens), *([EOS_LABEL] if hyp.complete else [])]
+    src = tokenizer.src_pieces(sample.src_ids)
+    return attention_heatmap(hyp.alpha.float().numpy(), src, tgt, title=title, size=HEATMAP_SIZE)
+
+
+def markdown_table(rows: list[list]) -> str:
+    cells = [COLUMNS, ["---"] * len(COLUMNS), *rows]
+    return "\n".join("| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |" for row in cells)
+
+
+def write_files(log_dir: Path, step: int, rows: list[list], attention: Iterable[tuple[Sample, Figure]]) -> None:
+    """samples/step_N.tsv and attention/step_N_INDEX.png under a logger's directory."""
+    (log_dir / "samples").mkdir(parents=True, exist_ok=True)
+    with open(log_dir / "samples" / f"step_{step}.tsv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n")
+        writer.writerows([COLUMNS, *rows])
+    for sample, fig in attention:
+        (log_dir / "attention").mkdir(exist_ok=True)
+        save_figure(fig, log_dir / "attention" / f"step_{step}_{sample.index}.png")
+
+
+class MemoryMonitor(L.Callback):
+    """Logs the memory of the training process at every training step Lightning logs (GiB):
+    ``memory/cpu_rss`` (resident set size now; its peak where /proc is missing) and, on a GPU,
+    ``memory/gpu_allocated`` and ``memory/gpu_peak`` (tensors held by torch's allocator, now and at most).
+    DataLoader worker processes are not counted."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx: int) -> None:
+        stats = {"memory/cpu_rss": rss_bytes() / 2**30}
+        if pl_module.device.type == "cuda":
+            stats["memory/gpu_allocated"] = torch.cuda.memory_allocated(pl_module.device) / 2**30
+            stats["memory/gpu_peak"] = torch.cuda.max_memory_allocated(pl_module.device) / 2**30
+        pl_module.log_dict(stats)
+
+
+def rss_bytes() -> int:
+    """Resident set size of this process: current from /proc (Linux), else the peak from getrusage."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        import resource
+
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # bytes on macOS, KiB elsewhere
+
+
+class LRMonitor(LearningRateMonitor):
+    """Lightning's ``LearningRateMonitor`` (logs ``lr-<Optimizer>``), and the learning rate of the first
+    parameter group on the progress bar as ``lr`` (not logged twice)."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, idx: int) -> None:
+        if trainer.optimizers:
+            pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"], prog_bar=True, logger=False)
+
+
+class LoggedConfig(L.Callback):
+    """Gives every logger the resolved configuration (what ``nmt fit … --print_config`` prints) as its
+    hyper-parameters: W&B's run config, TensorBoard's hparams. The CSVLogger is skipped: LightningCLI already
+    writes the same configuration to config.yaml in its directory. Does nothing outside LightningCLI."""
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        # LightningCLI hands its parser and parsed config to SaveConfigCallback, which it adds to the Trainer.
+        saver = next((c for c in trainer.callbacks if isinstance(c, SaveConfigCallback)), None)
+        if saver is None or not trainer.is_global_zero:
+            return
+        config = yaml.safe_load(saver.parser.dump(saver.config, skip_none=False))
+        for logger in trainer.loggers:
+            if not isinstance(logger, CSVLogger):
+                logger.log_hyperparams(config)
+
+
+class BestCheckpointArtifact(L.Callback):
+    """When training ends, uploads the best checkpoint to every W&B logger as a model artifact
+    ``model-<run id>`` (file ``model.ckpt``, aliases ``best`` and ``latest``, the score in its metadata).
+
+    "Best" is the file of the first ModelCheckpoint that monitors a metric (``best.ckpt`` in our configs).
+    Prefer this to ``WandbLogger(log_model=True)`` with our configs: that uploads ``last.ckpt`` too, under the
+    same name, and moves the ``best`` alias onto it.
+    """
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        loggers = [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+        best = next((c for c in trainer.checkpoint_callbacks if c.monitor and c.best_model_path), None)
+        if not loggers or best is None:
+            rank_zero_warn("BestCheckpointArtifact: no W&B logger or no best checkpoint; nothing uploaded")
+            return
+        import wandb
+
+        score = None if best.best_model_score is None else float(best.best_model_score)
+        metadata = {"monitor": best.monitor, "score": score, "original_filename": Path(best.best_model_path).name}
+        for logger in loggers:
+            artifact = wandb.Artifact(f"model-{logger.experiment.id}", type="model", metadata=metadata)
+            artifact.add_file(best.best_model_path, name="model.ckpt")
+            logger.experiment.log_artifact(artifact, aliases=["best", "latest"])

@@ -1,0 +1,97 @@
+"""``nmt plot-attention``: the soft alignment of one sentence pair, as in Bahdanau et al. 2015, Fig. 3.
+
+    nmt plot-attention --checkpoint CKPT --src "A man rides a bike." [--tgt "Un homme …"] --output fig.png
+
+Without ``--tgt`` the picture shows the model's own translation (``--beam-size``, default greedy); with
+``--tgt`` the weights α_ij the model gives the given target, teacher-forced. Source pieces run along the top,
+target pieces down the side, both ending with ``</s>``; white is weight 1, black 0. Needs an attention model
+(rnnsearch): the RNN Encoder–Decoder has no alignment to show.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveInt
+
+from nmt.checkpoint import Translator, load_translator, resolve_device
+from nmt.data.tokenizer import BOS, EOS
+from nmt.decoding import SearchConfig, search
+from nmt.errors import InputError
+from nmt.plotting import DPI, EOS_LABEL, attention_heatmap, save_figure, supported_formats
+
+PROG = "nmt plot-attention"
+
+
+class Alignment(NamedTuple):
+    """What the heatmap shows."""
+
+    src_pieces: list[str]  # (S) source pieces, EOS included
+    tgt_pieces: list[str]  # (T) target pieces, EOS included when the translation ended
+    alpha: np.ndarray  # (T, S) attention weights; row i sums to 1 over the source
+    translation: str  # the target sentence shown (the given one, or the model's translation)
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, help="an attention (rnnsearch) checkpoint written by `nmt fit`")
+    p.add_argument("--src", required=True, help="the source sentence")
+    p.add_argument("--tgt", default=None, help="a target sentence to align (default: the model's translation)")
+    p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")
+    p.add_argument("--beam-size", type=PositiveInt, default=1, help="beam width of the model's own translation")
+    p.add_argument("--size", type=float, nargs=2, default=None, metavar=("W", "H"), help="inches (default: by length)")
+    p.add_argument("--dpi", type=PositiveInt, default=DPI, help="pixels per inch of a raster output")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, auto …")
+    return p
+
+
+@torch.inference_mode()
+def alignment(translator: Translator, src: str, tgt: str | None = None, *, beam_size: int = 1) -> Alignment:
+    """The attention weights of ``tgt`` given ``src`` (teacher-forced), or of the model's translation."""
+    model, tokenizer = translator.model, translator.tokenizer
+    device = next(model.parameters()).device
+    src_ids = tokenizer.encode_src([src])[0]  # pieces + EOS
+    src_t = torch.tensor([src_ids], device=device)  # (1, S)
+    lengths = torch.tensor([len(src_ids)], device=device)
+    if tgt is not None:
+        tgt_ids = tokenizer.encode_tgt([tgt])[0]
+        tgt_in = torch.tensor([[BOS, *tgt_ids]], device=device)  # (1, T): BOS y_1 … y_n predicts y_1 … EOS
+        alpha = model.teacher_forced(model.encode(src_t, lengths), tgt_in).alpha[0]  # (T, S)
+        tgt_pieces = [*tokenizer.tgt_pieces(tgt_ids), EOS_LABEL]
+        translation = tgt
+    else:
+        config = SearchConfig(beam_size=beam_size, n_best=1)
+        best = search(model, src_t, lengths, config, bos_id=BOS, eos_id=EOS)[0][0]
+        alpha = best.alpha  # (T, S): one row per output piece, and one for EOS when the translation ended
+        tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), *([EOS_LABEL] if best.complete else [])]
+        translation = tokenizer.decode_tgt([best.tokens])[0]
+    return Alignment(tokenizer.src_pieces(src_ids), tgt_pieces, alpha.float().cpu().numpy(), translation)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    suffix = Path(args.output).suffix.lstrip(".").lower()
+    if suffix not in supported_formats():
+        raise InputError(path=args.output, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
+    if not args.src.strip():
+        raise InputError(path="--src", message="the source sentence is empty")
+    translator = load_translator(args.checkpoint, device=resolve_device(args.device))
+    if translator.network.architecture != "rnnsearch":
+        raise InputError(
+            path=args.checkpoint,
+            message=f"no attention to plot: this is a {translator.network.architecture} model (needs rnnsearch)",
+        )
+    shown = alignment(translator, args.src, args.tgt, beam_size=args.beam_size)
+    title = f"{args.src}\n{shown.translation}"
+    fig = attention_heatmap(shown.alpha, shown.src_pieces, shown.tgt_pieces, title=title, size=args.size)
+    try:
+        save_figure(fig, args.output, dpi=args.dpi)
+    except OSError as error:
+        raise InputError(path=args.output, message=f"cannot write: {error.strerror or error}") from None
+    print(f"{PROG}: {len(shown.tgt_pieces)}×{len(shown.src_pieces)} alignment -> {args.output}", file=sys.stderr)
+    return 0

@@ -1,0 +1,97 @@
+"""``nmt plot-curves``: loss and BLEU curves of one or more runs, from their CSV logs.
+
+    nmt plot-curves runs/multi30k_en_fr_attention [runs/multi30k_en_fr_cho …] --output curves.png
+
+A RUN is a run directory (every ``metrics.csv`` below it is read: ``logs/version_0``, ``logs/version_1`` after
+a resume …, in version order), one version directory, or a ``metrics.csv`` file — what Lightning's CSVLogger
+writes. Left panel: training loss (thin) and validation loss (dashed) against the step; right panel:
+validation BLEU. Several runs are overlaid, one colour each.
+"""
+
+from __future__ import annotations
+
+import csv
+import re
+import sys
+from pathlib import Path
+
+import numpy as np
+from jsonargparse import ArgumentParser
+from jsonargparse.typing import PositiveInt
+
+from nmt.errors import InputError
+from nmt.plotting import DPI, Series, curves_figure, save_figure, supported_formats
+
+PROG = "nmt plot-curves"
+PANELS = [("loss", ["train/loss", "val/loss"]), ("BLEU", ["val/bleu"])]
+
+
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or metrics.csv files")
+    p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")
+    p.add_argument("--labels", nargs="+", default=None, help="legend name of each run (default: the paths given)")
+    p.add_argument("--size", type=float, nargs=2, default=[12.0, 4.5], metavar=("W", "H"), help="inches")
+    p.add_argument("--dpi", type=PositiveInt, default=DPI, help="pixels per inch of a raster output")
+    return p
+
+
+def metrics_files(run: Path) -> list[Path]:
+    """The metrics.csv files of a run, in version order (version_2 before version_10)."""
+    if run.is_file():
+        return [run]
+    if not run.is_dir():
+        raise InputError(path=run, message="no such run directory or file")
+
+    def version_key(path: Path) -> list[int | str]:
+        return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", str(path.relative_to(run)))]
+
+    files = sorted(run.rglob("metrics.csv"), key=version_key)
+    if not files:
+        raise InputError(path=run, message="no metrics.csv below it (written by the CSVLogger of `nmt fit`)")
+    return files
+
+
+def read_run(run: Path) -> dict[str, Series]:
+    """metric key -> its values by step, over every metrics.csv of the run."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    for path in metrics_files(run):
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.DictReader(f)
+            if reader.fieldnames is None or "step" not in reader.fieldnames:
+                raise InputError(path=path, line=1, message="not a Lightning metrics.csv: no 'step' column")
+            for line, row in enumerate(reader, start=2):
+                for key in {k for _, keys in PANELS for k in keys} & set(row):
+                    if row[key]:
+                        try:
+                            points.setdefault(key, []).append((float(row["step"]), float(row[key])))
+                        except ValueError:
+                            raise InputError(path=path, line=line, message=f"{key}: not a number") from None
+    series = {}
+    for key, pairs in points.items():
+        pairs.sort(key=lambda p: p[0])  # a resumed run's versions may overlap
+        steps, values = np.array(pairs).T
+        series[key] = Series(steps, values)
+    return series
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    suffix = Path(args.output).suffix.lstrip(".").lower()
+    if suffix not in supported_formats():
+        raise InputError(path=args.output, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
+    labels = args.labels or args.runs
+    if len(labels) != len(args.runs) or len(set(labels)) != len(labels):
+        raise InputError(path="--labels", message=f"give {len(args.runs)} distinct labels, one per run")
+    runs = {}
+    for label, run in zip(labels, args.runs, strict=True):
+        runs[label] = read_run(Path(run))
+        if not runs[label]:
+            raise InputError(path=run, message="no loss or BLEU values logged yet")
+    fig = curves_figure(runs, PANELS, size=tuple(args.size))
+    try:
+        save_figure(fig, args.output, dpi=args.dpi)
+    except OSError as error:
+        raise InputError(path=args.output, message=f"cannot write: {error.strerror or error}") from None
+    print(f"{PROG}: {len(runs)} run(s) -> {args.output}", file=sys.stderr)
+    return 0
