@@ -13,12 +13,22 @@ import threading
 from pathlib import Path
 
 import pytest
+import torch
 
 from nmt.checkpoint import load_translator
 from nmt.cli import main
 from tests.factories import multi30k_lines, tiny_checkpoint
 
 LINES = multi30k_lines("test_2016_flickr", "en", 4)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine 2 threads can be many times slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +55,7 @@ def write(path: Path, lines: list[str]) -> Path:
 
 def test_translate_streams_through_an_open_pipe(checkpoints):
     process = subprocess.Popen(
-        [sys.executable, "-m", "nmt", "translate", "--checkpoint", str(checkpoints["rnnsearch"])],
+        [sys.executable, "-m", "nmt", "translate", "--threads", "1", "--checkpoint", str(checkpoints["rnnsearch"])],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -207,7 +217,7 @@ def test_output_file_appears_only_when_complete(checkpoints, tmp_path, capsys):
 
 def test_invalid_utf8_on_stdin_is_one_line_and_status_2(checkpoints):
     result = subprocess.run(
-        [sys.executable, "-m", "nmt", "translate", "--checkpoint", str(checkpoints["rnnsearch"])],
+        [sys.executable, "-m", "nmt", "translate", "--threads", "1", "--checkpoint", str(checkpoints["rnnsearch"])],
         input=LINES[0].encode() + b"\n\xff\xfe broken\n",
         capture_output=True,
         timeout=120,

@@ -64,13 +64,13 @@ def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> N
     )
 
 
-def translate_file(args, config: SearchConfig) -> list[str]:
-    """Translate --src with the checkpoint(s), in batches of similar length; hypotheses in input order."""
+def translate_texts(args, texts: list[str], config: SearchConfig) -> list[str]:
+    """Translate the --src lines with the checkpoint(s), in batches of similar length; in input order."""
     model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device)
     device = device_of(model)
     sources = [
         encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens)
-        for n, (text, _) in enumerate(read_lines(args.src, errors=args.encoding_errors), start=1)
+        for n, text in enumerate(texts, start=1)
     ]
     hypotheses: list[str] = [""] * len(sources)
     show = sys.stderr.isatty() if args.progress is None else args.progress
@@ -105,12 +105,11 @@ def main(argv: list[str]) -> int:
     if args.hyp is not None:
         hypotheses, hyp_path = read_texts(args.hyp, args.encoding_errors), args.hyp
     else:
-        hyp_path = args.src
-        n_src = sum(1 for _ in read_lines(args.src, errors=args.encoding_errors))
+        hyp_path, texts = args.src, read_texts(args.src, args.encoding_errors)
         for path, refs in zip(args.ref, references, strict=True):  # fail before the (long) translation
-            check_line_counts(hyp_path, n_src, path, len(refs))
+            check_line_counts(hyp_path, len(texts), path, len(refs))
         with torch_threads(args.threads):
-            hypotheses = translate_file(args, search_config(args, parser))
+            hypotheses = translate_texts(args, texts, search_config(args, parser))
         if args.output is not None:
             with atomic_output(args.output) as out:
                 out.writelines(h + "\n" for h in hypotheses)
