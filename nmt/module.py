@@ -81,19 +81,19 @@ class TranslationModule(L.LightningModule):
         )
 
     # -- training ------------------------------------------------------------------------------------------
-    def token_loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+    def token_loss(self, batch: Batch, *, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
         """Summed cross-entropy over the non-padding target tokens, and their number."""
         enc = self.model.encode(batch.src, batch.src_lengths)
         features = self.model.teacher_forced(enc, batch.tgt_in).features  # (B, T, units)
         mask = batch.tgt_out != PAD
         logits = self.model.logits(features[mask])  # project only real tokens: (N, V)
         loss = F.cross_entropy(
-            logits.float(), batch.tgt_out[mask], reduction="sum", label_smoothing=self.label_smoothing
+            logits.float(), batch.tgt_out[mask], reduction="sum", label_smoothing=label_smoothing
         )
         return loss, int(mask.sum())
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        loss_sum, n_tokens = self.token_loss(batch)
+        loss_sum, n_tokens = self.token_loss(batch, label_smoothing=self.label_smoothing)
         loss = loss_sum / n_tokens
         self.log("train/loss", loss, prog_bar=True, batch_size=n_tokens)
         self.log("train/ppl", torch.exp(loss.detach()), batch_size=n_tokens)
@@ -128,7 +128,7 @@ class TranslationModule(L.LightningModule):
         self._loss_and_tokens = torch.zeros(2, dtype=torch.float64, device=self.device)
 
     def _evaluation_step(self, batch: Batch) -> None:
-        loss_sum, n_tokens = self.token_loss(batch)
+        loss_sum, n_tokens = self.token_loss(batch)  # plain cross-entropy: val/ppl is a true perplexity
         self._loss_and_tokens += torch.stack([loss_sum.detach().double(), loss_sum.new_tensor(n_tokens).double()])
         if self.tokenizer is None or self.trainer.sanity_checking:
             return
