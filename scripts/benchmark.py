@@ -144,6 +144,7 @@ def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences:
 
     # the whole command, as a user runs it (start-up, model load, reading, writing)
     out = Path("/tmp/nmt-bench/translate.out")
+    out.parent.mkdir(parents=True, exist_ok=True)
     command = [
         sys.executable,
         "-m",

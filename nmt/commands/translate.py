@@ -336,10 +336,11 @@ def main(argv: list[str]) -> int:
     def encode(text: str, number: int) -> Source:
         return encode_line(tokenizer, text, number=number, path=args.input, max_tokens=args.max_input_tokens)
 
-    items = start_reader(args.input, encode, errors=args.encoding_errors)
     show_progress = args.output != "-" if args.progress is None else args.progress
     try:
         with torch_threads(args.threads), atomic_output(args.output) as out, _progress(show_progress) as bar:
+            # Started once the output is open: a bad output path then stops us before any thread runs.
+            items = start_reader(args.input, encode, errors=args.encoding_errors)
             writer = InOrderWriter(out, tokenizer, args)
             for window in windows(items, WINDOW_BATCHES * args.batch_tokens):
                 for batch in length_batches(window, args.batch_tokens):
