@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import subprocess
 import sys
 from pathlib import Path
@@ -60,7 +61,7 @@ def main() -> None:
     train = datasets.load_dataset("wmt14", "fr-en", split="train", streaming=True)
     pairs = ((ex["translation"]["en"], ex["translation"]["fr"]) for ex in train)
     if args.max_train:
-        pairs = (p for _, p in zip(range(args.max_train), pairs))
+        pairs = itertools.islice(pairs, args.max_train)
     print("train:", write_pairs(pairs, target, "train"), "pairs")
     print("dev (newstest2012+2013):", write_pairs(sacrebleu_pairs(["wmt12", "wmt13"]), target, "dev"), "pairs")
     print("test (newstest2014):", write_pairs(sacrebleu_pairs(["wmt14/full"]), target, "test"), "pairs")

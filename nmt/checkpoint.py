@@ -99,7 +99,8 @@ def load_translator(path: str | Path, *, device: str | torch.device = "cpu") -> 
         if tensor.shape != expected[name].shape:
             raise InputError(
                 path=path,
-                message=f"weight {name} has shape {tuple(tensor.shape)}, the network expects {tuple(expected[name].shape)}",
+                message=f"weight {name} has shape {tuple(tensor.shape)}, "
+                f"the network expects {tuple(expected[name].shape)}",
             )
     model.load_state_dict(state)
     tok = meta["tokenizer"]

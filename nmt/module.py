@@ -151,7 +151,7 @@ class TranslationModule(L.LightningModule):
         refs = self.trainer.datamodule.references(stage)
         missing = [i for i in range(len(refs)) if i not in decoded]
         if missing:
-            raise RuntimeError(f"{stage}: decoded {len(decoded)} of {len(refs)} sentences (first missing: {missing[0]})")
+            raise RuntimeError(f"{stage}: decoded {len(decoded)} of {len(refs)} sentences (first missing {missing[0]})")
         hypotheses = [decoded[i] for i in range(len(refs))]
         bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
         bleu_score, chrf_score = bleu.corpus_score(hypotheses, [refs]), chrf.corpus_score(hypotheses, [refs])
@@ -159,7 +159,8 @@ class TranslationModule(L.LightningModule):
         self.log(f"{stage}/chrf", chrf_score.score, sync_dist=False)
         rank_zero_info(
             f"{stage} epoch {self.current_epoch} step {self.global_step}: loss {loss:.4f}, "
-            f"BLEU {bleu_score.score:.2f} ({bleu.get_signature()}), chrF {chrf_score.score:.2f} ({chrf.get_signature()})"
+            f"BLEU {bleu_score.score:.2f} ({bleu.get_signature()}), "
+            f"chrF {chrf_score.score:.2f} ({chrf.get_signature()})"
         )
 
     def _gather_hypotheses(self) -> dict[int, str]:

@@ -26,7 +26,9 @@ def multi30k_lines(split: str, lang: str, n: int | None = None) -> list[str]:
 _TOKENIZERS: dict[tuple, Tokenizer] = {}
 
 
-def tiny_tokenizer(src_lang: str = "en", tgt_lang: str = "fr", *, lines: int = 3000, vocab_size: int = 400) -> Tokenizer:
+def tiny_tokenizer(
+    src_lang: str = "en", tgt_lang: str = "fr", *, lines: int = 3000, vocab_size: int = 400
+) -> Tokenizer:
     key = (src_lang, tgt_lang, lines, vocab_size)
     if key not in _TOKENIZERS:
         config = TokenizerConfig(joint=True, vocab_size=vocab_size)

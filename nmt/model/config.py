@@ -15,7 +15,7 @@ class NetworkConfig:
     architecture: Literal["rnnencdec", "rnnsearch"] = "rnnsearch"
     """rnnencdec: Cho et al. 2014's RNN Encoder–Decoder; rnnsearch: Bahdanau et al. 2015 (attention)."""
     cell: Literal["paper", "cudnn"] = "paper"
-    """paper: the GRU of Cho Eq. 8 (reset gate before U); cudnn: nn.GRU's formulation (faster, not the same function)."""
+    """paper: the GRU of Cho Eq. 8 (reset gate before U); cudnn: nn.GRU's formulation (faster, a different function)."""
     emb_dim: int = 620
     """Word embedding size m (both sides)."""
     emb_rank: int | None = None
