@@ -68,7 +68,10 @@ def main(argv: list[str] | None = None) -> int:
         if command in TOOLS:
             return importlib.import_module(TOOLS[command]).main(argv[1:]) or 0
         if command in LIGHTNING_COMMANDS:
-            train_cli(argv)
+            try:
+                train_cli(argv)
+            except FileNotFoundError as e:  # e.g. a --ckpt_path that does not exist: Lightning raises it plainly
+                raise InputError(path=e.filename or command, message=str(e.strerror or e)) from None
             return 0
     except InputError as e:
         print(f"nmt {command}: error: {e}", file=sys.stderr)

@@ -33,5 +33,18 @@ class InputError(Exception):
         return (_rebuild_input_error, (self.path, self.message, self.line))
 
 
+def find_input_error(error: BaseException) -> InputError | None:
+    """The InputError somewhere in `error`'s chain of causes, if any (libraries such as `datasets` wrap what
+    a generator raised; the user needs our message, not the wrapper's)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, InputError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def _rebuild_input_error(path: str, message: str, line: int | None) -> InputError:
     return InputError(path=path, message=message, line=line)

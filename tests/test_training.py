@@ -145,3 +145,13 @@ def test_bad_corpus_is_a_one_line_error(tmp_path):
     assert "Traceback" not in result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert "train.fr:3:" in last or "train.fr" in last and "3" in last, result.stderr[-2000:]
+
+
+def test_missing_checkpoint_is_a_one_line_error(tmp_path):
+    result = run_nmt(
+        ["test", "--config", str(TINY), "--data.data_dir", str(MULTI30K), "--ckpt_path", str(tmp_path / "none.ckpt")],
+        cwd=tmp_path,
+    )
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert "none.ckpt" in result.stderr.strip().splitlines()[-1]

@@ -23,7 +23,7 @@ from pathlib import Path
 import datasets
 from datasets.exceptions import DatasetGenerationError
 
-from nmt.errors import InputError
+from nmt.errors import InputError, find_input_error
 
 __all__ = ["Corpus", "corpus_fingerprint", "load_corpus"]
 
@@ -155,7 +155,7 @@ def load_corpus(
         )
     except DatasetGenerationError as error:
         # `datasets` wraps whatever the generator raised; the user needs our message, not the wrapper's.
-        cause = _find_input_error(error)
+        cause = find_input_error(error)
         if cause is None:
             raise
         raise cause from None
@@ -287,15 +287,3 @@ def _file_signatures(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
             raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from error
         signatures.append((os.fspath(path.resolve()), stat.st_size, stat.st_mtime_ns))
     return tuple(signatures)
-
-
-def _find_input_error(error: BaseException) -> InputError | None:
-    """The InputError somewhere in `error`'s chain of causes, if any."""
-    seen: set[int] = set()
-    current: BaseException | None = error
-    while current is not None and id(current) not in seen:
-        if isinstance(current, InputError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None

@@ -21,7 +21,7 @@ import datasets
 import numpy as np
 from datasets.exceptions import DatasetGenerationError
 
-from nmt.errors import InputError
+from nmt.errors import InputError, find_input_error
 from nmt.scoring.moses import parse_phrase_line, read_binary_lines, unescape
 
 __all__ = ["load_phrase_table_pairs"]
@@ -62,7 +62,7 @@ def load_phrase_table_pairs(
             gen_kwargs={"path": os.fspath(path), "swap": swap, "signature": signature},
         )
     except DatasetGenerationError as error:
-        cause = _input_error(error)
+        cause = find_input_error(error)
         if cause is None:
             raise
         raise cause from None
@@ -91,14 +91,3 @@ def _pairs(path: str, swap: bool, signature: object) -> Iterator[dict]:
             "hash_hi": int.from_bytes(digest[:8], "little", signed=True),
             "hash_lo": int.from_bytes(digest[8:], "little", signed=True),
         }
-
-
-def _input_error(error: BaseException) -> InputError | None:
-    """The InputError somewhere in the chain of causes `datasets` wrapped it in."""
-    seen: set[int] = set()
-    while error is not None and id(error) not in seen:
-        if isinstance(error, InputError):
-            return error
-        seen.add(id(error))
-        error = error.__cause__ or error.__context__
-    return None

@@ -42,9 +42,7 @@ class NetworkConfig:
     """Standard deviation of W_a and U_a in the paper initialisation."""
 
 
-def build_model(
-    config: NetworkConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
-) -> Seq2Seq:
+def build_model(config: NetworkConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Seq2Seq:
     from nmt.model.rnnencdec import RNNEncoderDecoder
     from nmt.model.rnnsearch import RNNSearch
 

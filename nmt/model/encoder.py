@@ -22,9 +22,7 @@ class GRUEncoder(nn.Module):
         self.hidden_dim, self.bidirectional, self.cell_type = hidden_dim, bidirectional, cell
         directions = 2 if bidirectional else 1
         if cell == "paper":
-            self.W = nn.Linear(
-                emb_dim, directions * 3 * hidden_dim
-            )  # [W_r; W_z; W] per direction, with biases
+            self.W = nn.Linear(emb_dim, directions * 3 * hidden_dim)  # [W_r; W_z; W] per direction, with biases
             self.cells = nn.ModuleList(PaperGRUCell(hidden_dim) for _ in range(directions))
         elif cell == "cudnn":
             self.rnn = nn.GRU(emb_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)

@@ -54,6 +54,20 @@ class MaxoutOutput(nn.Module):
         else:
             self.W_o = nn.Linear(units, vocab_size)
 
+    @classmethod
+    def for_network(cls, config, *, state_dim: int, ctx_dim: int, vocab_size: int) -> MaxoutOutput:  # noqa: ANN001
+        """The layer a NetworkConfig describes (maxout units, pool, output rank, dropout)."""
+        return cls(
+            state_dim=state_dim,
+            emb_dim=config.emb_dim,
+            ctx_dim=ctx_dim,
+            units=config.maxout_units,
+            pool=config.maxout_pool,
+            vocab_size=vocab_size,
+            rank=config.output_rank,
+            dropout=config.dropout,
+        )
+
     def project_context(self, c: Tensor) -> Tensor:
         """c (..., ctx_dim) -> O_c c (..., units·pool)."""
         return self.O_c(c)
@@ -61,9 +75,7 @@ class MaxoutOutput(nn.Module):
     def features(self, h: Tensor, e_prev: Tensor, ctx_term: Tensor) -> Tensor:
         """h (..., state_dim), e_prev (..., emb_dim), ctx_term = O_c c broadcastable -> t (..., units)."""
         t_tilde = self.O_h(h) + self.O_y(e_prev) + ctx_term
-        t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(
-            dim=-1
-        )  # maxout: (..., units, pool) -> (..., units)
+        t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(dim=-1)  # maxout: (..., units, pool) -> (..., units)
         return self.dropout(t)
 
     def logits(self, t: Tensor) -> Tensor:

@@ -38,18 +38,14 @@ class Summary(NamedTuple):
 
 
 class RNNEncoderDecoder(Seq2Seq):
-    def __init__(
-        self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
-    ) -> None:
+    def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
         super().__init__()
         E, n = config.emb_dim, config.decoder_dim
         self.pad_id, self.cell_type = pad_id, config.cell
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(
-            emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell
-        )
+        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell)
         self.V = nn.Linear(config.encoder_dim, n, bias=False)  # c = tanh(V h_T)
         self.V_dec = nn.Linear(n, n, bias=False)  # h'_0 = tanh(V' c)
         if config.cell == "paper":
@@ -58,16 +54,7 @@ class RNNEncoderDecoder(Seq2Seq):
             self.cell = PaperGRUCell(n)
         else:
             self.rnn = nn.GRU(E + n, n, batch_first=True)  # weight_ih_l0 = [W' | C]
-        self.output = MaxoutOutput(
-            state_dim=n,
-            emb_dim=E,
-            ctx_dim=n,
-            units=config.maxout_units,
-            pool=config.maxout_pool,
-            vocab_size=tgt_vocab_size,
-            rank=config.output_rank,
-            dropout=config.dropout,
-        )
+        self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=n, vocab_size=tgt_vocab_size)
         self.emb_dim = E
 
     # -- encoder ------------------------------------------------------------------------------------------
@@ -107,9 +94,7 @@ class RNNEncoderDecoder(Seq2Seq):
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         (h0,) = self.initial_state(enc)
         if self.cell_type == "paper":
-            x_proj = self.W_dec(e) + enc.c_gates.unsqueeze(
-                1
-            )  # all input-side terms in one product: (B, T, 3n)
+            x_proj = self.W_dec(e) + enc.c_gates.unsqueeze(1)  # all input-side terms in one product: (B, T, 3n)
             h = run_recurrence(self.cell, x_proj, h0)
         else:
             c_seq = enc.c.unsqueeze(1).expand(-1, e.shape[1], -1)

@@ -37,35 +37,20 @@ class Annotations(NamedTuple):
 
 
 class RNNSearch(Seq2Seq):
-    def __init__(
-        self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0
-    ) -> None:
+    def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
         super().__init__()
         E, n, annotation_dim = config.emb_dim, config.decoder_dim, 2 * config.encoder_dim
         self.pad_id, self.encoder_dim = pad_id, config.encoder_dim
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(
-            emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=True, cell=config.cell
-        )
+        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=True, cell=config.cell)
         self.W_s = nn.Linear(config.encoder_dim, n, bias=False)  # s_0 = tanh(W_s ←h_1)
-        self.attention = AdditiveAttention(
-            query_dim=n, key_dim=annotation_dim, attention_dim=config.attention_dim
-        )
+        self.attention = AdditiveAttention(query_dim=n, key_dim=annotation_dim, attention_dim=config.attention_dim)
         self.W_dec = nn.Linear(E, 3 * n)  # [W_r; W_z; W] e(y_{i-1}) + b
         self.C = nn.Linear(annotation_dim, 3 * n, bias=False)  # [C_r; C_z; C] c_i
         self.cell = make_cell(config.cell, n)
-        self.output = MaxoutOutput(
-            state_dim=n,
-            emb_dim=E,
-            ctx_dim=annotation_dim,
-            units=config.maxout_units,
-            pool=config.maxout_pool,
-            vocab_size=tgt_vocab_size,
-            rank=config.output_rank,
-            dropout=config.dropout,
-        )
+        self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=annotation_dim, vocab_size=tgt_vocab_size)
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> Annotations:
         mask = self.src_mask(src)
