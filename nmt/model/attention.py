@@ -15,6 +15,7 @@ class AdditiveAttention(nn.Module):
 
     def __init__(self, *, query_dim: int, key_dim: int, attention_dim: int) -> None:
         super().__init__()
+        self.attention_dim = attention_dim
         self.W_a = nn.Linear(query_dim, attention_dim, bias=False)
         self.U_a = nn.Linear(key_dim, attention_dim, bias=False)
         self.v_a = nn.Parameter(torch.zeros(attention_dim))

@@ -35,12 +35,20 @@ class PaperGRUCell(nn.Module):
         orthogonal_blocks_(self.U_rz)
         orthogonal_blocks_(self.U)
 
-    def forward(self, x_proj: Tensor, h: Tensor) -> Tensor:
-        """x_proj (B, 3H) = W x + b; h (B, H) = h_{t-1}. Returns h_t (B, H)."""
-        H = self.hidden_dim
-        rz = torch.sigmoid(x_proj[:, : 2 * H] + F.linear(h, self.U_rz))  # Eqs. 5–6
-        r, z = rz[:, :H], rz[:, H:]
-        h_tilde = torch.tanh(x_proj[:, 2 * H :] + F.linear(r * h, self.U))  # Eq. 8
+    @property
+    def state_weight(self) -> Tensor:
+        """The matrix applied to h_{t-1} itself, [U_r; U_z]: a caller may fuse it with its own products of
+        h_{t-1} in one matmul and pass the result as ``h_proj``."""
+        return self.U_rz
+
+    def forward(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
+        """x_proj (B, 3H) = W x + b; h (B, H) = h_{t-1}; h_proj (B, 2H) = [U_r; U_z] h_{t-1} if the caller
+        already computed it. Returns h_t (B, H)."""
+        if h_proj is None:
+            h_proj = F.linear(h, self.U_rz)
+        x_rz, x_n = x_proj.split((2 * self.hidden_dim, self.hidden_dim), dim=-1)
+        r, z = torch.sigmoid(x_rz + h_proj).chunk(2, dim=-1)  # Eqs. 5–6
+        h_tilde = torch.tanh(x_n + F.linear(r * h, self.U))  # Eq. 8
         return torch.lerp(h_tilde, h, z)  # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃
 
 
@@ -64,17 +72,25 @@ class CuDNNGRUCell(nn.Module):
         orthogonal_blocks_(self.weight_hh)
         nn.init.zeros_(self.bias_hh)
 
-    def forward(self, x_proj: Tensor, h: Tensor) -> Tensor:
-        """x_proj (B, 3H) = W x + b_i; h (B, H). Returns h_t (B, H)."""
-        return cudnn_step(x_proj, h, F.linear(h, self.weight_hh, self.bias_hh))
+    @property
+    def state_weight(self) -> Tensor:
+        """The matrix applied to h_{t-1}, [U_r; U_z; U_n] (see ``PaperGRUCell.state_weight``)."""
+        return self.weight_hh
+
+    def forward(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
+        """x_proj (B, 3H) = W x + b_i; h (B, H); h_proj (B, 3H) = [U_r; U_z; U_n] h if already computed (without
+        the bias). Returns h_t (B, H)."""
+        gh = F.linear(h, self.weight_hh, self.bias_hh) if h_proj is None else h_proj + self.bias_hh
+        return cudnn_step(x_proj, h, gh)
 
 
 def cudnn_step(x_proj: Tensor, h: Tensor, gh: Tensor) -> Tensor:
     """One step of the cuDNN formulation. x_proj (B, 3H) = W x + b_i; h (B, H); gh (B, 3H) = U h + b_h."""
     H = h.shape[-1]
-    rz = torch.sigmoid(x_proj[:, : 2 * H] + gh[:, : 2 * H])
-    r, z = rz[:, :H], rz[:, H:]
-    n = torch.tanh(x_proj[:, 2 * H :] + r * gh[:, 2 * H :])
+    x_rz, x_n = x_proj.split((2 * H, H), dim=-1)
+    h_rz, h_n = gh.split((2 * H, H), dim=-1)
+    r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
+    n = torch.tanh(x_n + r * h_n)
     return torch.lerp(n, h, z)  # (1 − z) ⊙ n + z ⊙ h
 
 
@@ -109,12 +125,16 @@ def run_recurrence(
     unchanged (so a right-padded batch runs backwards correctly: the state stays h0 until the last real
     token). Returns the states (B, T, H); the output at a padded step is the carried state.
     """
-    T = x_proj.shape[1]
+    # unbind, not x_proj[:, t]: the backward of one unbind stacks T gradients once, whereas each indexing
+    # op's backward would scatter into its own zero-filled (B, T, 3H) tensor — O(T²) memory traffic.
+    inputs = x_proj.unbind(1)
+    masks = mask.unsqueeze(-1).unbind(1) if mask is not None else None
+    T = len(inputs)
     h = h0
     outputs: list[Tensor] = [h0] * T
     steps = range(T - 1, -1, -1) if reverse else range(T)
     for t in steps:
-        h_new = cell(x_proj[:, t], h)
-        h = h_new if mask is None else torch.where(mask[:, t, None], h_new, h)
+        h_new = cell(inputs[t], h)
+        h = h_new if masks is None else torch.where(masks[t], h_new, h)
         outputs[t] = h
     return torch.stack(outputs, dim=1)

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.model.attention import AdditiveAttention
@@ -61,17 +62,27 @@ class RNNSearch(Seq2Seq):
         backward_first = enc.h[:, 0, self.encoder_dim :]  # ←h_1
         return (torch.tanh(self.W_s(backward_first)),)
 
-    def _advance(self, x_emb: Tensor, s_prev: Tensor, enc: Annotations) -> tuple[Tensor, Tensor, Tensor]:
-        """One step of the recurrence from the precomputed W e(y_{i-1}) + b (B, 3n) and s_{i-1} (B, n).
-        Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
-        c_i, alpha = self.attention(self.attention.W_a(s_prev), enc.keys, enc.h, enc.mask)
-        s_i = self.cell(x_emb + self.C(c_i), s_prev)
+    def state_weight(self) -> Tensor:
+        """[W_a; U_r; U_z] (the paper cell) or [W_a; U_r; U_z; U_n] (cuDNN): every product of s_{i-1} that does
+        not wait for the reset gate, stacked so that one matmul a step computes them all."""
+        return torch.cat([self.attention.W_a.weight, self.cell.state_weight])
+
+    def _advance(
+        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_weight: Tensor
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """One step of the recurrence from the precomputed W e(y_{i-1}) + b (B, 3n), s_{i-1} (B, n) and
+        ``state_weight()``. Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
+        query, h_proj = F.linear(s_prev, state_weight).split(
+            (self.attention.attention_dim, state_weight.shape[0] - self.attention.attention_dim), dim=-1
+        )  # W_a s_{i-1} (A.1.2) and the cell's U s_{i-1} (Eqs. 5–6) in one product
+        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)
+        s_i = self.cell(x_emb + self.C(c_i), s_prev, h_proj)
         return s_i, c_i, alpha
 
     def step(self, y_prev: Tensor, state: tuple[Tensor], enc: Annotations) -> StepOutput:
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         s_prev = state[0]
-        s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc)
+        s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc, self.state_weight())
         t = self.output.features(s_prev, e, self.output.project_context(c_i))
         return StepOutput(torch.log_softmax(self.logits(t).float(), dim=-1), (s_i,), alpha)
 
@@ -79,11 +90,11 @@ class RNNSearch(Seq2Seq):
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         x_emb = self.W_dec(e)  # input products of every position in one matmul: (B, T, 3n)
         (s,) = self.initial_state(enc)
-        T = tgt_in.shape[1]
+        state_weight = self.state_weight()  # stacked once per batch, not once a step
         s_prev, contexts, alphas = [], [], []
-        for i in range(T):
+        for x_i in x_emb.unbind(1):  # unbind: one backward for all steps (see run_recurrence)
             s_prev.append(s)
-            s, c_i, alpha = self._advance(x_emb[:, i], s, enc)
+            s, c_i, alpha = self._advance(x_i, s, enc, state_weight)
             contexts.append(c_i)
             alphas.append(alpha)
         S_prev = torch.stack(s_prev, dim=1)  # (B, T, n): s_{i-1} for every i
