@@ -2,13 +2,17 @@
 
 Nothing in a checkpoint is executed: it is read with ``torch.load(weights_only=True)``, which accepts only
 tensors and plain containers. Everything inference needs — the network's hyper-parameters, the vocabulary
-sizes and the SentencePiece model(s) as bytes — sits under ``checkpoint["nmt"]``.
+sizes and the SentencePiece model(s) as bytes — sits under ``checkpoint["nmt"]``. Everything read is checked
+(format version, metadata types, network options, vocabulary sizes, weight names and shapes, finite weights),
+and each problem is one `InputError` naming it.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import pickle
+import re
+import typing
 from pathlib import Path
 from typing import NamedTuple
 
@@ -20,6 +24,9 @@ from nmt.errors import InputError
 from nmt.model import NetworkConfig, Seq2Seq, build_model
 
 CHECKPOINT_FORMAT = 1
+# A torch.load(weights_only=True) refusal that names a global (a function or class) the pickle asks for:
+# "Unsupported global: GLOBAL io.open …", "Trying to load unsupported GLOBAL posix.open …"
+_UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 
 
 class Translator(NamedTuple):
@@ -31,9 +38,7 @@ class Translator(NamedTuple):
     path: str
 
 
-def checkpoint_metadata(
-    network: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, tokenizer: Tokenizer
-) -> dict:
+def checkpoint_metadata(network: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, tokenizer: Tokenizer) -> dict:
     """What every checkpoint carries besides the weights (plain data only)."""
     return {
         "format": CHECKPOINT_FORMAT,
@@ -48,65 +53,133 @@ def checkpoint_metadata(
 def load_translator(path: str | Path, *, device: str | torch.device = "cpu") -> Translator:
     """Build the model and tokenizer stored in a checkpoint. Raises InputError with a one-line reason."""
     path = str(path)
+    ckpt = _read(path)
+    meta = _metadata(path, ckpt)
+    written_by = f"checkpoint written by nmt {meta.get('version')}"
+    network = _network(path, meta["network"], written_by)
+    try:
+        tok = meta["tokenizer"]
+        tokenizer = Tokenizer.from_bytes(tok["src"], tok.get("tgt"))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise InputError(path=path, message=f"its SentencePiece model is unreadable ({_first_line(e)})") from None
+    sizes = (meta["src_vocab_size"], meta["tgt_vocab_size"])
+    if sizes != (tokenizer.src_vocab_size, tokenizer.tgt_vocab_size):
+        raise InputError(
+            path=path,
+            message=f"the network was built for vocabularies of {sizes[0]}/{sizes[1]} pieces but its SentencePiece "
+            f"model has {tokenizer.src_vocab_size}/{tokenizer.tgt_vocab_size}",
+        )
+    try:
+        model = build_model(network, src_vocab_size=sizes[0], tgt_vocab_size=sizes[1], pad_id=PAD)
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(path=path, message=f"cannot build its network ({_first_line(e)}); {written_by}") from None
+    model.load_state_dict(_weights(path, ckpt["state_dict"], model.state_dict(), network, written_by))
+    model.to(device).eval()
+    return Translator(model=model, tokenizer=tokenizer, network=network, path=path)
+
+
+def _read(path: str) -> object:
+    """torch.load with weights_only=True: tensors and plain containers only, never code."""
     if not Path(path).is_file():
         raise InputError(path=path, message="checkpoint not found")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise InputError(
-            path=path, message=f"refused to load: the file holds more than plain data ({first})"
-        ) from None
+        refused = _UNSAFE_GLOBAL.search(str(e))
+        if refused:  # the pickle asks for a function or class: loading it would run code
+            raise InputError(
+                path=path,
+                message=f"refused to load: its pickle would call {refused.group(1)}, i.e. run code; nmt reads "
+                "checkpoints as plain data only (torch.load weights_only=True)",
+            ) from None
+        raise InputError(path=path, message=f"not a readable checkpoint ({_unpickling_problem(str(e))})") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
-        raise InputError(
-            path=path,
-            message=f"not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
-        ) from None
-    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("nmt"), dict) or "state_dict" not in ckpt:
+        detail = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else "the file is empty or cut short"
+        raise InputError(path=path, message=f"not a readable checkpoint ({detail})") from None
+
+
+def _metadata(path: str, ckpt: object) -> dict:
+    """checkpoint["nmt"], checked for the types and the format version this nmt reads."""
+    if (
+        not isinstance(ckpt, dict)
+        or not isinstance(ckpt.get("nmt"), dict)
+        or not isinstance(ckpt.get("state_dict"), dict)
+    ):
         raise InputError(path=path, message="not an nmt checkpoint (no 'nmt' metadata or no state_dict)")
     meta = ckpt["nmt"]
-    if meta.get("format") != CHECKPOINT_FORMAT:
+    fmt, version = meta.get("format"), meta.get("version")
+    if fmt != CHECKPOINT_FORMAT:
+        newer = isinstance(fmt, int) and fmt > CHECKPOINT_FORMAT
         raise InputError(
             path=path,
-            message=f"checkpoint format {meta.get('format')} (nmt {meta.get('version')}) but this is nmt "
-            f"{__version__}, which reads format {CHECKPOINT_FORMAT}",
+            message=f"checkpoint format {fmt} (written by nmt {version}) but this is nmt {__version__}, which reads "
+            f"format {CHECKPOINT_FORMAT}" + ("; upgrade nmt to read it" if newer else ""),
         )
-    if meta.get("tokenizer") is None:
-        raise InputError(path=path, message="checkpoint carries no SentencePiece model")
-    known = {f.name for f in dataclasses.fields(NetworkConfig)}
-    unknown = sorted(set(meta["network"]) - known)
+    for key, kind in (("network", dict), ("src_vocab_size", int), ("tgt_vocab_size", int), ("tokenizer", dict)):
+        if not isinstance(meta.get(key), kind):
+            what = "missing" if meta.get(key) is None else f"a {type(meta[key]).__name__}, not a {kind.__name__}"
+            raise InputError(path=path, message=f"checkpoint metadata nmt.{key} is {what}")
+    return meta
+
+
+def _network(path: str, options: dict, written_by: str) -> NetworkConfig:
+    """The NetworkConfig of the metadata; options or values this nmt does not know are named."""
+    fields = {f.name for f in dataclasses.fields(NetworkConfig)}
+    unknown = sorted(str(name) for name in set(options) - fields)
     if unknown:
         raise InputError(
-            path=path,
-            message=f"network option(s) {', '.join(unknown)} unknown to nmt {__version__} "
-            f"(checkpoint written by nmt {meta.get('version')})",
+            path=path, message=f"network option(s) {', '.join(unknown)} unknown to nmt {__version__} ({written_by})"
         )
-    network = NetworkConfig(**meta["network"])
-    model = build_model(
-        network, src_vocab_size=meta["src_vocab_size"], tgt_vocab_size=meta["tgt_vocab_size"], pad_id=PAD
-    )
+    hints = typing.get_type_hints(NetworkConfig)
+    for name, value in options.items():
+        allowed = typing.get_args(hints[name]) if typing.get_origin(hints[name]) is typing.Literal else ()
+        if allowed and value not in allowed:
+            raise InputError(
+                path=path,
+                message=f"network.{name} is {value!r}; nmt {__version__} knows {', '.join(map(repr, allowed))} "
+                f"({written_by})",
+            )
+    return NetworkConfig(**options)
+
+
+def _weights(path: str, state_dict: dict, expected: dict, network: NetworkConfig, written_by: str) -> dict:
+    """The model's tensors from the Lightning state_dict, checked against the network the metadata describes."""
     prefix = "model."
-    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
-    expected = model.state_dict()
+    state = {k[len(prefix) :]: v for k, v in state_dict.items() if isinstance(k, str) and k.startswith(prefix)}
     missing, unexpected = sorted(set(expected) - set(state)), sorted(set(state) - set(expected))
     if missing or unexpected:
         raise InputError(
             path=path,
-            message=f"weights do not fit a {network.architecture}/{network.cell} network: "
-            f"{len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected (e.g. {unexpected[:1]})",
+            message=f"its weights do not fit the {network.architecture}/{network.cell} network its metadata "
+            f"describes: {len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:1]}); {written_by}",
         )
     for name, tensor in state.items():
-        if tensor.shape != expected[name].shape:
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != expected[name].shape:
+            shape = tuple(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
             raise InputError(
                 path=path,
-                message=f"weight {name} has shape {tuple(tensor.shape)}, "
-                f"the network expects {tuple(expected[name].shape)}",
+                message=f"weight {name} has shape {shape}, the network expects {tuple(expected[name].shape)}",
             )
-    model.load_state_dict(state)
-    tok = meta["tokenizer"]
-    tokenizer = Tokenizer.from_bytes(tok["src"], tok.get("tgt"))
-    model.to(device).eval()
-    return Translator(model=model, tokenizer=tokenizer, network=network, path=path)
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(
+                path=path, message=f"weight {name} holds NaN or infinite values (saved from a diverged run?)"
+            )
+    return state
+
+
+def _unpickling_problem(text: str) -> str:
+    """The informative line of torch's weights_only error, without its advice to load with weights_only=False."""
+    for paragraph in text.split("\n\n"):
+        line = paragraph.strip().removeprefix("WeightsUnpickler error:").strip()
+        if line and not line.startswith(("Weights only load failed", "Check the documentation", "Please file")):
+            return line.splitlines()[0]
+    return "not a PyTorch checkpoint"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def resolve_device(device: str) -> torch.device:

@@ -48,3 +48,8 @@ def find_input_error(error: BaseException) -> InputError | None:
 
 def _rebuild_input_error(path: str, message: str, line: int | None) -> InputError:
     return InputError(path=path, message=message, line=line)
+
+
+class TrainingDiverged(Exception):
+    """The training loss became NaN or infinite and the module's ``nan_policy`` says stop (or too many steps in a
+    row were skipped). The CLI prints it as one line; the last checkpoint written is the last good one."""

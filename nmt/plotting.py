@@ -9,6 +9,8 @@ run, and importing this module changes no global matplotlib setting. A figure of
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -122,8 +124,24 @@ def scatter_map(
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> None:
-    """Write the figure (format from the suffix: png, pdf, svg, …) at exactly its size × dpi pixels."""
-    fig.savefig(path, dpi=dpi)
+    """Write the figure (format from the suffix: png, pdf, svg, …) at exactly its size × dpi pixels. It is
+    written under a temporary name and renamed: an interrupted run never leaves half a picture under `path`."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def supported_formats() -> set[str]:

@@ -27,9 +27,21 @@ from nmt.errors import InputError
 BOM = "\ufeff"
 
 
+def stdin_binary() -> IO[bytes]:
+    """A reader of its own on standard input (the descriptor stays open when it is closed).
+
+    Not ``sys.stdin.buffer``: a reader thread blocked on that one holds its lock, and an interpreter exiting
+    on Ctrl-C or SIGTERM then aborts ("could not acquire lock for <stdin> at interpreter shutdown").
+    """
+    try:
+        return open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 (closed by the reader)
+    except (AttributeError, OSError, ValueError):  # a replaced sys.stdin without a descriptor (tests)
+        return sys.stdin.buffer
+
+
 def _binary_input(path: str) -> IO[bytes]:
     if path == "-":
-        return sys.stdin.buffer
+        return stdin_binary()
     try:
         raw = open(path, "rb")  # noqa: SIM115 (closed by the caller's generator)
     except FileNotFoundError:
@@ -56,9 +68,7 @@ def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]
             try:
                 raw = stream.readline()
             except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-                raise InputError(
-                    path=path, message=f"corrupt or truncated gzip data ({e})", line=number + 1
-                ) from None
+                raise InputError(path=path, message=f"corrupt or truncated gzip data ({e})", line=number + 1) from None
             if not raw:
                 break
             number += 1
@@ -74,6 +84,8 @@ def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]
                 ) from None
             if number == 1 and text.startswith(BOM):
                 text = text[1:]
+                if not text:  # a file of nothing but a BOM is empty, not one empty line
+                    break
             if text.endswith("\r\n"):
                 yield text[:-2], "\r\n"
             elif text.endswith("\n"):
@@ -82,7 +94,13 @@ def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]
                 yield text, ""
     finally:
         if stream is not sys.stdin.buffer:
-            stream.close()
+            stream.close()  # our own stdin reader leaves the descriptor open
+
+
+def single_line(text: str) -> str:
+    """`text` with any line break made a space: output line i must stay the line of input line i, whatever a
+    model (a SentencePiece model with byte fallback can spell "\\n") or a copied field holds."""
+    return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
 
 
 @contextmanager

@@ -19,8 +19,9 @@ def test_phrase_table_corpus_gives_each_unique_pair_once(tmp_path):
     # every line twice: counts must not matter
     with gzip.open(table, "wt", encoding="utf-8") as f:
         f.writelines(head + head)
-    expected = list(dict.fromkeys((unescape(line.split("|||")[0].strip()), unescape(line.split("|||")[1].strip()))
-                                  for line in head))
+    expected = list(
+        dict.fromkeys((unescape(line.split("|||")[0].strip()), unescape(line.split("|||")[1].strip())) for line in head)
+    )
     pairs = load_corpus(Corpus(phrase_table="table.gz"), data_dir=tmp_path, cache_dir=tmp_path / "cache")
     assert list(zip(pairs["src"], pairs["tgt"], strict=True)) == expected
     limited = load_corpus(Corpus(phrase_table="table.gz", limit=10), data_dir=tmp_path, cache_dir=tmp_path / "cache")

@@ -56,3 +56,11 @@ def test_atomic_output_appears_only_when_complete(tmp_path, name):
     data = target.read_bytes()
     assert (gzip.decompress(data) if name.endswith(".gz") else data) == b"complete\n"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_file_of_nothing_but_a_bom_has_no_lines(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes(b"\xef\xbb\xbf")
+    assert list(read_lines(str(path))) == []
+    path.write_bytes(b"\xef\xbb\xbf\n")
+    assert list(read_lines(str(path))) == [("", "\n")]

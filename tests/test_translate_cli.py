@@ -252,8 +252,16 @@ def test_alignment_needs_attention_and_bad_options_are_refused(checkpoints, tmp_
 def test_missing_output_directory_is_a_one_line_error(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path)
     result = subprocess.run(
-        [sys.executable, "-m", "nmt", "translate", "--checkpoint", str(checkpoint),
-         "--output", str(tmp_path / "no" / "x")],
+        [
+            sys.executable,
+            "-m",
+            "nmt",
+            "translate",
+            "--checkpoint",
+            str(checkpoint),
+            "--output",
+            str(tmp_path / "no" / "x"),
+        ],
         input="a man\n",
         capture_output=True,
         text=True,

@@ -29,7 +29,7 @@ from jsonargparse import ArgumentParser
 
 from nmt.checkpoint import Translator, load_translator, resolve_device
 from nmt.errors import InputError
-from nmt.plotting import save_figure, scatter_map
+from nmt.plotting import save_figure, scatter_map, supported_formats
 from nmt.scoring.moses import unescape
 from nmt.scoring.scorer import windows
 from nmt.textio import read_lines
@@ -50,10 +50,22 @@ def build_parser() -> ArgumentParser:
         help="RNNsearch: [→h_T; ←h_1] (ends) or the mean annotation",
     )
     p.add_argument("--unescape", action="store_true", help="undo Moses escapes (&apos;) before encoding")
+    p.add_argument(
+        "--encoding-errors",
+        type=Literal["strict", "replace"],
+        default="strict",
+        help="invalid UTF-8 in the input: an error, or replaced by U+FFFD",
+    )
     p.add_argument("--plot", type=str | None, default=None, help="also draw a 2-D PCA map (PNG, PDF, SVG)")
     p.add_argument("--labels", type=int, default=40, help="points of the map labelled with their phrase")
     p.add_argument("--plot-points", type=int, default=5000, help="points drawn (a uniform sample when more)")
     p.add_argument("--batch-size", type=int, default=256, help="phrases encoded at once")
+    p.add_argument(
+        "--max-input-tokens",
+        type=int,
+        default=250,
+        help="longer phrases are embedded from their first this many pieces (with a warning)",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument("--seed", type=int, default=0, help="seed of the plotted and labelled sample")
     return p
@@ -63,15 +75,27 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if not args.output.endswith(".npy"):
         raise InputError(path=args.output, message="the output is a NumPy .npy file; name it *.npy")
+    if args.plot and (suffix := Path(args.plot).suffix.lstrip(".").lower()) not in supported_formats():
+        raise InputError(path=args.plot, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
     translator = load_translator(args.checkpoint, device=resolve_device(args.device))
     rng = random.Random(args.seed)
     sample: list[tuple[int, str]] = []  # reservoir of (row, phrase) for the plot
-    lines = (text for text, _ in read_lines(args.input))
+    lines = (text for text, _ in read_lines(args.input, errors=args.encoding_errors))
     n = 0
     with NpyRowWriter(args.output) as writer:
         for batch in windows(lines, args.batch_size):
             texts = [unescape(t) for t in batch] if args.unescape else batch
-            writer.write(phrase_vectors(translator, texts, rnnsearch_vector=args.rnnsearch_vector))
+            ids = cut_long(translator.tokenizer.encode_src(texts), args.max_input_tokens, path=args.input, first=n + 1)
+            vectors = encoded_vectors(translator, ids, rnnsearch_vector=args.rnnsearch_vector)
+            bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
+            if len(bad):  # a broken network: its vectors mean nothing
+                raise InputError(
+                    path=args.input,
+                    line=n + int(bad[0]) + 1,
+                    message="the model's vector for this phrase is not finite (its network overflows or its "
+                    "weights are broken)",
+                )
+            writer.write(vectors)
             for text in batch:
                 if len(sample) < args.plot_points:
                     sample.append((n, text))
@@ -85,17 +109,38 @@ def main(argv: list[str] | None = None) -> int:
         vectors = np.load(args.output, mmap_mode="r")
         sample.sort()
         rows = np.array([row for row, _ in sample])
-        plot_map(np.asarray(vectors[rows]), [text for _, text in sample], args.plot, labels=args.labels, rng=rng)
+        try:
+            plot_map(np.asarray(vectors[rows]), [text for _, text in sample], args.plot, labels=args.labels, rng=rng)
+        except OSError as error:
+            raise InputError(path=args.plot, message=f"cannot write: {error.strerror or error}") from None
         print(f"{PROG}: PCA map of {len(rows):,} phrases -> {args.plot}", file=sys.stderr)
     return 0
 
 
-@torch.inference_mode()
+def cut_long(ids: list[list[int]], max_tokens: int, *, path: str, first: int) -> list[list[int]]:
+    """Phrases (piece ids + EOS; the first one is line `first`) cut to max_tokens pieces + EOS, with a warning:
+    one huge line must not pad its whole batch to its length."""
+    for k, row in enumerate(ids):
+        if len(row) - 1 > max_tokens:
+            print(
+                f"{PROG}: warning: {path}:{first + k}: {len(row) - 1} pieces, embedding only the first {max_tokens} "
+                "(--max-input-tokens)",
+                file=sys.stderr,
+            )
+            ids[k] = row[:max_tokens] + [row[-1]]
+    return ids
+
+
 def phrase_vectors(translator: Translator, texts: list[str], *, rnnsearch_vector: str = "ends") -> np.ndarray:
     """The representation of each phrase (see the module docstring): float32 (B, D)."""
+    return encoded_vectors(translator, translator.tokenizer.encode_src(texts), rnnsearch_vector=rnnsearch_vector)
+
+
+@torch.inference_mode()
+def encoded_vectors(translator: Translator, ids: list[list[int]], *, rnnsearch_vector: str = "ends") -> np.ndarray:
+    """`phrase_vectors` of phrases already encoded (source piece ids, each ending with EOS)."""
     model = translator.model
     device = next(model.parameters()).device
-    ids = translator.tokenizer.encode_src(texts)  # each ends with EOS
     lengths = torch.tensor([len(x) for x in ids])
     src = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)  # (B, S), PAD = 0
     for b, x in enumerate(ids):

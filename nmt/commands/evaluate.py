@@ -6,6 +6,7 @@
 Every score is printed with its sacrebleu signature (``--json``: one JSON object, sacrebleu's fields per
 metric). ``--lowercase`` is sacrebleu's ``-lc`` (for TER: case-insensitive). The hypotheses and every
 reference must have the same number of lines; a mismatch names the longer file and its first extra line.
+Empty files are an error (there is nothing to score); blank lines are sentences like any other.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tqdm import tqdm
 
 from nmt.commands.translate import (
     add_model_arguments,
+    check_finite,
     device_of,
     encode_line,
     length_batches,
@@ -30,7 +32,7 @@ from nmt.commands.translate import (
 )
 from nmt.decoding import SearchConfig
 from nmt.errors import InputError
-from nmt.textio import atomic_output, read_lines
+from nmt.textio import atomic_output, read_lines, single_line
 
 
 def build_parser() -> ArgumentParser:
@@ -56,6 +58,8 @@ def read_texts(path: str, errors: str = "strict") -> list[str]:
 
 
 def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> None:
+    if n_hyp == n_ref == 0:
+        raise InputError(path=hyp_path, message="the file is empty: no sentences to score")
     if n_hyp == n_ref:
         return
     longer, shorter, n_short = (ref_path, hyp_path, n_hyp) if n_ref > n_hyp else (hyp_path, ref_path, n_ref)
@@ -69,7 +73,7 @@ def translate_texts(args, texts: list[str], config: SearchConfig) -> list[str]:
     model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device)
     device = device_of(model)
     sources = [
-        encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens)
+        encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens, prog="nmt evaluate")
         for n, text in enumerate(texts, start=1)
     ]
     hypotheses: list[str] = [""] * len(sources)
@@ -77,8 +81,9 @@ def translate_texts(args, texts: list[str], config: SearchConfig) -> list[str]:
     with tqdm(total=len(sources), disable=not show, unit=" lines", file=sys.stderr, dynamic_ncols=True) as bar:
         for batch in length_batches(sources, args.batch_tokens):
             hyps = translate_batch(model, batch, config, device)
+            check_finite(batch, hyps, args.src)
             for source, text in zip(batch, tokenizer.decode_tgt([h[0].tokens for h in hyps]), strict=True):
-                hypotheses[source.number - 1] = text
+                hypotheses[source.number - 1] = single_line(text)
             bar.update(len(batch))
     return hypotheses
 

@@ -26,6 +26,7 @@ from nmt.errors import InputError
 from nmt.plotting import DPI, EOS_LABEL, attention_heatmap, save_figure, supported_formats
 
 PROG = "nmt plot-attention"
+MAX_PIECES = 200  # per side: beyond this the labels overlap, and drawing takes minutes
 
 
 class Alignment(NamedTuple):
@@ -73,19 +74,37 @@ def alignment(translator: Translator, src: str, tgt: str | None = None, *, beam_
     return Alignment(tokenizer.src_pieces(src_ids), tgt_pieces, alpha.float().cpu().numpy(), translation)
 
 
+def check_sentence(option: str, text: str | None) -> None:
+    """A sentence from the command line: not blank, and text (undecodable bytes in argv come as surrogates)."""
+    if text is None:
+        return
+    if not text.strip():
+        raise InputError(path=option, message="the sentence is empty")
+    if any("\ud800" <= c <= "\udfff" for c in text):
+        raise InputError(path=option, message="the sentence is not valid UTF-8")
+    if "\x00" in text or "\n" in text:
+        raise InputError(path=option, message="give one sentence: no NUL bytes or line breaks")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     suffix = Path(args.output).suffix.lstrip(".").lower()
     if suffix not in supported_formats():
         raise InputError(path=args.output, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
-    if not args.src.strip():
-        raise InputError(path="--src", message="the source sentence is empty")
+    for option, text in (("--src", args.src), ("--tgt", args.tgt)):
+        check_sentence(option, text)
     translator = load_translator(args.checkpoint, device=resolve_device(args.device))
     if translator.network.architecture != "rnnsearch":
         raise InputError(
             path=args.checkpoint,
             message=f"no attention to plot: this is a {translator.network.architecture} model (needs rnnsearch)",
         )
+    for option, text, encode in (
+        ("--src", args.src, translator.tokenizer.encode_src),
+        ("--tgt", args.tgt, translator.tokenizer.encode_tgt),
+    ):
+        if text is not None and (n := len(encode([text])[0])) > MAX_PIECES:
+            raise InputError(path=option, message=f"{n} pieces; a heatmap of more than {MAX_PIECES} is unreadable")
     shown = alignment(translator, args.src, args.tgt, beam_size=args.beam_size)
     title = f"{args.src}\n{shown.translation}"
     fig = attention_heatmap(shown.alpha, shown.src_pieces, shown.tgt_pieces, title=title, size=args.size)

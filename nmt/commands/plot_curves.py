@@ -11,8 +11,11 @@ validation BLEU. Several runs are overlaid, one colour each.
 from __future__ import annotations
 
 import csv
+import io
+import math
 import re
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -52,21 +55,44 @@ def metrics_files(run: Path) -> list[Path]:
     return files
 
 
+def csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
+    """(line number, row) of a metrics.csv, checked as it is read: UTF-8 (a BOM is dropped), no NUL bytes,
+    a 'step' column."""
+    try:
+        data = path.read_bytes()  # a metrics.csv is small
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot read: {error.strerror or error}") from None
+    data = data.removeprefix(b"\xef\xbb\xbf")
+    if b"\x00" in data:
+        raise InputError(path=path, line=data.count(b"\n", 0, data.index(0)) + 1, message="NUL byte in line")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(path=path, line=line, message=f"invalid UTF-8 (byte 0x{data[error.start]:02x})") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        if reader.fieldnames is None or "step" not in reader.fieldnames:
+            raise InputError(path=path, line=1, message="not a Lightning metrics.csv: no 'step' column")
+        for row in reader:
+            yield reader.line_num, row
+    except csv.Error as error:
+        raise InputError(path=path, line=reader.line_num, message=f"not CSV: {error}") from None
+
+
 def read_run(run: Path) -> dict[str, Series]:
     """metric key -> its values by step, over every metrics.csv of the run."""
     points: dict[str, list[tuple[float, float]]] = {}
     for path in metrics_files(run):
-        with open(path, newline="", encoding="utf-8") as f:
-            reader = csv.DictReader(f)
-            if reader.fieldnames is None or "step" not in reader.fieldnames:
-                raise InputError(path=path, line=1, message="not a Lightning metrics.csv: no 'step' column")
-            for line, row in enumerate(reader, start=2):
-                for key in {k for _, keys in PANELS for k in keys} & set(row):
-                    if row[key]:
-                        try:
-                            points.setdefault(key, []).append((float(row["step"]), float(row[key])))
-                        except ValueError:
-                            raise InputError(path=path, line=line, message=f"{key}: not a number") from None
+        for line, row in csv_rows(path):
+            for key in {k for _, keys in PANELS for k in keys} & set(row):
+                if row[key]:  # empty (or missing, in a short row): not logged at this step
+                    try:
+                        point = float(row["step"]), float(row[key])
+                    except (TypeError, ValueError):
+                        raise InputError(path=path, line=line, message=f"{key} or step: not a number") from None
+                    if math.isfinite(point[1]):  # a NaN/inf loss of a diverged step is a gap in the curve
+                        points.setdefault(key, []).append(point)
     series = {}
     for key, pairs in points.items():
         pairs.sort(key=lambda p: p[0])  # a resumed run's versions may overlap

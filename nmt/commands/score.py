@@ -29,6 +29,7 @@ is truncated (or floored, ``--too-long floor``); both are warned about and count
 
 from __future__ import annotations
 
+import itertools
 import math
 import sys
 import time
@@ -36,6 +37,7 @@ from collections import Counter
 from collections.abc import Iterator
 from typing import IO, Literal
 
+import numpy as np
 import torch
 from jsonargparse import ArgumentParser, Namespace
 
@@ -222,6 +224,19 @@ def _not_skipped(error: MalformedLine) -> InputError:
     )
 
 
+def _check_finite(path: str, numbers: list[int], scores: PairScores) -> None:
+    """A NaN or infinite log-probability is a broken model (overflow, bad weights), never a score to write."""
+    bad = np.flatnonzero(~np.isfinite(scores.logprob))
+    if len(bad):
+        k = int(bad[0])
+        raise InputError(
+            path=path,
+            line=numbers[k],
+            message=f"the model gives this pair log p = {scores.logprob[k]} (its network overflows or its weights "
+            "are broken); stopping rather than writing it",
+        )
+
+
 def _model_text(args: Namespace, text: str) -> str:
     return text if args.keep_escapes else unescape(text)
 
@@ -256,7 +271,9 @@ def _score_table(args: Namespace, scorer: PairScorer, report: Report, out: IO[by
     digits = args.digits
     for pairs, prepared in prefetch(prepared_windows()):
         scores = scorer.run(prepared)
-        report.flags(path, [number for number, _, problem in pairs if problem is None], scores, scorer.config)
+        scored = [number for number, _, problem in pairs if problem is None]
+        _check_finite(path, scored, scores)
+        report.flags(path, scored, scores, scorer.config)
         k = 0
         for number, pair, problem in pairs:
             if problem is not None:
@@ -294,15 +311,13 @@ def _pair_lines(args: Namespace) -> Iterator[tuple[int, str | None, str | None, 
                 )
         return
     src_lines, tgt_lines = read_lines(args.src, errors=errors), read_lines(args.tgt, errors=errors)
-    number = 0
-    for number, (s, t) in enumerate(zip(src_lines, tgt_lines, strict=False), start=1):
-        yield number, s[0], t[0], None
-    for path, rest in ((args.src, src_lines), (args.tgt, tgt_lines)):
-        if next(rest, None) is not None:
-            other = args.tgt if path == args.src else args.src
+    for number, (s, t) in enumerate(itertools.zip_longest(src_lines, tgt_lines), start=1):
+        if s is None or t is None:
+            short, other = (args.src, args.tgt) if s is None else (args.tgt, args.src)
             raise InputError(
-                path=other, line=number, message=f"file ends after line {number}, but {path} has more lines"
+                path=short, line=number - 1 or None, message=f"file ends after line {number - 1}, but {other} goes on"
             )
+        yield number, s[0], t[0], None
 
 
 def _score_pairs(args: Namespace, scorer: PairScorer, report: Report, out: IO[str]) -> None:
@@ -318,7 +333,9 @@ def _score_pairs(args: Namespace, scorer: PairScorer, report: Report, out: IO[st
     digits = args.digits
     for window, prepared in prefetch(prepared_windows()):
         scores = scorer.run(prepared)
-        report.flags(path, [number for number, *_, problem in window if problem is None], scores, scorer.config)
+        scored = [number for number, *_, problem in window if problem is None]
+        _check_finite(path, scored, scores)
+        report.flags(path, scored, scores, scorer.config)
         k = 0
         for number, _, _, problem in window:
             if problem is not None:
@@ -388,7 +405,9 @@ def _score_nbest(
     ranker = _Reranker(out, weights, path=path)
     for hyps, prepared in prefetch(prepared_windows()):
         scores = scorer.run(prepared)
-        report.flags(path, [number for number, _, problem in hyps if problem is None], scores, scorer.config)
+        scored = [number for number, _, problem in hyps if problem is None]
+        _check_finite(path, scored, scores)
+        report.flags(path, scored, scores, scorer.config)
         k = 0
         for number, hyp, problem in hyps:
             if problem is not None:

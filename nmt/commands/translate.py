@@ -2,15 +2,19 @@
 
     nmt translate --checkpoint CKPT [--input FILE|-] [--output FILE|-] [--beam-size 5] [--n-best N] …
 
-One output line per input line (``--n-best N``: N lines per input line), in input order. The command
-streams: a reader thread reads and encodes lines ahead into a queue; the main thread takes the lines
-already there (waiting only for the first), up to 8 batches' worth, sorts them by length and translates
-them in batches of ``--batch-tokens`` source pieces. Each translation is written, and the output flushed,
-as soon as every line before it is done, so ``tail -f log | nmt translate …`` answers each line as it
-comes, and a file is decoded in batches of similar length.
+One output line per input line (``--n-best N``: N lines, each starting with the input line's id; a blank
+input line has one, empty, hypothesis), in input order. The command streams: a reader thread reads and
+encodes lines ahead into a queue; the main thread takes the lines already there (waiting only for the
+first), up to 8 batches' worth, sorts them by length and translates them in batches of ``--batch-tokens``
+source pieces. Each translation is written, and the output flushed, as soon as every line before it is
+done, so ``tail -f log | nmt translate …`` answers each line as it comes, and a file is decoded in batches
+of similar length.
 
 Lines are never dropped: an empty (or blank) line gives an empty translation (score 0), and a line
 longer than ``--max-input-tokens`` pieces is translated from its first pieces (warning naming the line).
+Output lines end with "\\n" whatever the input's line ends ("\\r\\n" is read as a line end and not written
+back; a last line without one gets one), and a translation never holds a line break of its own. A NaN or
+infinite score (a broken model) stops the command with an error naming the line.
 
 Output formats (fields after the translation, in this order, each only when asked for):
 
@@ -27,6 +31,7 @@ reads and writes, not words — and links to the source EOS are left out.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import queue
 import sys
@@ -43,7 +48,7 @@ from nmt.checkpoint import load_translator, resolve_device
 from nmt.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from nmt.decoding import Ensemble, Hypothesis, SearchConfig, check_same_vocabulary, search
 from nmt.errors import InputError
-from nmt.textio import atomic_output, read_lines
+from nmt.textio import atomic_output, read_lines, single_line
 
 _DEFAULTS = SearchConfig()
 _END = object()  # end of input, from the reader thread
@@ -179,14 +184,16 @@ def load_model(checkpoint: str, ensemble: Sequence[str], device: str, *, need_at
 # -- encoding, batching, search -------------------------------------------------------------------------------
 
 
-def encode_line(tokenizer: Tokenizer, text: str, *, number: int, path: str, max_tokens: int) -> Source:
+def encode_line(
+    tokenizer: Tokenizer, text: str, *, number: int, path: str, max_tokens: int, prog: str = "nmt translate"
+) -> Source:
     """One line -> its source pieces + EOS; an over-long line is cut to max_tokens pieces (warning)."""
     if not text.strip():
         return Source(number, [])
     ids = tokenizer.encode_src([text])[0]
     if len(ids) - 1 > max_tokens:
         print(
-            f"nmt translate: warning: {path}:{number}: {len(ids) - 1} pieces, translating only the first "
+            f"{prog}: warning: {path}:{number}: {len(ids) - 1} pieces, translating only the first "
             f"{max_tokens} (--max-input-tokens)",
             file=sys.stderr,
             flush=True,
@@ -212,6 +219,19 @@ def translate_batch(
     for i, h in zip(todo, hyps, strict=True):
         results[i] = h
     return results
+
+
+def check_finite(sources: Sequence[Source], found: Sequence[list[Hypothesis]], path: str) -> None:
+    """A NaN or infinite score means the network overflowed or its weights are broken: its words are garbage."""
+    for source, hyps in zip(sources, found, strict=True):
+        bad = next((h for h in hyps if not (math.isfinite(h.log_prob) and math.isfinite(h.score))), None)
+        if bad is not None:
+            raise InputError(
+                path=path,
+                line=source.number,
+                message=f"the model scores its translation of this line {bad.log_prob} (its network overflows or "
+                "its weights are broken); stopping rather than writing it",
+            )
 
 
 def device_of(model) -> torch.device:
@@ -318,7 +338,7 @@ class InOrderWriter:
 
     def _write(self, source: Source, found: list[Hypothesis]) -> None:
         a = self.args
-        texts = self.tokenizer.decode_tgt([h.tokens for h in found])
+        texts = [single_line(text) for text in self.tokenizer.decode_tgt([h.tokens for h in found])]
         for line in format_lines(source, found, texts, n_best=a.n_best, scores=a.scores, align=a.alignment):
             self.out.write(line + "\n")
 
@@ -344,7 +364,9 @@ def main(argv: list[str]) -> int:
             writer = InOrderWriter(out, tokenizer, args)
             for window in windows(items, WINDOW_BATCHES * args.batch_tokens):
                 for batch in length_batches(window, args.batch_tokens):
-                    bar.update(writer.add(batch, translate_batch(model, batch, config, device)))
+                    found = translate_batch(model, batch, config, device)
+                    check_finite(batch, found, args.input)
+                    bar.update(writer.add(batch, found))
     except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

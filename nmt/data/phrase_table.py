@@ -54,6 +54,11 @@ def load_phrase_table_pairs(
     except OSError as error:
         raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
     signature = (os.fspath(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    lines = read_binary_lines(os.fspath(path))
+    empty = next(lines, None) is None
+    lines.close()
+    if empty:  # `datasets` cannot make a table of no rows
+        raise InputError(path=path, message="no phrase pairs: the table is empty")
     try:
         table = datasets.Dataset.from_generator(
             _pairs,

@@ -23,6 +23,10 @@ style, after the last value.
 
 Moses escapes (``&amp; &#124; &lt; &gt; &apos; &quot; &#91; &#93;``) stay in the output as they were; only
 the text handed to a model is unescaped (`unescape`).
+
+A line is malformed (`MalformedLine`: an error naming it, or copied through with ``--skip-malformed``) when it
+lacks a field, holds a NUL byte, or has a score, feature value or total that is not a number: Moses would
+fail on it later, far from the cause.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from nmt.errors import InputError
+from nmt.textio import stdin_binary
 
 SEPARATOR = b"|||"
 _BOM = b"\xef\xbb\xbf"
@@ -48,7 +53,12 @@ class MalformedLine(InputError):
 def read_binary_lines(path: str) -> Iterator[bytes]:
     """The lines of a plain or gzip'd file ('-': stdin) as bytes, line ends included, exactly as stored."""
     if path == "-":
-        yield from sys.stdin.buffer
+        stdin = stdin_binary()
+        try:
+            yield from stdin
+        finally:
+            if stdin is not sys.stdin.buffer:
+                stdin.close()
         return
     try:
         stream = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
@@ -149,6 +159,9 @@ def parse_phrase_line(line: bytes, *, path: str, number: int, errors: str = "str
             "('src ||| tgt ||| scores …')",
         )
     (s0, s1), (t0, t1), (f0, f1) = bounds[0], bounds[1], bounds[2]
+    _check_no_nul(line, path=path, number=number)
+    for token in line[f0:f1].split():
+        _check_number(token, "score", path=path, number=number)
     if number == 1 and line.startswith(_BOM):
         s0 += len(_BOM)
     return PhrasePair(
@@ -207,7 +220,8 @@ def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "stri
             message=f"malformed n-best line: {len(bounds)} field(s), expected at least 4 "
             "('id ||| hypothesis ||| features ||| total')",
         )
-    (i0, i1), (h0, h1), (f0, f1), (t0, t1) = bounds
+    (i0, i1), (h0, h1), (f0, f1), (t0, t1) = bounds[:4]  # fields after the total (alignment …) stay as they are
+    _check_no_nul(line, path=path, number=number)
     if number == 1 and line.startswith(_BOM):
         i0 += len(_BOM)
     try:
@@ -216,10 +230,14 @@ def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "stri
         raise MalformedLine(
             path=path, line=number, message=f"n-best sentence id {line[i0:i1].strip()[:20]!r} is not an integer"
         ) from None
+    for token in line[f0:f1].split():
+        if not (token.endswith((b"=", b":")) and len(token) > 1):  # a label, or else a value
+            _check_number(token, "feature value", path=path, number=number)
     total_field = line[t0:t1]
     stripped = total_field.lstrip()
     start = t0 + len(total_field) - len(stripped)
     token = stripped.split(None, 1)[0] if stripped.strip() else b""
+    _check_number(token, "total score", path=path, number=number)
     first_label = line[f0:f1].split(None, 1)[0] if line[f0:f1].strip() else b""
     return Hypothesis(
         raw=line,
@@ -229,6 +247,19 @@ def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "stri
         total=(start, start + len(token)),
         label_suffix=":" if first_label.endswith(b":") else "=",
     )
+
+
+def _check_no_nul(line: bytes, *, path: str, number: int) -> None:
+    if b"\x00" in line:
+        raise MalformedLine(path=path, line=number, message=f"NUL byte at byte {line.index(0) + 1} of the line")
+
+
+def _check_number(token: bytes, what: str, *, path: str, number: int) -> None:
+    try:
+        float(token)
+    except ValueError:
+        problem = f"{what} {token[:20].decode('utf-8', 'replace')!r} is not a number" if token else f"no {what}"
+        raise MalformedLine(path=path, line=number, message=problem) from None
 
 
 def parse_labelled_values(text: str, *, path: str, number: int | None) -> dict[str, list[float]]:

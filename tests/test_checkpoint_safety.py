@@ -1,0 +1,161 @@
+"""Loading a checkpoint someone else made: it never runs code, and every way it can be wrong is one line that
+says what is wrong (not a traceback, not a dump of state-dict keys)."""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from factories import tiny_checkpoint
+
+from nmt.checkpoint import CHECKPOINT_FORMAT, load_translator
+from nmt.cli import main as nmt_main
+from nmt.errors import InputError
+
+
+class CreatesAFile:
+    """Unpickling this calls os.open(marker, O_CREAT): what an attacker's checkpoint would do (with worse)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.open, (str(self.marker), os.O_CREAT | os.O_WRONLY))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("ckpt")
+    return {
+        "rnnsearch": tiny_checkpoint(directory, architecture="rnnsearch"),
+        "rnnencdec": tiny_checkpoint(directory, architecture="rnnencdec"),
+        "cudnn": tiny_checkpoint(directory, architecture="rnnsearch", cell="cudnn"),
+    }
+
+
+def edited(source: Path, target: Path, edit) -> Path:
+    """A copy of checkpoint `source` changed by `edit(ckpt)`."""
+    ckpt = torch.load(source, weights_only=True)
+    edit(ckpt)
+    torch.save(ckpt, target)
+    return target
+
+
+COMMANDS = {
+    "translate": lambda ckpt, text: ["translate", "--checkpoint", ckpt, "--input", text],
+    "evaluate": lambda ckpt, text: ["evaluate", "--checkpoint", ckpt, "--src", text, "--ref", text],
+    "score": lambda ckpt, text: ["score", "--checkpoint", ckpt, "--src", text, "--tgt", text],
+    "embed": lambda ckpt, text: ["embed", "--checkpoint", ckpt, "--input", text, "--output", text + ".npy"],
+    "plot-attention": lambda ckpt, text: [
+        "plot-attention",
+        "--checkpoint",
+        ckpt,
+        "--src",
+        "a",
+        "--output",
+        text + ".png",
+    ],
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_a_checkpoint_whose_pickle_runs_code_is_refused(command, checkpoints, tmp_path, capsys):
+    marker = tmp_path / "code-was-run"
+    evil = edited(checkpoints["rnnsearch"], tmp_path / "evil.ckpt", lambda c: c.update(payload=CreatesAFile(marker)))
+    text = tmp_path / "in.txt"
+    text.write_text("a man\n")
+    assert nmt_main(COMMANDS[command](str(evil), str(text))) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"nmt {command}: error: {re.escape(str(evil))}: refused to load: its pickle would call posix\.open, i\.e\. "
+        r"run code; nmt reads checkpoints as plain data only \(torch\.load weights_only=True\)\n",
+        err,
+    ), err
+    assert not marker.exists()
+    assert not list(tmp_path.glob("in.txt.*"))  # no output either
+    torch.load(evil, weights_only=False)  # what nmt refused to do: the pickle really runs code
+    assert marker.exists()
+
+
+BROKEN = {  # name -> (how the checkpoint is made from a good rnnsearch one, what the error says)
+    "newer format": (
+        lambda c: c["nmt"].update(format=CHECKPOINT_FORMAT + 1, version="9.0.0"),
+        rf"checkpoint format {CHECKPOINT_FORMAT + 1} \(written by nmt 9\.0\.0\) but this is nmt [\d.]+, which reads "
+        rf"format {CHECKPOINT_FORMAT}; upgrade nmt to read it",
+    ),
+    "no nmt metadata (a plain Lightning checkpoint)": (lambda c: c.pop("nmt"), r"not an nmt checkpoint"),
+    "unknown network option": (
+        lambda c: c["nmt"]["network"].update(layers=6),
+        r"network option\(s\) layers unknown to nmt [\d.]+ \(checkpoint written by nmt [\d.]+\)",
+    ),
+    "unknown architecture": (
+        lambda c: c["nmt"]["network"].update(architecture="transformer"),
+        r"network\.architecture is 'transformer'; nmt [\d.]+ knows 'rnnencdec', 'rnnsearch'",
+    ),
+    "metadata of the wrong type": (lambda c: c["nmt"].update(network="rnnsearch"), r"nmt\.network is a str"),
+    "missing vocabulary size": (lambda c: c["nmt"].pop("tgt_vocab_size"), r"nmt\.tgt_vocab_size is missing"),
+    "corrupt SentencePiece model": (
+        lambda c: c["nmt"]["tokenizer"].update(src=b"garbage", tgt=b"garbage"),
+        r"its SentencePiece model is unreadable",
+    ),
+    "vocabulary of another size": (
+        lambda c: c["nmt"].update(src_vocab_size=c["nmt"]["src_vocab_size"] + 1),
+        r"built for vocabularies of 401/400 pieces but its SentencePiece model has 400/400",
+    ),
+    "weight of another shape": (
+        lambda c: c["state_dict"].update({"model.W_s.weight": torch.zeros(3, 3)}),
+        r"weight W_s\.weight has shape \(3, 3\), the network expects \(24, 16\)",
+    ),
+    "NaN weight": (
+        lambda c: c["state_dict"]["model.W_s.weight"].view(-1).__setitem__(0, float("nan")),
+        r"weight W_s\.weight holds NaN or infinite values",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", BROKEN)
+def test_a_broken_checkpoint_is_a_one_line_error(name, checkpoints, tmp_path, capsys):
+    edit, message = BROKEN[name]
+    broken = edited(checkpoints["rnnsearch"], tmp_path / "broken.ckpt", edit)
+    text = tmp_path / "in.txt"
+    text.write_text("a man\n")
+    assert nmt_main(["translate", "--checkpoint", str(broken), "--input", str(text)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"nmt translate: error: {re.escape(str(broken))}: [^\n]*{message}[^\n]*\n", err), err
+
+
+@pytest.mark.parametrize(
+    ("metadata_of", "weights_of", "network"),
+    [("rnnsearch", "rnnencdec", "rnnsearch/paper"), ("rnnencdec", "rnnsearch", "rnnencdec/paper"),
+     ("rnnsearch", "cudnn", "rnnsearch/paper")],
+    ids=["attention metadata, encoder-decoder weights", "the reverse", "paper-GRU metadata, cuDNN-GRU weights"],
+)  # fmt: skip
+def test_weights_of_another_model_variant_name_the_mismatch(metadata_of, weights_of, network, checkpoints, tmp_path):
+    meta = torch.load(checkpoints[metadata_of], weights_only=True)["nmt"]
+    mixed = edited(checkpoints[weights_of], tmp_path / "mixed.ckpt", lambda c: c.update(nmt=meta))
+    with pytest.raises(InputError) as error:
+        load_translator(mixed)
+    message = str(error.value)
+    assert f"its weights do not fit the {network} network its metadata describes" in message
+    assert re.search(r"\d+ missing \(e\.g\. \['[\w.]+'\]\), \d+ unexpected", message)
+    assert "\n" not in message and len(message) < 400  # one example of each, not the whole key list
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [(b"", "the file is empty or cut short"), (os.urandom(2000), "not a readable checkpoint"),
+     (None, "not a readable checkpoint"), (b"[1, 2]", "not a readable checkpoint")],
+    ids=["empty file", "random bytes", "truncated zip", "not a pickle"],
+)  # fmt: skip
+def test_files_that_are_not_checkpoints(content, message, checkpoints, tmp_path):
+    path = tmp_path / "x.ckpt"
+    path.write_bytes(content if content is not None else checkpoints["rnnsearch"].read_bytes()[:3000])
+    with pytest.raises(InputError) as error:
+        load_translator(path)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    torch.save([1, 2], path)
+    with pytest.raises(InputError, match="not an nmt checkpoint"):
+        load_translator(path)
