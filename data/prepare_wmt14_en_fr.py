@@ -25,9 +25,10 @@ from pathlib import Path
 
 def write_pairs(pairs, target: Path, name: str) -> int:
     n = 0
-    with gzip.open(target / f"{name}.en.gz.partial", "wt", encoding="utf-8") as en, gzip.open(
-        target / f"{name}.fr.gz.partial", "wt", encoding="utf-8"
-    ) as fr:
+    with (
+        gzip.open(target / f"{name}.en.gz.partial", "wt", encoding="utf-8") as en,
+        gzip.open(target / f"{name}.fr.gz.partial", "wt", encoding="utf-8") as fr,
+    ):
         for src, tgt in pairs:
             en.write(src.replace("\n", " ").strip() + "\n")
             fr.write(tgt.replace("\n", " ").strip() + "\n")
@@ -39,10 +40,12 @@ def write_pairs(pairs, target: Path, name: str) -> int:
 
 def sacrebleu_pairs(test_sets: list[str]):
     for test_set in test_sets:
-        src = subprocess.run(["sacrebleu", "-t", test_set, "-l", "en-fr", "--echo", "src"], check=True,
-                             capture_output=True, text=True).stdout.splitlines()
-        ref = subprocess.run(["sacrebleu", "-t", test_set, "-l", "en-fr", "--echo", "ref"], check=True,
-                             capture_output=True, text=True).stdout.splitlines()
+        src = subprocess.run(
+            ["sacrebleu", "-t", test_set, "-l", "en-fr", "--echo", "src"], check=True, capture_output=True, text=True
+        ).stdout.splitlines()
+        ref = subprocess.run(
+            ["sacrebleu", "-t", test_set, "-l", "en-fr", "--echo", "ref"], check=True, capture_output=True, text=True
+        ).stdout.splitlines()
         if len(src) != len(ref):
             sys.exit(f"{test_set}: {len(src)} source lines but {len(ref)} references")
         yield from zip(src, ref, strict=True)

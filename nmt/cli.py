@@ -9,9 +9,13 @@ jsonargparse parsers of their own modules.
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
-from nmt.errors import InputError
+from nmt.errors import InputError, TrainingDiverged
 
 # command -> module with a ``main(argv) -> int``
 TOOLS = {
@@ -32,12 +36,31 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
 
     from nmt.data.datamodule import TranslationDataModule
     from nmt.module import TranslationModule
+    from nmt.resume import install_atomic_checkpoint_io, newest_resume_checkpoint
 
     class NMTLightningCLI(LightningCLI):
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
             # The vocabulary sizes are stated once, by the data (its SentencePiece models).
             parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
             parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
+
+        def instantiate_classes(self) -> None:
+            try:
+                super().instantiate_classes()
+            except ValueError as e:  # a config class refusing its values (Corpus, TokenizerConfig, …): one line
+                raise InputError(path="configuration", message=str(e).strip().splitlines()[0]) from None
+
+        def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN202 (LightningCLI's signature)
+            trainer = super().instantiate_trainer(**kwargs)
+            install_atomic_checkpoint_io(trainer)  # a kill while a checkpoint is written leaves the old one
+            return trainer
+
+        def before_fit(self) -> None:
+            # `--ckpt_path last` also considers the checkpoint Lightning writes when SLURM preempts the job,
+            # so a requeued job resumes from whichever is newer.
+            config = self.config_init[self.subcommand]
+            if config.get("ckpt_path") == "last" and (newest := newest_resume_checkpoint(self.trainer)):
+                config["ckpt_path"] = newest
 
     return NMTLightningCLI(
         TranslationModule,
@@ -66,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     command = argv[0]
     try:
         if command in TOOLS:
-            return importlib.import_module(TOOLS[command]).main(argv[1:]) or 0
+            with _sigterm_raises():
+                return importlib.import_module(TOOLS[command]).main(argv[1:]) or 0
         if command in LIGHTNING_COMMANDS:
             try:
                 train_cli(argv)
@@ -76,11 +100,39 @@ def main(argv: list[str] | None = None) -> int:
     except InputError as e:
         print(f"nmt {command}: error: {e}", file=sys.stderr)
         return 2
+    except TrainingDiverged as e:
+        print(f"nmt {command}: error: {e}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"nmt {command}: interrupted", file=sys.stderr)
         return 130
+    except _Terminated:
+        print(f"nmt {command}: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     sys.stderr.write(f"nmt: unknown command {command!r}\n" + usage())
     return 2
+
+
+class _Terminated(BaseException):
+    """SIGTERM, raised like KeyboardInterrupt so that partial outputs are removed on the way out."""
+
+
+@contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """While a tool runs, SIGTERM (kill, a batch system's time limit) unwinds the stack like Ctrl-C instead of
+    ending the process on the spot, so no temporary output file is left behind. (Lightning handles its own.)"""
+    if threading.current_thread() is not threading.main_thread():  # only the main thread may set handlers
+        yield
+        return
+
+    def terminate(signum: int, frame: object) -> None:
+        raise _Terminated
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

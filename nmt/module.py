@@ -8,19 +8,24 @@ from __future__ import annotations
 
 import math
 import time
-from typing import NamedTuple
+from typing import Literal, NamedTuple
 
 import lightning as L
 import sacrebleu
 import torch
-import torch.nn.functional as F
-from lightning.pytorch.utilities import grad_norm, rank_zero_info
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from nmt.checkpoint import checkpoint_metadata
 from nmt.data.batch import Batch
 from nmt.data.tokenizer import BOS, EOS, PAD
 from nmt.decoding import Hypothesis, SearchConfig, search
+from nmt.errors import TrainingDiverged
+from nmt.loss import smoothed_cross_entropy
 from nmt.model import NetworkConfig, build_model
+from nmt.resume import collect_rng_states, restore_rng_states
+
+# A run whose loss stays non-finite this long will not recover by skipping batches: stop it.
+MAX_SKIPPED_IN_A_ROW = 100
 
 
 class Sample(NamedTuple):
@@ -40,6 +45,7 @@ class TranslationModule(L.LightningModule):
         tgt_vocab_size: int,
         label_smoothing: float = 0.0,
         search: SearchConfig | None = None,
+        nan_policy: Literal["skip", "stop"] = "skip",
     ) -> None:
         """
         Args:
@@ -48,11 +54,16 @@ class TranslationModule(L.LightningModule):
             tgt_vocab_size: target vocabulary size (linked from the data section).
             label_smoothing: label smoothing of the token-level cross-entropy (0 = the papers' loss).
             search: how validation and test BLEU decode (beam size, length penalty, length limits).
+            nan_policy: a training step whose loss is NaN or infinite is skipped (no update, a warning), or
+                stops the run ("stop"); either way no checkpoint with non-finite weights is ever written.
         """
         super().__init__()
         self.network_config = network or NetworkConfig()
         self.search = search or SearchConfig(beam_size=1)
         self.label_smoothing = label_smoothing
+        self.nan_policy = nan_policy
+        self.skipped_steps = 0  # training steps skipped for a non-finite loss
+        self._skipped_in_a_row = 0
         self.src_vocab_size, self.tgt_vocab_size = src_vocab_size, tgt_vocab_size
         self.model = build_model(
             self.network_config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD
@@ -65,6 +76,7 @@ class TranslationModule(L.LightningModule):
         # search that BLEU needs anyway.
         self.sample_indices: frozenset[int] = frozenset()
         self.samples: dict[int, Sample] = {}
+        self._rng_states_to_restore: list[dict] | None = None  # from a checkpoint being resumed
 
     # -- lifecycle -----------------------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -73,12 +85,28 @@ class TranslationModule(L.LightningModule):
             self.tokenizer = datamodule.tokenizer
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        broken = self._non_finite_parameter()
+        if broken is not None:  # never overwrite a good checkpoint with a diverged model
+            raise TrainingDiverged(
+                f"step {self.global_step}: weight {broken} is NaN or infinite; not writing a checkpoint "
+                "(the last one written is the last good state)"
+            )
         # Plain data only, so inference can load with torch.load(weights_only=True).
         if self.tokenizer is None:
             raise RuntimeError("no tokenizer to save: the module was not set up with a TranslationDataModule")
         checkpoint["nmt"] = checkpoint_metadata(
             self.network_config, self.src_vocab_size, self.tgt_vocab_size, self.tokenizer
         )
+        checkpoint["rng_states"] = collect_rng_states(self.trainer)  # for an exact resume (nmt.resume)
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        # Applied when training starts rather than now: the sanity check and loader set-up come in between.
+        self._rng_states_to_restore = checkpoint.get("rng_states")
+
+    def on_train_start(self) -> None:
+        if self._rng_states_to_restore is not None:
+            restore_rng_states(self._rng_states_to_restore, rank=self.global_rank)
+            self._rng_states_to_restore = None
 
     # -- training ------------------------------------------------------------------------------------------
     def token_loss(self, batch: Batch, *, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
@@ -87,21 +115,70 @@ class TranslationModule(L.LightningModule):
         features = self.model.teacher_forced(enc, batch.tgt_in).features  # (B, T, units)
         mask = batch.tgt_out != PAD
         logits = self.model.logits(features[mask])  # project only real tokens: (N, V)
-        loss = F.cross_entropy(
-            logits.float(), batch.tgt_out[mask], reduction="sum", label_smoothing=label_smoothing
-        )
+        loss = smoothed_cross_entropy(logits.float(), batch.tgt_out[mask], label_smoothing)
         return loss, int(mask.sum())
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
         loss_sum, n_tokens = self.token_loss(batch, label_smoothing=self.label_smoothing)
         loss = loss_sum / n_tokens
+        if not self._loss_is_usable(loss, batch_idx):
+            return None  # no backward: Lightning's optimizer step then finds no gradient and changes nothing
         self.log("train/loss", loss, prog_bar=True, batch_size=n_tokens)
         self.log("train/ppl", torch.exp(loss.detach()), batch_size=n_tokens)
         return loss
 
-    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        norms = grad_norm(self.model, norm_type=2)
-        self.log("train/grad_norm", norms["grad_2.0_norm_total"])
+    def _loss_is_usable(self, loss: torch.Tensor, batch_idx: int) -> bool:
+        """False for a NaN/inf loss that `nan_policy` says to skip; raises TrainingDiverged when it says stop,
+        when the weights themselves are no longer finite, or after MAX_SKIPPED_IN_A_ROW skips in a row."""
+        # Every rank must decide alike: under DDP a rank skipping backward leaves the others waiting for it.
+        if self.trainer.strategy.reduce_boolean_decision(bool(torch.isfinite(loss.detach())), all=True):
+            self._skipped_in_a_row = 0
+            return True
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        broken = self._non_finite_parameter()
+        if broken is not None:
+            raise TrainingDiverged(f"loss {loss.item()} at {where}: weight {broken} is itself NaN or infinite")
+        self._skip_step(f"loss {loss.item()}", where)
+        return False
+
+    def _skip_step(self, what: str, where: str) -> None:
+        """Apply `nan_policy` to a step whose loss or gradient is not finite: raise, or count and warn."""
+        if self.nan_policy == "stop":
+            raise TrainingDiverged(f"{what} at {where} (model.nan_policy: stop)")
+        self.skipped_steps += 1
+        self._skipped_in_a_row += 1
+        if self._skipped_in_a_row > MAX_SKIPPED_IN_A_ROW:
+            raise TrainingDiverged(
+                f"not finite for {self._skipped_in_a_row} steps in a row, the last: {what} at {where}"
+            )
+        rank_zero_warn(f"{what} at {where}: step skipped, weights unchanged (model.nan_policy: skip)")
+        self.log("train/skipped_steps", float(self.skipped_steps))
+
+    def _non_finite_parameter(self) -> str | None:
+        """The name of the first weight holding a NaN or infinity, if any."""
+        return next((name for name, p in self.model.named_parameters() if not torch.isfinite(p).all()), None)
+
+    def configure_gradient_clipping(
+        self,
+        optimizer: torch.optim.Optimizer,
+        gradient_clip_val: float | None = None,
+        gradient_clip_algorithm: str | None = None,
+    ) -> None:
+        # Clipping by norm computes the gradient norm anyway: log that one instead of a second pass over
+        # every gradient. Called by Lightning after unscaling (16-mixed) and only when a step is taken.
+        if gradient_clip_val and gradient_clip_algorithm in (None, "norm"):
+            norm = torch.nn.utils.clip_grad_norm_(self.parameters(), gradient_clip_val)
+        else:
+            self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.parameters() if p.grad is not None])
+        if not torch.isfinite(norm) and getattr(self.trainer.precision_plugin, "scaler", None) is None:
+            # A finite loss can still overflow in the backward pass. Without a GradScaler (which skips such
+            # steps itself) the update would write NaN into every weight: drop the gradients, so the optimizer
+            # step changes nothing. Gradients are all-reduced, so every rank decides alike.
+            optimizer.zero_grad(set_to_none=True)
+            self._skip_step(f"gradient norm {norm.item()}", f"step {self.global_step} (epoch {self.current_epoch})")
+            return
+        self.log("train/grad_norm", norm)
 
     # -- validation and test: loss, then BLEU/chrF of the decoded sentences ------------------------------------
     def on_validation_epoch_start(self) -> None:
@@ -180,9 +257,7 @@ class ThroughputLogger(L.Callback):
         self._t0: float | None = None
         self._tokens = 0
 
-    def on_train_batch_start(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int
-    ) -> None:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int) -> None:
         if self._t0 is None:
             self._t0 = time.perf_counter()
 
@@ -193,7 +268,5 @@ class ThroughputLogger(L.Callback):
         if (trainer.global_step % trainer.log_every_n_steps) == 0 and self._t0 is not None:
             elapsed = time.perf_counter() - self._t0
             if elapsed > 0:
-                pl_module.log(
-                    "train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True
-                )
+                pl_module.log("train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True)
             self._t0, self._tokens = time.perf_counter(), 0

@@ -4,6 +4,8 @@
     python scripts/benchmark.py train --config configs/multi30k_en_fr_attention.yaml [--steps 60 --warmup 10]
     python scripts/benchmark.py translate [--checkpoint CKPT] [--beam-size 5 --batch-sentences 32]
     python scripts/benchmark.py score               # phrase pairs/s and peak RSS (scripts/bench_scoring.py)
+    python scripts/benchmark.py memory [--scale 20 --steps 200]   # preprocessing and training RSS, 1x vs 20x
+    python scripts/benchmark.py ddp [--steps 200]   # tiny.yaml steps/s: 1 process vs 2 DDP processes (gloo)
 
 train: the real `nmt fit` path (LightningCLI, the config's data pipeline, model and optimizer) for
 warmup + steps updates without validation, logging or checkpoints; target tokens/s (non-padding target
@@ -12,6 +14,14 @@ translate: beam search over test_2016_flickr.en (1,000 sentences) in batches of 
 as the peers' harness decodes; sentences/s of the search itself and of the whole `nmt translate` command.
 Without --checkpoint the model has random weights (speed then depends on degenerate hypothesis lengths,
 which the output reports). Every measurement reports its process's peak RSS. Threads are pinned (--threads).
+memory: Multi30k and a corpus `--scale` times larger (its training files repeated, built in a temp dir),
+each preprocessed from scratch (SentencePiece training, tokenization into Arrow; time and peak RSS), then
+trained for --steps updates with the preprocessed data (peak RSS, and at the end its anonymous and
+file-backed parts): the corpus is memory-mapped and only a compact length array per side is in memory, so
+the anonymous part hardly grows with the corpus; the file-backed part does, as training touches more of the
+mapped Arrow file (page cache, which the kernel reclaims under memory pressure).
+ddp: tiny.yaml on the whole Multi30k training set for --steps updates after --warmup, one process (1 and
+--threads threads) and 2 DDP processes of 1 thread each; a DDP step consumes one batch per process.
 """
 
 from __future__ import annotations
@@ -38,7 +48,18 @@ def peak_rss_mib() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
-def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overrides: list[str]) -> dict:
+def rss_now_mib() -> dict[str, float]:
+    """This process's resident memory now, split into anonymous (heap, tensors) and file-backed pages (code,
+    and the memory-mapped Arrow corpus: page cache the kernel can drop). Linux only; {} elsewhere."""
+    try:
+        with open("/proc/self/status") as f:
+            status = dict(line.split(":", 1) for line in f)
+    except OSError:
+        return {}
+    return {key: round(int(status[key].split()[0]) / 1024, 1) for key in ("RssAnon", "RssFile") if key in status}
+
+
+def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overrides: list[str]) -> dict | None:
     import lightning as L
     import torch
 
@@ -88,8 +109,11 @@ def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overri
     timer = StepTimer()
     cli.trainer.callbacks.append(timer)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+    if not cli.trainer.is_global_zero:
+        return None  # every DDP rank runs this; rank 0 reports (its tokens x the world size)
     seconds = timer.end - timer.start
     network = cli.model.network_config
+    world = cli.trainer.world_size
     return {
         "bench": "train",
         "config": str(config),
@@ -99,11 +123,13 @@ def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overri
         "threads": torch.get_num_threads(),
         "timed_steps": steps,
         "warmup_steps": warmup,
-        "tgt_tokens_per_step": round(timer.tokens / steps, 1),
-        "tgt_tokens_per_s": round(timer.tokens / seconds, 1),
+        "processes": world,
+        "tgt_tokens_per_step": round(timer.tokens * world / steps, 1),
+        "tgt_tokens_per_s": round(timer.tokens * world / seconds, 1),
         "steps_per_s": round(steps / seconds, 3),
         "parameters": sum(p.numel() for p in cli.model.parameters()),
         "peak_rss_mib": peak_rss_mib(),
+        "rss_at_end_mib": rss_now_mib(),
     }
 
 
@@ -180,6 +206,79 @@ def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences:
     }
 
 
+def bench_prepare(config: Path, *, data_dir: Path, overrides: list[str]) -> dict:
+    """Preprocessing from scratch (the config's cache_dir should be empty): tokenizer, then Arrow token ids."""
+    from nmt.cli import train_cli
+
+    cli = train_cli(["--config", str(config), "--data.data_dir", str(data_dir), *overrides], run=False)
+    datamodule = cli.datamodule
+    start = time.perf_counter()
+    datamodule.prepare_data()
+    prepare_s = time.perf_counter() - start
+    datamodule.setup("fit")  # memory-maps the splits and computes the length arrays the sampler needs
+    src_lengths, tgt_lengths = datamodule._lengths["train"]
+    return {
+        "bench": "prepare",
+        "config": str(config),
+        "data_dir": str(data_dir),
+        "train_pairs": len(src_lengths),
+        "prepare_s": round(prepare_s, 2),
+        "setup_s": round(time.perf_counter() - start - prepare_s, 2),
+        "length_arrays_mib": round((src_lengths.nbytes + tgt_lengths.nbytes) / 2**20, 2),
+        "peak_rss_mib": peak_rss_mib(),
+    }
+
+
+def scaled_multi30k(target: Path, scale: int) -> Path:
+    """Multi30k with its training files repeated `scale` times (gzip members concatenated), val/test linked."""
+    target.mkdir(parents=True, exist_ok=True)
+    for path in MULTI30K.glob("*.gz"):
+        out = target / path.name
+        if path.name.startswith("train."):
+            out.write_bytes(path.read_bytes() * scale)  # a gzip file of several members is one stream
+        elif not out.exists():
+            out.symlink_to(path)
+    return target
+
+
+def bench_memory(*, config: Path, scale: int, steps: int, warmup: int, threads: int, overrides: list[str]) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="nmt-bench-memory-") as tmp:
+        results = {}
+        for factor in (1, scale):
+            data_dir = MULTI30K if factor == 1 else scaled_multi30k(Path(tmp) / f"multi30k-x{factor}", factor)
+            cache = ["--override", f"--data.cache_dir {tmp}/cache-x{factor}"] + [
+                x for o in overrides for x in ("--override", o)
+            ]
+            common = ["--config", str(config), "--data-dir", str(data_dir), *cache]
+            prepared = in_child(["prepare", *common], threads)
+            trained = in_child(["train", *common, "--steps", str(steps), "--warmup", str(warmup)], threads)
+            results[factor] = {"scale": factor, "prepare": prepared, "train": trained}
+            print(json.dumps(results[factor]), flush=True)
+        small, large = results[1]["train"]["peak_rss_mib"], results[scale]["train"]["peak_rss_mib"]
+        summary = {"bench": "memory", "scale": scale, "train_peak_rss_mib": [small, large]}
+        summary["train_rss_ratio"] = round(large / small, 3)
+        # The part that is the process's own (not page cache of the memory-mapped corpus), after training.
+        summary["train_rss_anon_at_end_mib"] = [
+            results[f]["train"]["rss_at_end_mib"].get("RssAnon") for f in (1, scale)
+        ]
+        print(json.dumps(summary), flush=True)
+
+
+def bench_ddp(*, steps: int, warmup: int, threads: int) -> None:
+    tiny = ROOT / "configs" / "tiny.yaml"
+    common = ["train", "--config", str(tiny), "--steps", str(steps), "--warmup", str(warmup)]
+    whole = ["--override", "--data.train.limit null", "--override", "--data.cache_dir /tmp/nmt-bench/cache"]
+    runs = [(1, 1), (1, threads), (2, 1)] if threads > 1 else [(1, 1), (2, 1)]
+    for processes, per_process in runs:
+        ddp = ["--override", f"--trainer.devices {processes}", "--override", "--trainer.accelerator cpu"]
+        if processes > 1:
+            ddp += ["--override", "--trainer.strategy ddp"]
+        result = in_child([*common, *whole, *ddp], per_process)
+        print(json.dumps({**result, "bench": "ddp", "threads_per_process": per_process}), flush=True)
+
+
 def in_child(args: list[str], threads: int) -> dict:
     """Run one measurement in a fresh process (its own peak RSS), threads pinned; returns its JSON."""
     env = dict(
@@ -200,7 +299,9 @@ def in_child(args: list[str], threads: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("what", nargs="?", default="all", choices=["all", "train", "translate", "score"])
+    parser.add_argument(
+        "what", nargs="?", default="all", choices=["all", "train", "translate", "score", "memory", "ddp", "prepare"]
+    )
     parser.add_argument("--config", type=Path, help="train: the config (default: both Multi30k configs)")
     parser.add_argument("--steps", type=int, default=60, help="train: timed updates")
     parser.add_argument("--warmup", type=int, default=10, help="train: untimed updates first")
@@ -211,17 +312,32 @@ def main() -> None:
     parser.add_argument("--batch-sentences", type=int, default=32)
     parser.add_argument("--lines", type=int, default=1000, help="translate: test sentences")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--scale", type=int, default=20, help="memory: how many times Multi30k is repeated")
     args = parser.parse_args()
 
     import torch
 
     torch.set_num_threads(args.threads)
+    overrides = [x for o in args.override for x in o.split(maxsplit=1)]
     if args.what == "train" and args.config is not None:
-        overrides = [x for o in args.override for x in o.split(maxsplit=1)]
         result = bench_train(
             args.config, steps=args.steps, warmup=args.warmup, data_dir=args.data_dir, overrides=overrides
         )
-        print(json.dumps(result))
+        if result is not None:
+            print(json.dumps(result))
+        return
+    if args.what == "prepare":
+        print(json.dumps(bench_prepare(args.config, data_dir=args.data_dir, overrides=overrides)))
+        return
+    if args.what == "memory":
+        config = args.config or CONFIGS["rnnsearch"]
+        bench_memory(
+            config=config, scale=args.scale, steps=args.steps, warmup=args.warmup, threads=args.threads,
+            overrides=args.override,
+        )  # fmt: skip
+        return
+    if args.what == "ddp":
+        bench_ddp(steps=args.steps, warmup=args.warmup, threads=args.threads)
         return
     if args.what == "translate":
         result = bench_translate(

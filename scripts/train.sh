@@ -7,6 +7,7 @@
 #   NMT_NUM_NODES  number of nodes (default: SLURM_NNODES or 1)
 #   NMT_STRATEGY   Lightning strategy (default: ddp when more than one process, else auto)
 #   NMT_PYTHON     the Python interpreter to use (default: python)
+#   NMT_NO_SRUN    set to run in place inside a SLURM allocation instead of launching tasks through srun
 set -euo pipefail
 
 if [[ $# -lt 1 || "$1" == -h || "$1" == --help ]]; then

@@ -9,6 +9,7 @@ import pickle
 import re
 from pathlib import Path
 
+import datasets
 import pytest
 
 from nmt.data.corpus import Corpus, corpus_fingerprint, load_corpus
@@ -85,6 +86,21 @@ def test_json_lines_through_datasets_with_nested_fields(tmp_path: Path) -> None:
     assert "translation.de" in error.message and "translation.en" in error.message
     with pytest.raises(InputError, match="not text"):
         load(tmp_path, **{**spec, "src_field": "id"})
+
+
+def test_a_streamed_dataset_gives_the_same_pairs_into_an_arrow_file(tmp_path: Path) -> None:
+    records = [{"id": i, "translation": {"en": f"hello {i}", "fr": f"bonjour {i}"}} for i in range(50)]
+    (tmp_path / "d.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    spec = {"hf_path": "json", "hf_data_files": "d.jsonl", "src_field": "translation.fr", "tgt_field": "translation.en"}
+    streamed = load_corpus(Corpus(**spec, hf_streaming=True), data_dir=tmp_path, cache_dir=tmp_path / "cache")
+    assert isinstance(streamed, datasets.Dataset) and streamed.cache_files  # on disk, memory-mapped
+    assert streamed.column_names == ["src", "tgt"]
+    assert list(zip(streamed["src"], streamed["tgt"], strict=True)) == load(tmp_path, **spec)
+    assert load(tmp_path, **spec, hf_streaming=True, limit=3) == [(f"bonjour {i}", f"hello {i}") for i in range(3)]
+    error = load_error(tmp_path, **{**spec, "src_field": "translation.de"}, hf_streaming=True)
+    assert "record 1" in error.message and "translation.de" in error.message and "translation.en" in error.message
+    with pytest.raises(InputError, match="not text"):
+        load(tmp_path, **{**spec, "tgt_field": "id"}, hf_streaming=True)
 
 
 # -- broken input: each reported at FILE:LINE ------------------------------------------------------------------
@@ -178,6 +194,7 @@ def test_an_edited_file_is_read_again(tmp_path: Path) -> None:
         ({"src": "a", "tgt": "b", "tsv": "c"}, "src+tgt and tsv"),
         ({"tsv": "c", "hf_path": "json"}, "tsv and hf_path"),
         ({"tsv": "c", "src_field": "x"}, "only apply with hf_path"),
+        ({"tsv": "c", "hf_streaming": True}, "only apply with hf_path"),
         ({"tsv": ""}, "empty"),
         ({"hf_path": "json", "src_field": "x", "tgt_field": "x"}, "both"),
         ({"tsv": "c", "limit": 0}, "limit"),

@@ -58,7 +58,7 @@ def prepared(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Transl
 
 
 def test_batches_respect_the_budget_and_shift_the_target(prepared: TranslationDataModule) -> None:
-    train_refs = prepared.references("train")
+    stored = prepared._dataset("train")
     seen = 0
     for batch in prepared.train_dataloader():
         assert isinstance(batch, Batch)
@@ -73,12 +73,12 @@ def test_batches_respect_the_budget_and_shift_the_target(prepared: TranslationDa
             assert batch.tgt_out[row, n[row] - 1] == EOS
             assert batch.src[row, batch.src_lengths[row] - 1] == EOS
         assert batch.num_tgt_tokens == int(n.sum())
-        row = 0
-        assert prepared.tokenizer.decode_tgt(batch.tgt_out[row : row + 1].tolist())[0] == " ".join(
-            train_refs[int(batch.indices[row])].split()
-        )
+        for row in (0, batch.batch_size - 1):  # each row is the stored pair its index names
+            pair = stored[int(batch.indices[row])]
+            assert batch.tgt_out[row, : n[row] - 1].tolist() == pair["tgt_ids"]
+            assert batch.src[row, : batch.src_lengths[row]].tolist() == pair["src_ids"]
         seen += batch.batch_size
-    assert seen == len(train_refs)
+    assert seen == len(stored)
 
 
 def test_training_pairs_are_filtered_and_evaluation_lines_all_kept(prepared: TranslationDataModule) -> None:
@@ -150,7 +150,7 @@ def test_the_train_loader_resumes_mid_epoch(prepared: TranslationDataModule) -> 
     resumed = prepared.train_dataloader()  # as after a restart: a new loader, then Lightning's restore calls
     resumed.load_state_dict(state)
     _set_sampler_epoch(resumed, 2)
-    assert len(resumed) == len(full) - 3
+    assert len(resumed) == len(full)  # the whole epoch's: Lightning counts on from the restored position
     assert seen + [b.indices.tolist() for b in resumed] == full
     assert resumed.state_dict() == {"epoch": 2, "batches_yielded": len(full)}
 
@@ -221,3 +221,13 @@ def test_collate_by_hand() -> None:
     assert (batch.batch_size, batch.num_tgt_tokens) == (2, 5)
     with pytest.raises(ValueError):
         collate([], [])
+
+
+def test_training_ids_are_compact_and_without_text(prepared: TranslationDataModule) -> None:
+    # What a training run maps into memory: two-byte ids (the vocabulary fits), no text columns.
+    train = prepared._dataset("train")
+    assert set(train.column_names) == {"src_ids", "tgt_ids"}
+    assert train.features["tgt_ids"].feature.dtype == "uint16"
+    with pytest.raises(ValueError, match="token ids only"):
+        prepared.references("train")
+    assert len(prepared.references("val")) == len(prepared._dataset("val"))

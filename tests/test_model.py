@@ -16,8 +16,17 @@ CELLS = ["paper", "cudnn"]
 
 def tiny_config(architecture: str, cell: str, **overrides) -> NetworkConfig:
     base = dict(
-        architecture=architecture, cell=cell, emb_dim=12, encoder_dim=10, decoder_dim=14, attention_dim=9,
-        maxout_units=7, maxout_pool=2, init="paper", init_std=0.3, attention_init_std=0.3,
+        architecture=architecture,
+        cell=cell,
+        emb_dim=12,
+        encoder_dim=10,
+        decoder_dim=14,
+        attention_dim=9,
+        maxout_units=7,
+        maxout_pool=2,
+        init="paper",
+        init_std=0.3,
+        attention_init_std=0.3,
     )
     base.update(overrides)
     return NetworkConfig(**base)

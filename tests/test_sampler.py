@@ -70,6 +70,22 @@ def test_shards_are_disjoint_when_batches_divide_evenly() -> None:
     assert sum(map(len, seen)) == 1000 and set().union(*seen) == set(range(1000))
 
 
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(4, 300), max_tokens=st.integers(1, 300), replicas=st.integers(1, 4), seed=st.integers(0, 99))
+def test_evaluation_shards_decode_every_sentence_exactly_once(
+    n: int, max_tokens: int, replicas: int, seed: int
+) -> None:
+    src, tgt = lengths(n, seed)
+    per_rank = shards(src, tgt, replicas, max_tokens=max_tokens, shuffle=False, shard="sentences")
+    flat = [i for batches in per_rank for batch in batches for i in batch]
+    assert sorted(flat) == list(range(n))  # disjoint and covering: no repeated batch, nothing dropped
+    assert all(batches for batches in per_rank)  # every rank has work (Lightning refuses an empty rank)
+    for batches in per_rank:
+        assert all(cost(batch, src, tgt) <= max_tokens or len(batch) == 1 for batch in batches)
+    shares = sorted(len([i for batch in batches for i in batch]) for batches in per_rank)
+    assert shares[-1] - shares[0] <= 1  # every R-th sentence: shares differ by one sentence at most
+
+
 def test_drop_last_trims_to_a_multiple_of_the_ranks() -> None:
     src, tgt = lengths(500)
     total = len(TokenBucketSampler(src_lengths=src, tgt_lengths=tgt, max_tokens=300, shuffle=False))
@@ -139,7 +155,7 @@ def test_mid_epoch_resume_yields_the_remaining_batches() -> None:
     resumed = make()
     resumed.load_state_dict(state)
     resumed.set_epoch(3)  # what Lightning calls at the start of the resumed epoch: keeps the position
-    assert len(resumed) == len(full) - 5
+    assert len(resumed) == len(full)  # the epoch's length, which Lightning counts from the restored position
     assert consumed + list(resumed) == full
     assert resumed.state_dict() == {"epoch": 3, "batches_yielded": len(full)}
     resumed.set_epoch(4)  # the next epoch starts from its beginning
@@ -161,6 +177,8 @@ def test_invalid_arguments() -> None:
         TokenBucketSampler(src_lengths=src, tgt_lengths=tgt, max_tokens=0, shuffle=False)
     with pytest.raises(ValueError, match="1-D"):
         TokenBucketSampler(src_lengths=src, tgt_lengths=tgt[:5], max_tokens=10, shuffle=False)
+    with pytest.raises(ValueError, match="shard"):
+        TokenBucketSampler(src_lengths=src, tgt_lengths=tgt, max_tokens=10, shuffle=False, shard="pairs")
     with pytest.raises(ValueError, match="rank"):
         TokenBucketSampler(src_lengths=src, tgt_lengths=tgt, max_tokens=10, shuffle=False, num_replicas=2, rank=2)
     empty = np.zeros(0, dtype=np.int32)

@@ -72,14 +72,61 @@ def test_config_errors_name_the_key(tmp_path, capsys):
     assert "decoder_dim" in capsys.readouterr().err
 
 
+CONFIG_ERRORS = [  # (dotted key, bad value, what the error names)
+    ("model.label_smoothng", 0.1, "label_smoothng"),
+    ("model.nan_policy", "ignore", "model.nan_policy"),
+    ("model.search.beam_size", "wide", "beam_size"),
+    ("data.batch_tokens", "many", "data.batch_tokens"),
+    ("data.train.srcc", "train.en.gz", "train.srcc"),
+    ("data.tokenizer.vocab_size", "big", "data.tokenizer.vocab_size"),
+    ("trainer.max_epoch", 3, "max_epoch"),
+    ("optimizer.init_args.lrr", 0.1, "lrr"),
+    ("modle.network", {"emb_dim": 8}, "modle.network"),
+]
+
+
+@pytest.mark.parametrize(("key", "value", "named"), CONFIG_ERRORS, ids=[k for k, *_ in CONFIG_ERRORS])
+def test_unknown_keys_and_wrong_types_in_our_classes_name_the_key(key, value, named, tmp_path, capsys):
+    config = yaml.safe_load(TINY.read_text())
+    *parents, last = key.split(".")
+    section = config
+    for name in parents:
+        section = section.setdefault(name, {})
+    section[last] = value
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(config))
+    with pytest.raises(SystemExit) as exit_info:
+        nmt_main(["fit", "--config", str(bad), "--print_config"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and named in err.split("error:", 1)[1], err
+
+
+def test_a_corpus_spec_our_class_refuses_is_a_one_line_error(capsys):
+    argv = ["fit", "--config", str(TINY), "--data.data_dir", str(MULTI30K), "--data.train.tsv", "train.tsv"]
+    status = nmt_main(argv)
+    assert status == 2
+    err = capsys.readouterr().err  # (in-process, Lightning's logger may first complain of an earlier test's stream)
+    assert err.splitlines()[-1] == (
+        "nmt fit: error: configuration: Corpus: give exactly one of src+tgt, tsv, phrase_table, hf_path; "
+        "got src+tgt and tsv"
+    )
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """Train the tiny config for 3 epochs on 3,000 real pairs (validated on 200), after measuring the
     validation loss of the untrained model."""
     work = tmp_path_factory.mktemp("fit")
     common = [
-        "--config", str(TINY), "--data.data_dir", str(MULTI30K),
-        "--data.train.limit", "3000", "--data.val.limit", "200",
+        "--config",
+        str(TINY),
+        "--data.data_dir",
+        str(MULTI30K),
+        "--data.train.limit",
+        "3000",
+        "--data.val.limit",
+        "200",
     ]
     before = run_nmt(["validate", *common], cwd=work)
     assert before.returncode == 0, before.stderr[-3000:]
@@ -137,8 +184,19 @@ def test_bad_corpus_is_a_one_line_error(tmp_path):
         for lang in ("en", "fr"):
             shutil.copy(MULTI30K / f"{name}.{lang}.gz", corpus / f"{name}.{lang}.gz")
     result = run_nmt(
-        ["fit", "--config", str(TINY), "--data.data_dir", str(corpus), "--data.train.src", "train.en",
-         "--data.train.tgt", "train.fr", "--data.train.limit", "null"],
+        [
+            "fit",
+            "--config",
+            str(TINY),
+            "--data.data_dir",
+            str(corpus),
+            "--data.train.src",
+            "train.en",
+            "--data.train.tgt",
+            "train.fr",
+            "--data.train.limit",
+            "null",
+        ],
         cwd=tmp_path,
     )
     assert result.returncode == 2

@@ -4,7 +4,9 @@ Plain-text corpora (two aligned files, or one TSV file) are read line by line by
 every line as it goes, so a broken file fails with ``FILE:LINE: what is wrong`` instead of a silently
 misaligned corpus. `Dataset.from_generator` writes the pairs to an Arrow file on disk (memory-mapped on
 load), so the corpus never sits in Python lists. Anything `datasets.load_dataset` can open (a hub dataset
-such as ``wmt14``, or the local builders ``json``/``csv``/``parquet``) is the third kind of corpus.
+such as ``wmt14``, or the local builders ``json``/``csv``/``parquet``) is the third kind of corpus; with
+``hf_streaming`` it is streamed record by record into an Arrow file of its two text fields only, instead of
+downloading and converting the whole dataset first.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ class Corpus:
         hf_name: the dataset's configuration name, e.g. "fr-en".
         hf_split: the split to read, e.g. "train", "validation", "test" or "train[:10000]".
         hf_data_files: file(s) or glob(s) for a local builder, e.g. "train.jsonl".
+        hf_streaming: stream the dataset (`load_dataset(streaming=True)`) and keep only the two text fields:
+            no full download and conversion first, memory flat. The split cannot be sliced
+            ("train[:1000]"); use `limit`.
         src_field: dotted path of the source text in a record, e.g. "translation.en".
         tgt_field: dotted path of the target text in a record, e.g. "translation.fr".
         limit: use only the first `limit` pairs (smoke tests, quick experiments); None: all of them.
@@ -61,6 +66,7 @@ class Corpus:
     hf_name: str | None = None
     hf_split: str = "train"
     hf_data_files: str | list[str] | None = None
+    hf_streaming: bool = False
     src_field: str = "src"
     tgt_field: str = "tgt"
     limit: int | None = None
@@ -92,6 +98,7 @@ class Corpus:
             hf_only = {
                 "hf_name": self.hf_name is not None,
                 "hf_data_files": self.hf_data_files is not None,
+                "hf_streaming": self.hf_streaming,
                 "hf_split": self.hf_split != "train",
                 "src_field": self.src_field != "src",
                 "tgt_field": self.tgt_field != "tgt",
@@ -203,23 +210,32 @@ def _read_lines(path: Path) -> Iterator[str]:
     """Yield the lines of a plain or gzip'd UTF-8 file without their line ends, checking each one.
 
     Lines end at "\\n" only (like `wc -l`), not at the other characters `str.splitlines` splits on, so a
-    stray U+2028 inside a sentence cannot shift the alignment of a parallel corpus.
+    stray U+2028 inside a sentence cannot shift the alignment of a parallel corpus. A file that is empty or
+    holds only blank lines is an error; blank lines among others are kept (the datamodule drops such
+    training pairs).
     """
     compressed = path.suffix == ".gz"
     try:
         stream = gzip.open(path, "rb") if compressed else open(path, "rb")
     except OSError as error:
         raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from error
-    number = 0
+    number, blank = 0, 0
     with stream:
         try:
             for number, raw in enumerate(stream, start=1):
-                yield _decode_line(raw, path=path, number=number)
+                if number == 1 and raw == _UTF8_BOM:  # nothing but a BOM: an empty file
+                    number = 0
+                    break
+                line = _decode_line(raw, path=path, number=number)
+                blank += not line.strip()
+                yield line
         except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
             what = "corrupt or truncated gzip data" if compressed else "read error"
             raise InputError(path=path, line=number + 1, message=f"{what}: {error}") from error
     if number == 0:
         raise InputError(path=path, message="file is empty")
+    if blank == number:  # nothing to learn from or to evaluate on: surely the wrong file
+        raise InputError(path=path, message=f"all {number} lines are blank")
 
 
 def _decode_line(raw: bytes, *, path: Path, number: int) -> str:
@@ -245,6 +261,8 @@ def _load_hf(
     assert corpus.hf_path is not None
     data_files = _resolved_data_files(corpus, data_dir)
     source = corpus.hf_path if data_files is None else f"{corpus.hf_path}:{','.join(data_files)}"
+    if corpus.hf_streaming:
+        return _load_hf_streaming(corpus, data_dir=data_dir, data_files=data_files, source=source, cache_dir=cache_dir)
     loaded = datasets.load_dataset(
         corpus.hf_path, corpus.hf_name, split=corpus.hf_split, data_files=data_files, cache_dir=os.fspath(cache_dir)
     )
@@ -263,6 +281,68 @@ def _load_hf(
         {corpus.src_field: "src", corpus.tgt_field: "tgt"}
     )
     return pairs if corpus.limit is None else pairs.select(range(min(corpus.limit, len(pairs))))
+
+
+def _load_hf_streaming(
+    corpus: Corpus,
+    *,
+    data_dir: str | os.PathLike[str],
+    data_files: list[str] | None,
+    source: str,
+    cache_dir: str | os.PathLike[str],
+) -> datasets.Dataset:
+    # Strings and tuples only: `datasets` treats list values in gen_kwargs as shards to split.
+    gen_kwargs: dict[str, object] = {
+        "spec": json.dumps({**asdict(corpus), "hf_data_files": data_files}, sort_keys=True),
+        "source": source,
+        # Only makes the Arrow cache key change when a local file does.
+        "signatures": _file_signatures(corpus.local_files(data_dir=data_dir)),
+    }
+    try:
+        return datasets.Dataset.from_generator(
+            _stream_hf_pairs, features=_FEATURES, cache_dir=os.fspath(cache_dir), gen_kwargs=gen_kwargs
+        )
+    except DatasetGenerationError as error:
+        cause = find_input_error(error)
+        if cause is None:
+            raise
+        raise cause from None
+
+
+def _stream_hf_pairs(spec: str, source: str, signatures: object) -> Iterator[dict[str, str | None]]:
+    """Yield ``{"src", "tgt"}`` from a streamed Hugging Face dataset, one record at a time."""
+    del signatures
+    corpus = Corpus(**json.loads(spec))
+    stream = datasets.load_dataset(
+        corpus.hf_path, corpus.hf_name, split=corpus.hf_split, data_files=corpus.hf_data_files, streaming=True
+    )
+    for number, record in enumerate(itertools.islice(stream, corpus.limit), start=1):
+        yield {
+            "src": _text_field(record, corpus.src_field, source=source, number=number),
+            "tgt": _text_field(record, corpus.tgt_field, source=source, number=number),
+        }
+
+
+def _text_field(record: dict, field: str, *, source: str, number: int) -> str | None:
+    """The text at dotted path `field` of a streamed record (nested dicts, as in ``translation.en``)."""
+    value: object = record
+    for key in field.split("."):
+        if not isinstance(value, dict) or key not in value:
+            fields = ", ".join(_field_paths(record))
+            raise InputError(path=source, message=f"record {number}: no field {field!r}; fields are {fields}")
+        value = value[key]
+    if value is not None and not isinstance(value, str):
+        what = type(value).__name__
+        raise InputError(path=source, message=f"record {number}: field {field!r} holds {what}, not text")
+    return value
+
+
+def _field_paths(record: dict, prefix: str = "") -> Iterator[str]:
+    for key, value in record.items():
+        if isinstance(value, dict):
+            yield from _field_paths(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}"
 
 
 def _resolve(path: str, data_dir: str | os.PathLike[str]) -> Path:

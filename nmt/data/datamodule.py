@@ -32,15 +32,25 @@ DEFAULT_DATA_DIR = "data/multi30k"
 DATA_DIR_ENV = "NMT_DATA_DIR"
 _DEFAULT_TOKENIZER = TokenizerConfig()  # frozen, so one shared default instance is safe
 # Bump when the layout or content of the cached artefacts changes, so old caches are not reused.
-_CACHE_VERSION = 1
-_FEATURES = datasets.Features(
-    {
-        "src": datasets.Value("string"),
-        "tgt": datasets.Value("string"),
-        "src_ids": datasets.List(datasets.Value("int32")),
-        "tgt_ids": datasets.List(datasets.Value("int32")),
-    }
-)
+_CACHE_VERSION = 3
+# Beside each tokenized split: its (2, N) int32 source and target lengths, what the batch sampler needs. Read
+# whole (N x 8 bytes), rather than computed from the memory-mapped token ids at every start, which would touch
+# every record batch of the Arrow file and bring a corpus-sized share of it into the page cache (and RSS).
+_LENGTHS_FILE = "lengths.npy"
+
+
+def _features(vocab_size: int) -> datasets.Features:
+    """Text and token ids of a split; ids in 2 bytes when the vocabulary allows (the training reads them through
+    a memory map, so their size is what a long run brings into the page cache and RSS)."""
+    id_type = "uint16" if vocab_size <= np.iinfo(np.uint16).max + 1 else "int32"
+    return datasets.Features(
+        {
+            "src": datasets.Value("string"),
+            "tgt": datasets.Value("string"),
+            "src_ids": datasets.List(datasets.Value(id_type)),
+            "tgt_ids": datasets.List(datasets.Value(id_type)),
+        }
+    )
 
 
 class TranslationDataModule(L.LightningDataModule):
@@ -183,7 +193,8 @@ class TranslationDataModule(L.LightningDataModule):
             if split not in self._datasets:
                 dataset = datasets.load_from_disk(os.fspath(self.dataset_dir(split)))
                 self._datasets[split] = dataset
-                self._lengths[split] = (_list_lengths(dataset, "src_ids"), _list_lengths(dataset, "tgt_ids"))
+                src_lengths, tgt_lengths = np.load(self.dataset_dir(split) / _LENGTHS_FILE)
+                self._lengths[split] = (src_lengths, tgt_lengths)
 
     def train_dataloader(self) -> DataLoader[Batch]:
         sampler = self._sampler("train", max_tokens=self.batch_tokens, shuffle=True, max_sentences=self.batch_sentences)
@@ -195,13 +206,14 @@ class TranslationDataModule(L.LightningDataModule):
             collate_fn=_collate_fetched,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._loader_generator(),
         )
 
     def val_dataloader(self) -> DataLoader[Batch]:
-        return self._loader("val", self._sampler("val", max_tokens=self.val_batch_tokens, shuffle=False))
+        return self._loader("val", self._evaluation_sampler("val"))
 
     def test_dataloader(self) -> DataLoader[Batch]:
-        return self._loader("test", self._sampler("test", max_tokens=self.val_batch_tokens, shuffle=False))
+        return self._loader("test", self._evaluation_sampler("test"))
 
     # -- what the LightningModule needs -------------------------------------------------------------------
 
@@ -224,7 +236,10 @@ class TranslationDataModule(L.LightningDataModule):
         return self._vocab_sizes()[1]
 
     def references(self, split: Split) -> list[str]:
-        """The raw target sentences of `split` in corpus order (index them with `Batch.indices`)."""
+        """The raw target sentences of an evaluation split in corpus order (index them with `Batch.indices`).
+        The training split keeps token ids only."""
+        if split == "train":
+            raise ValueError("the training split is stored as token ids only; references exist for val and test")
         return list(self._dataset(split)["tgt"])
 
     def val_references(self) -> list[str]:
@@ -267,7 +282,7 @@ class TranslationDataModule(L.LightningDataModule):
                 _EncodePairs(tokenizer, truncate_to=limits),
                 batched=True,
                 num_proc=self.num_proc,
-                features=_FEATURES,
+                features=_features(max(tokenizer.src_vocab_size, tokenizer.tgt_vocab_size)),
                 cache_file_name=os.fspath(work / "encoded.arrow"),
                 new_fingerprint=_hash({"encode": out_dir.name}),
                 desc=f"Tokenizing {split}",
@@ -283,7 +298,11 @@ class TranslationDataModule(L.LightningDataModule):
                     new_fingerprint=_hash({"filter": out_dir.name}),
                     desc="Filtering train by length",
                 )
+                # Training reads only ids; without the text the mapped file is ids and offsets alone.
+                encoded = encoded.remove_columns(["src", "tgt"])
             encoded.save_to_disk(os.fspath(out_dir))
+            lengths = np.stack([_list_lengths(encoded, "src_ids"), _list_lengths(encoded, "tgt_ids")])  # (2, N)
+            np.save(out_dir / _LENGTHS_FILE, lengths)
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -292,8 +311,18 @@ class TranslationDataModule(L.LightningDataModule):
             raise RuntimeError(f"the {split} split is not loaded; call setup() for a stage that uses it")
         return self._datasets[split]
 
+    def _evaluation_sampler(self, split: Split) -> TokenBucketSampler:
+        # Sentences, not batches, dealt out to the ranks: each is decoded exactly once (BLEU, loss).
+        return self._sampler(split, max_tokens=self.val_batch_tokens, shuffle=False, shard="sentences")
+
     def _sampler(
-        self, split: Split, *, max_tokens: int, shuffle: bool, max_sentences: int | None = None
+        self,
+        split: Split,
+        *,
+        max_tokens: int,
+        shuffle: bool,
+        max_sentences: int | None = None,
+        shard: Literal["batches", "sentences"] = "batches",
     ) -> TokenBucketSampler:
         self._dataset(split)
         src_lengths, tgt_lengths = self._lengths[split]
@@ -307,6 +336,7 @@ class TranslationDataModule(L.LightningDataModule):
             seed=self.seed,
             num_replicas=trainer.world_size if trainer is not None else None,
             rank=trainer.global_rank if trainer is not None else None,
+            shard=shard,
         )
 
     def _loader(self, split: Split, sampler: TokenBucketSampler) -> DataLoader[Batch]:
@@ -316,15 +346,22 @@ class TranslationDataModule(L.LightningDataModule):
             collate_fn=_collate_fetched,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            generator=self._loader_generator(),
         )
+
+    def _loader_generator(self) -> torch.Generator:
+        # Each new DataLoader iterator draws a worker seed; from the global RNG, that draw would shift the
+        # dropout masks depending on when loaders start, and a resumed run would no longer retrace the
+        # uninterrupted one. Our batches need no randomness of the loader's.
+        return torch.Generator().manual_seed(self.seed)
 
 
 class _ResumableLoader(DataLoader[Batch]):
     """The training DataLoader, resumable mid-epoch: Lightning saves its `state_dict` in checkpoints.
 
     The state counts the batches this loader has handed out in the epoch, so batches that workers had
-    prefetched but not delivered are not lost. Lightning itself fetches one batch ahead, so a resumed run
-    skips at most that one batch.
+    prefetched but not delivered are not lost; Lightning fetches no batch ahead from a loader with a length,
+    so a resumed run goes on with exactly the next batch (tests/test_resume.py).
     """
 
     batch_sampler: TokenBucketSampler

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Iterator
+from typing import Literal
 
 import numpy as np
 import torch.distributed as dist
@@ -27,6 +28,11 @@ class TokenBucketSampler(Sampler[list[int]]):
     batches from its start (or truncated with `drop_last`), as `DistributedSampler` does. Without shuffling,
     the order is the deterministic length-sorted one (for validation and test).
 
+    Evaluation shards sentences instead (``shard="sentences"``): rank r takes every R-th sentence of the
+    width-sorted order and cuts its own share into batches, so every sentence is decoded exactly once across
+    the ranks (no repeated batch counted twice in the loss) and each rank gets a similar amount of work;
+    batch counts may differ by a few between ranks, which evaluation (no collective per step) allows.
+
     Call `set_epoch` before each epoch, as with `DistributedSampler`. `state_dict` / `load_state_dict`
     hold the epoch and the batches already yielded in it, so a resumed run skips them.
     """
@@ -43,6 +49,7 @@ class TokenBucketSampler(Sampler[list[int]]):
         num_replicas: int | None = None,
         rank: int | None = None,
         drop_last: bool = False,
+        shard: Literal["batches", "sentences"] = "batches",
     ) -> None:
         """
         Args:
@@ -55,6 +62,8 @@ class TokenBucketSampler(Sampler[list[int]]):
             num_replicas: number of ranks (default: the torch.distributed world size, or 1).
             rank: this process's rank (default: the torch.distributed rank, or 0).
             drop_last: drop the tail batches that do not divide evenly among ranks instead of repeating some.
+            shard: what is dealt out to the ranks: "batches" (training: equal counts per rank) or
+                "sentences" (evaluation: each sentence exactly once).
         """
         src_lengths, tgt_lengths = np.asarray(src_lengths), np.asarray(tgt_lengths)
         if src_lengths.ndim != 1 or src_lengths.shape != tgt_lengths.shape:
@@ -65,6 +74,8 @@ class TokenBucketSampler(Sampler[list[int]]):
             raise ValueError("lengths must be non-negative")
         if max_tokens < 1:
             raise ValueError(f"max_tokens must be positive, got {max_tokens}")
+        if shard not in ("batches", "sentences"):
+            raise ValueError(f"shard must be 'batches' or 'sentences', got {shard!r}")
         if max_sentences is not None and max_sentences < 1:
             raise ValueError(f"max_sentences must be positive (or None), got {max_sentences}")
         if num_replicas is None:
@@ -80,6 +91,7 @@ class TokenBucketSampler(Sampler[list[int]]):
         self.num_replicas = num_replicas
         self.rank = rank
         self.drop_last = drop_last
+        self.shard = shard
         self.epoch = 0
         widths = np.maximum(src_lengths, tgt_lengths + 1)  # (N,) padded length of each pair
         self._sorted = np.argsort(widths, kind="stable").astype(np.int32)  # (N,) indices by width
@@ -87,10 +99,15 @@ class TokenBucketSampler(Sampler[list[int]]):
         # Runs of equal width in `_sorted`, as (G + 1,) boundaries: shuffling reorders only within a run.
         change = np.flatnonzero(np.diff(sorted_widths)) + 1
         self._runs = np.concatenate([[0], change, [len(widths)]]).astype(np.int64)
-        # Reordering within runs leaves the sorted widths -- and so the cut points -- the same every epoch.
-        self._bounds = _cut(sorted_widths, max_tokens, max_sentences)  # (num_batches + 1,)
-        num_batches = len(self._bounds) - 1
-        self._per_rank = num_batches // num_replicas if drop_last else math.ceil(num_batches / num_replicas)
+        # Reordering within runs leaves the sorted widths -- and so the cut points -- the same every epoch
+        # (also of a rank's every-R-th share of them).
+        if shard == "sentences":
+            self._bounds = _cut(sorted_widths[rank::num_replicas], max_tokens, max_sentences)
+            self._per_rank = len(self._bounds) - 1
+        else:
+            self._bounds = _cut(sorted_widths, max_tokens, max_sentences)  # (num_batches + 1,)
+            num_batches = len(self._bounds) - 1
+            self._per_rank = num_batches // num_replicas if drop_last else math.ceil(num_batches / num_replicas)
         self._skip = 0  # batches of `epoch` to skip on the next iteration (resume)
         self._yielded = 0  # batches of `epoch` handed out so far, skipped ones included
 
@@ -115,8 +132,13 @@ class TokenBucketSampler(Sampler[list[int]]):
         return self._skip
 
     def __len__(self) -> int:
-        """Batches the next iteration yields on this rank."""
-        return max(self._per_rank - self._skip, 0)
+        """Batches of an epoch on this rank.
+
+        A resumed epoch yields fewer (those after its restored position), but its length stays the whole
+        epoch's: Lightning counts the batches of a resumed epoch from the restored position, and ends the
+        epoch early if the length shrinks.
+        """
+        return self._per_rank
 
     def __iter__(self) -> Iterator[list[int]]:
         order, batch_ids = self._plan(self.epoch)
@@ -139,18 +161,19 @@ class TokenBucketSampler(Sampler[list[int]]):
             yield order[self._bounds[b] : self._bounds[b + 1]].tolist()
 
     def _plan(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Indices ordered by width (N,) and the ids of this rank's batches in yield order (per_rank,)."""
+        """Indices ordered by width, (N,) or this rank's (N / R,) share of them, and the ids of this rank's
+        batches in yield order (per_rank,), both cut by `_bounds`."""
         num_batches = len(self._bounds) - 1
+        rng = np.random.default_rng(self.seed + epoch)
+        order = self._sorted
         if self.shuffle:
-            rng = np.random.default_rng(self.seed + epoch)
             # Equal-width pairs are shuffled among themselves, so each epoch they meet new neighbours.
-            order = self._sorted.copy()
+            order = order.copy()
             for start, end in itertools.pairwise(self._runs.tolist()):
                 rng.shuffle(order[start:end])  # in place, through the view
-            batch_order = rng.permutation(num_batches)
-        else:
-            order = self._sorted
-            batch_order = np.arange(num_batches)
+        batch_order = rng.permutation(num_batches) if self.shuffle else np.arange(num_batches)
+        if self.shard == "sentences":
+            return order[self.rank :: self.num_replicas], batch_order
         total = self._per_rank * self.num_replicas
         # np.resize repeats the array from its start to fill `total` (or truncates it, for drop_last).
         batch_order = np.resize(batch_order, total) if num_batches else batch_order

@@ -49,7 +49,9 @@ class PaperGRUCell(nn.Module):
         x_rz, x_n = x_proj.split((2 * self.hidden_dim, self.hidden_dim), dim=-1)
         r, z = torch.sigmoid(x_rz + h_proj).chunk(2, dim=-1)  # Eqs. 5–6
         h_tilde = torch.tanh(x_n + F.linear(r * h, self.U))  # Eq. 8
-        return torch.lerp(h_tilde, h, z)  # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃
+        # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃. Under autocast h̃ and z come out of bf16/fp16 matmuls; the state keeps
+        # the dtype it started in (float32 for the encoders), which lerp needs of all three.
+        return torch.lerp(h_tilde.to(h.dtype), h, z.to(h.dtype))
 
 
 class CuDNNGRUCell(nn.Module):
@@ -91,7 +93,7 @@ def cudnn_step(x_proj: Tensor, h: Tensor, gh: Tensor) -> Tensor:
     h_rz, h_n = gh.split((2 * H, H), dim=-1)
     r, z = torch.sigmoid(x_rz + h_rz).chunk(2, dim=-1)
     n = torch.tanh(x_n + r * h_n)
-    return torch.lerp(n, h, z)  # (1 − z) ⊙ n + z ⊙ h
+    return torch.lerp(n.to(h.dtype), h, z.to(h.dtype))  # (1 − z) ⊙ n + z ⊙ h; dtypes as in PaperGRUCell
 
 
 def make_cell(cell: str, hidden_dim: int) -> PaperGRUCell | CuDNNGRUCell:

@@ -1,0 +1,54 @@
+"""Mixed precision and gradient accumulation through the real Lightning CLI, for both architectures, on CPU.
+
+On CPU, Lightning runs ``precision=16-mixed`` as bf16-mixed (it says so in a warning), so bf16-mixed is the
+CPU case of both; float16 with its gradient scaler needs a GPU.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from factories import MULTI30K
+from test_training import TINY
+
+from nmt.cli import train_cli
+
+
+@pytest.mark.parametrize("architecture", ["rnnsearch", "rnnencdec"])
+def test_bf16_mixed_with_gradient_accumulation_trains_and_validates(architecture: str, tmp_path: Path) -> None:
+    losses: list[float] = []
+    options = (
+        f"--config {TINY} --data.data_dir {MULTI30K} --data.cache_dir {tmp_path / 'cache'} "
+        f"--data.train.limit 200 --data.val.limit 20 --model.network.architecture {architecture} "
+        "--trainer.precision bf16-mixed --trainer.accumulate_grad_batches 2 --trainer.max_steps 2 "
+        # validate (greedy decoding under autocast) once, after the 2nd update
+        "--trainer.val_check_interval 4 --trainer.limit_val_batches 1 --trainer.num_sanity_val_steps 0 "
+        "--trainer.logger false --trainer.enable_checkpointing false --trainer.callbacks=[] "
+        f"--trainer.enable_progress_bar false --trainer.default_root_dir {tmp_path}"
+    )
+    cli = train_cli(options.split(), run=False)
+    before = {name: p.detach().clone() for name, p in cli.model.named_parameters()}
+    trainer = cli.trainer
+    module_step = cli.model.training_step
+
+    def recording_step(batch, batch_idx):  # noqa: ANN001, ANN202
+        loss = module_step(batch, batch_idx)
+        assert loss.dtype == torch.float32  # the loss is computed in float32 from bf16 logits
+        losses.append(float(loss))
+        return loss
+
+    cli.model.training_step = recording_step  # type: ignore[method-assign]
+    trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    assert str(trainer.precision) == "bf16-mixed"
+    assert trainer.global_step == 2 and len(losses) == 4  # 2 updates of 2 accumulated batches each
+    assert all(math.isfinite(loss) for loss in losses)
+    for name, p in cli.model.named_parameters():
+        assert p.dtype == torch.float32, name  # master weights stay float32
+    changed = [name for name, p in cli.model.named_parameters() if not torch.equal(p.detach(), before[name])]
+    assert len(changed) == len(before)
+    assert math.isfinite(float(trainer.callback_metrics["val/loss"]))
+    assert 0.0 <= float(trainer.callback_metrics["val/bleu"]) <= 100.0
