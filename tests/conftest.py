@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 # Tests must never reach the network (CI has none); set before anything imports `datasets`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -23,3 +24,13 @@ def multi30k() -> Path:
     """The real Multi30k directory ({train,val,test_2016_flickr}.{en,fr,de,cs}.gz)."""
     assert MULTI30K.is_dir(), f"Multi30k not found at {MULTI30K} (the tests need ../shared beside the repository)"
     return MULTI30K
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine 2 threads can be many times slower. Commands
+    run in-process set their own thread count (--threads): restore it after each test module."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

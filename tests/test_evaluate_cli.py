@@ -8,22 +8,12 @@ from pathlib import Path
 
 import pytest
 import sacrebleu
-import torch
 
 from nmt.cli import main
 from tests.factories import multi30k_lines, tiny_checkpoint
 
 REFS = multi30k_lines("test_2016_flickr", "fr", 5)
 SRCS = multi30k_lines("test_2016_flickr", "en", 5)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine 2 threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write(path: Path, lines: list[str]) -> str:

@@ -23,7 +23,6 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-import torch
 from factories import multi30k_lines, tiny_checkpoint
 
 from nmt.cli import main as nmt_main
@@ -211,14 +210,6 @@ class Outcome(NamedTuple):
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 SHORT_SEARCH = ["--beam-size", "1", "--max-length-a", "0", "--max-length-b", "6", "--threads", "1"]

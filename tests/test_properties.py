@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-import torch
 from factories import tiny_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -62,14 +61,6 @@ def checkpoint(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("examples")
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def file_of(lines: list[str], *, ending: str, final_newline: bool, bom: bool, directory: Path) -> Path:

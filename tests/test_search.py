@@ -19,15 +19,6 @@ BOS, EOS = 2, 3  # nmt's fixed special ids (PAD 0, UNK 1)
 MODELS = [("rnnsearch", "paper"), ("rnnencdec", "paper"), ("rnnencdec", "cudnn"), ("rnnsearch", "cudnn")]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine 2 threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def peaked_model(architecture: str, cell: str, *, seed: int = 0, tgt_vocab: int = 6) -> nn.Module:
     """A tiny random model whose output distributions are far from uniform (large weights), with EOS
     likely enough that hypotheses of every length compete."""

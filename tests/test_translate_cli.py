@@ -13,22 +13,12 @@ import threading
 from pathlib import Path
 
 import pytest
-import torch
 
 from nmt.checkpoint import load_translator
 from nmt.cli import main
 from tests.factories import multi30k_lines, tiny_checkpoint
 
 LINES = multi30k_lines("test_2016_flickr", "en", 4)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy machine 2 threads can be many times slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import itertools
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -156,9 +156,18 @@ def load_corpus(
         "limit": corpus.limit,
         "signatures": _file_signatures(files),
     }
+    return _pairs_from_generator(_generate_pairs, gen_kwargs, cache_dir)
+
+
+def _pairs_from_generator(
+    generator: Callable[..., Iterator[dict[str, str | None]]],
+    gen_kwargs: dict[str, object],
+    cache_dir: str | os.PathLike[str],
+) -> datasets.Dataset:
+    """An Arrow dataset of {"src", "tgt"} from a generator, cached by `datasets` under a key of its kwargs."""
     try:
         return datasets.Dataset.from_generator(
-            _generate_pairs, features=_FEATURES, cache_dir=os.fspath(cache_dir), gen_kwargs=gen_kwargs
+            generator, features=_FEATURES, cache_dir=os.fspath(cache_dir), gen_kwargs=gen_kwargs
         )
     except DatasetGenerationError as error:
         # `datasets` wraps whatever the generator raised; the user needs our message, not the wrapper's.
@@ -298,15 +307,7 @@ def _load_hf_streaming(
         # Only makes the Arrow cache key change when a local file does.
         "signatures": _file_signatures(corpus.local_files(data_dir=data_dir)),
     }
-    try:
-        return datasets.Dataset.from_generator(
-            _stream_hf_pairs, features=_FEATURES, cache_dir=os.fspath(cache_dir), gen_kwargs=gen_kwargs
-        )
-    except DatasetGenerationError as error:
-        cause = find_input_error(error)
-        if cause is None:
-            raise
-        raise cause from None
+    return _pairs_from_generator(_stream_hf_pairs, gen_kwargs, cache_dir)
 
 
 def _stream_hf_pairs(spec: str, source: str, signatures: object) -> Iterator[dict[str, str | None]]:
