@@ -68,13 +68,17 @@ class RNNSearch(Seq2Seq):
         return torch.cat([self.attention.W_a.weight, self.cell.state_weight])
 
     def _advance(
-        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_weight: Tensor
+        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_weight: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """One step of the recurrence from the precomputed W e(y_{i-1}) + b (B, 3n), s_{i-1} (B, n) and
-        ``state_weight()``. Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
-        query, h_proj = F.linear(s_prev, state_weight).split(
-            (self.attention.attention_dim, state_weight.shape[0] - self.attention.attention_dim), dim=-1
-        )  # W_a s_{i-1} (A.1.2) and the cell's U s_{i-1} (Eqs. 5–6) in one product
+        """One step of the recurrence from the precomputed W e(y_{i-1}) + b (B, 3n) and s_{i-1} (B, n).
+        With ``state_weight()`` (stacked once per sequence) W_a s_{i-1} (A.1.2) and the cell's U s_{i-1}
+        (Eqs. 5–6) are one product; without it (decoding, one step a call) they are two, as stacking the
+        weights every step would cost more than it saves. Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
+        if state_weight is None:
+            query, h_proj = self.attention.W_a(s_prev), None
+        else:
+            A = self.attention.attention_dim
+            query, h_proj = F.linear(s_prev, state_weight).split((A, state_weight.shape[0] - A), dim=-1)
         c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)
         s_i = self.cell(x_emb + self.C(c_i), s_prev, h_proj)
         return s_i, c_i, alpha
@@ -82,7 +86,7 @@ class RNNSearch(Seq2Seq):
     def step(self, y_prev: Tensor, state: tuple[Tensor], enc: Annotations) -> StepOutput:
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         s_prev = state[0]
-        s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc, self.state_weight())
+        s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc)
         t = self.output.features(s_prev, e, self.output.project_context(c_i))
         return StepOutput(torch.log_softmax(self.logits(t).float(), dim=-1), (s_i,), alpha)
 
