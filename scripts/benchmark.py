@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py                     # everything below, each in its own process
     python scripts/benchmark.py train --config configs/multi30k_en_fr_attention.yaml [--steps 60 --warmup 10]
-    python scripts/benchmark.py translate [--checkpoint CKPT] [--beam-size 5 --batch-sentences 32]
+    python scripts/benchmark.py translate [--checkpoint CKPT] [--beam-size 5 --batch-sentences 32] [--dtype D]
     python scripts/benchmark.py score               # phrase pairs/s and peak RSS (scripts/bench_scoring.py)
     python scripts/benchmark.py memory [--scale 20 --steps 200]   # preprocessing and training RSS, 1x vs 20x
     python scripts/benchmark.py ddp [--steps 200]   # tiny.yaml steps/s: 1 process vs 2 DDP processes (gloo)
@@ -11,7 +11,8 @@ train: the real `nmt fit` path (LightningCLI, the config's data pipeline, model 
 warmup + steps updates without validation, logging or checkpoints; target tokens/s (non-padding target
 tokens, EOS included, BOS not — the peers' definition) over the updates after the warm-up.
 translate: beam search over test_2016_flickr.en (1,000 sentences) in batches of 32 consecutive sentences,
-as the peers' harness decodes; sentences/s of the search itself and of the whole `nmt translate` command.
+as the peers' harness decodes; sentences/s of the search itself and of the whole `nmt translate` command,
+in float32 and in bfloat16 (`--dtype`, one of them).
 Without --checkpoint the model has random weights (speed then depends on degenerate hypothesis lengths,
 which the output reports). Every measurement reports its process's peak RSS. Threads are pinned (--threads).
 memory: Multi30k and a corpus `--scale` times larger (its training files repeated, built in a temp dir),
@@ -133,11 +134,13 @@ def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overri
     }
 
 
-def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences: int, lines: int) -> dict:
+def bench_translate(
+    checkpoint: Path | None, *, beam_size: int, batch_sentences: int, lines: int, dtype: str = "float32"
+) -> dict:
     import sacrebleu
     import torch
 
-    from nmt.checkpoint import load_translator
+    from nmt.checkpoint import DTYPES, load_translator
     from nmt.data.batch import collate
     from nmt.data.tokenizer import BOS, EOS
     from nmt.decoding import SearchConfig, search
@@ -153,7 +156,7 @@ def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences:
         sources = [line.rstrip("\n") for line in f][:lines]
     with gzip.open(MULTI30K / "test_2016_flickr.fr.gz", "rt", encoding="utf-8") as f:
         references = [line.rstrip("\n") for line in f][:lines]
-    translator = load_translator(checkpoint)
+    translator = load_translator(checkpoint, dtype=DTYPES[dtype])
     config = SearchConfig(beam_size=beam_size)
     hypotheses: list[str] = []
     pieces = 0
@@ -184,6 +187,8 @@ def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences:
         str(out),
         "--beam-size",
         str(beam_size),
+        "--dtype",
+        dtype,
         "--no-progress",
     ]
     cli_start = time.perf_counter()
@@ -193,6 +198,7 @@ def bench_translate(checkpoint: Path | None, *, beam_size: int, batch_sentences:
         "bench": "translate",
         "checkpoint": str(checkpoint),
         "beam_size": beam_size,
+        "dtype": dtype,
         "batch_sentences": batch_sentences,
         "threads": torch.get_num_threads(),
         "sentences": len(sources),
@@ -311,6 +317,9 @@ def main() -> None:
     parser.add_argument("--beam-size", type=int, default=5)
     parser.add_argument("--batch-sentences", type=int, default=32)
     parser.add_argument("--lines", type=int, default=1000, help="translate: test sentences")
+    parser.add_argument(
+        "--dtype", choices=["float32", "bfloat16"], help="translate: the inference dtype (default: both, in turn)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scale", type=int, default=20, help="memory: how many times Multi30k is repeated")
     args = parser.parse_args()
@@ -339,9 +348,13 @@ def main() -> None:
     if args.what == "ddp":
         bench_ddp(steps=args.steps, warmup=args.warmup, threads=args.threads)
         return
-    if args.what == "translate":
+    if args.what == "translate" and args.dtype is not None:
         result = bench_translate(
-            args.checkpoint, beam_size=args.beam_size, batch_sentences=args.batch_sentences, lines=args.lines
+            args.checkpoint,
+            beam_size=args.beam_size,
+            batch_sentences=args.batch_sentences,
+            lines=args.lines,
+            dtype=args.dtype,
         )
         print(json.dumps(result))
         return
@@ -349,7 +362,7 @@ def main() -> None:
     if args.what in ("all", "train"):
         for config in CONFIGS.values():
             print(json.dumps(in_child(["train", "--config", str(config), *common], args.threads)), flush=True)
-    if args.what == "all":
+    if args.what in ("all", "translate"):
         translate = [
             "translate",
             "--beam-size",
@@ -361,7 +374,8 @@ def main() -> None:
         ]
         if args.checkpoint:
             translate += ["--checkpoint", str(args.checkpoint)]
-        print(json.dumps(in_child(translate, args.threads)), flush=True)
+        for dtype in [args.dtype] if args.dtype else ["float32", "bfloat16"]:
+            print(json.dumps(in_child([*translate, "--dtype", dtype], args.threads)), flush=True)
     if args.what in ("all", "score"):
         subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "bench_scoring.py"), "--threads", str(args.threads)],

@@ -48,7 +48,10 @@ def test_bf16_mixed_with_gradient_accumulation_trains_and_validates(architecture
     assert all(math.isfinite(loss) for loss in losses)
     for name, p in cli.model.named_parameters():
         assert p.dtype == torch.float32, name  # master weights stay float32
-    changed = [name for name, p in cli.model.named_parameters() if not torch.equal(p.detach(), before[name])]
-    assert len(changed) == len(before)
+    unchanged = {name for name, p in cli.model.named_parameters() if torch.equal(p.detach(), before[name])}
+    # W_a s_{i-1} is the same for every source position, and the softmax ignores what all scores share: W_a's
+    # gradient comes only through the curvature of tanh, with v_a starting at 0, so in the first updates it is
+    # below bf16's resolution (exactly 0 with the float32 attention softmax). Every other weight must move.
+    assert unchanged <= {"model.attention.W_a.weight"}, sorted(unchanged)
     assert math.isfinite(float(trainer.callback_metrics["val/loss"]))
     assert 0.0 <= float(trainer.callback_metrics["val/bleu"]) <= 100.0

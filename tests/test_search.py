@@ -316,3 +316,24 @@ def test_ensemble_refuses_different_vocabularies():
     check_same_vocabulary([translator("a.ckpt", b"x"), translator("b.ckpt", b"x")])
     with pytest.raises(InputError, match=r"^c\.ckpt: .*differs from that of a\.ckpt"):
         check_same_vocabulary([translator("a.ckpt", b"x"), translator("b.ckpt", b"x"), translator("c.ckpt", b"y")])
+
+
+@pytest.mark.parametrize("architecture,cell", MODELS)
+def test_bfloat16_search_scores_what_the_float32_model_scores(architecture, cell):
+    """bf16 inference (``--dtype bfloat16``): weights and activations in bf16, the output distribution and the
+    search's sums in float32. Its hypotheses' scores must be the float32 model's teacher-forced scores of the
+    same outputs up to bf16 rounding (about 3 significant digits a step), and its distributions normalised."""
+    model = peaked_model(architecture, cell, seed=3, tgt_vocab=12)
+    fast = peaked_model(architecture, cell, seed=3, tgt_vocab=12).to(torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
+    src, lengths = batch(*SOURCES)
+    with torch.inference_mode():
+        out = fast.step(torch.full((3,), BOS), fast.initial_state(fast.encode(src, lengths)), fast.encode(src, lengths))
+    assert out.log_probs.dtype == torch.float32
+    torch.testing.assert_close(out.log_probs.exp().sum(-1), torch.ones(3), atol=1e-5, rtol=0)
+    config = SearchConfig(beam_size=4, n_best=4, max_length_a=0, max_length_b=6)
+    for sentence, hyps in zip(SOURCES, search(fast, src, lengths, config, bos_id=BOS, eos_id=EOS), strict=True):
+        exact, _ = teacher_forced_log_probs(model, sentence, [(h.tokens, h.complete) for h in hyps])
+        for h, reference in zip(hyps, exact.tolist(), strict=True):
+            steps = len(h.tokens) + h.complete
+            assert abs(h.log_prob - reference) <= 0.05 * steps, (h, reference)

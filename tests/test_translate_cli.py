@@ -125,6 +125,24 @@ def test_scores_and_alignment_columns(checkpoints, tmp_path, capsys):
         assert targets == sorted(set(targets))  # at most one link per target piece, in order
 
 
+@pytest.mark.parametrize("architecture", ["rnnsearch", "rnnencdec"])
+def test_bfloat16_translates_every_line_with_float32_scores(checkpoints, tmp_path, capsys, architecture):
+    """--dtype bfloat16: the same line contract; where it finds the float32 translation (most lines), it gives
+    it about the float32 log-probability, printed from float32 sums."""
+    source = write(tmp_path / "in.txt", [LINES[0], "", *LINES[1:]])
+    options = ["--checkpoint", str(checkpoints[architecture]), "--input", str(source), "--scores"]
+    found = {}
+    for dtype in ("float32", "bfloat16"):
+        status, out, err = run([*options, "--dtype", dtype], capsys)
+        assert status == 0 and err == ""
+        found[dtype] = [line.split("\t") for line in out.split("\n")[:-1]]
+        assert len(found[dtype]) == len(LINES) + 1 and found[dtype][1] == ["", "0.0000"]
+    same = [(a, b) for a, b in zip(found["float32"], found["bfloat16"], strict=True) if a[0] == b[0] and a[0]]
+    assert len(same) >= 2
+    for (_, exact), (_, fast) in same:
+        assert float(fast) == pytest.approx(float(exact), rel=0.02, abs=0.1)
+
+
 def test_n_best_moses_format(checkpoints, tmp_path, capsys):
     source = write(tmp_path / "in.txt", LINES[:2])
     status, out, _ = run(

@@ -70,7 +70,7 @@ def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> N
 
 def translate_texts(args, texts: list[str], config: SearchConfig) -> list[str]:
     """Translate the --src lines with the checkpoint(s), in batches of similar length; in input order."""
-    model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device)
+    model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device, dtype=args.dtype)
     device = device_of(model)
     sources = [
         encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens, prog="nmt evaluate")

@@ -44,7 +44,7 @@ import torch
 from jsonargparse import ArgumentParser
 from jsonargparse.typing import NonNegativeInt, PositiveInt
 
-from nmt.checkpoint import load_translator, resolve_device
+from nmt.checkpoint import DTYPES, load_translator, resolve_device
 from nmt.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from nmt.decoding import Ensemble, Hypothesis, SearchConfig, check_same_vocabulary, search
 from nmt.errors import InputError
@@ -77,6 +77,13 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
         "the mean of their log-probabilities",
     )
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"], help="where to run the model")
+    parser.add_argument(
+        "--dtype",
+        default="float32",
+        choices=list(DTYPES),
+        help="weights and activations: float32 (as trained) or bfloat16 (scores stay float32; about 2x faster "
+        "on GPUs and on CPUs with AVX-512 BF16 or AMX, much slower on CPUs without them)",
+    )
     parser.add_argument(
         "--threads",
         type=NonNegativeInt,
@@ -164,9 +171,12 @@ def build_parser() -> ArgumentParser:
 # -- model --------------------------------------------------------------------------------------------------
 
 
-def load_model(checkpoint: str, ensemble: Sequence[str], device: str, *, need_attention: bool = False):
+def load_model(
+    checkpoint: str, ensemble: Sequence[str], device: str, *, dtype: str = "float32", need_attention: bool = False
+):
     """The model (an ``Ensemble`` when there are several checkpoints) and the shared tokenizer."""
-    translators = [load_translator(path, device=resolve_device(device)) for path in [checkpoint, *ensemble]]
+    where = dict(device=resolve_device(device), dtype=DTYPES[dtype])
+    translators = [load_translator(path, **where) for path in [checkpoint, *ensemble]]
     check_same_vocabulary(translators)
     if need_attention:
         for t in translators:
@@ -350,7 +360,9 @@ def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = search_config(args, parser, n_best=1 if args.n_best is None else args.n_best)
-    model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device, need_attention=args.alignment)
+    model, tokenizer = load_model(
+        args.checkpoint, args.ensemble, args.device, dtype=args.dtype, need_attention=args.alignment
+    )
     device = device_of(model)
 
     def encode(text: str, number: int) -> Source:

@@ -28,6 +28,7 @@ class AdditiveAttention(nn.Module):
         """query = W_a s_{i-1} (B, A); keys = U_a h (B, S, A); h (B, S, D); mask (B, S), False at padding.
         Returns the context c_i (B, D) and the weights α_i (B, S)."""
         e = torch.tanh(keys + query.unsqueeze(1)) @ self.v_a  # (B, S)
-        alpha = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)
-        c = torch.bmm(alpha.unsqueeze(1), h).squeeze(1)  # (B, 1, S) @ (B, S, D) -> (B, D)
+        # the softmax in float32 whatever the weights' dtype (bf16 inference, mixed-precision training)
+        alpha = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32)
+        c = torch.bmm(alpha.to(h.dtype).unsqueeze(1), h).squeeze(1)  # (B, 1, S) @ (B, S, D) -> (B, D)
         return c, alpha

@@ -88,7 +88,7 @@ class RNNEncoderDecoder(Seq2Seq):
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         h = self._recur(self._embedding_gates(e) + enc.c_gates, state[0])
         t = self.output.features(h, e, enc.c_out)  # g(h'_t, y_{t-1}, c)
-        return StepOutput(torch.log_softmax(self.logits(t).float(), dim=-1), (h,), None)
+        return StepOutput(torch.log_softmax(self.logits(t), dim=-1, dtype=torch.float32), (h,), None)
 
     def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)

@@ -88,7 +88,7 @@ class RNNSearch(Seq2Seq):
         s_prev = state[0]
         s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc)
         t = self.output.features(s_prev, e, self.output.project_context(c_i))
-        return StepOutput(torch.log_softmax(self.logits(t).float(), dim=-1), (s_i,), alpha)
+        return StepOutput(torch.log_softmax(self.logits(t), dim=-1, dtype=torch.float32), (s_i,), alpha)
 
     def teacher_forced(self, enc: Annotations, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
