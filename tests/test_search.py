@@ -328,7 +328,8 @@ def test_bfloat16_search_scores_what_the_float32_model_scores(architecture, cell
     assert all(p.dtype == torch.bfloat16 for p in fast.parameters())
     src, lengths = batch(*SOURCES)
     with torch.inference_mode():
-        out = fast.step(torch.full((3,), BOS), fast.initial_state(fast.encode(src, lengths)), fast.encode(src, lengths))
+        enc = fast.encode(src, lengths)
+        out = fast.step(torch.full((3,), BOS), fast.initial_state(enc), enc)
     assert out.log_probs.dtype == torch.float32
     torch.testing.assert_close(out.log_probs.exp().sum(-1), torch.ones(3), atol=1e-5, rtol=0)
     config = SearchConfig(beam_size=4, n_best=4, max_length_a=0, max_length_b=6)

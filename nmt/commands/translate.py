@@ -175,8 +175,8 @@ def load_model(
     checkpoint: str, ensemble: Sequence[str], device: str, *, dtype: str = "float32", need_attention: bool = False
 ):
     """The model (an ``Ensemble`` when there are several checkpoints) and the shared tokenizer."""
-    where = dict(device=resolve_device(device), dtype=DTYPES[dtype])
-    translators = [load_translator(path, **where) for path in [checkpoint, *ensemble]]
+    target, weights_dtype = resolve_device(device), DTYPES[dtype]
+    translators = [load_translator(path, device=target, dtype=weights_dtype) for path in [checkpoint, *ensemble]]
     check_same_vocabulary(translators)
     if need_attention:
         for t in translators:
