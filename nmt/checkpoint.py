@@ -13,6 +13,7 @@ import dataclasses
 import pickle
 import re
 import typing
+import warnings
 from pathlib import Path
 from typing import NamedTuple
 
@@ -90,7 +91,10 @@ def _read(path: str) -> object:
     if not Path(path).is_file():
         raise InputError(path=path, message="checkpoint not found")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # Corrupt bytes can look like an unknown pickle protocol; the error below says it in one line.
+            warnings.filterwarnings("ignore", message="Detected pickle protocol", category=UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         refused = _UNSAFE_GLOBAL.search(str(e))
         if refused:  # the pickle asks for a function or class: loading it would run code
@@ -103,6 +107,8 @@ def _read(path: str) -> object:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         detail = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else "the file is empty or cut short"
         raise InputError(path=path, message=f"not a readable checkpoint ({detail})") from None
+    except Exception as e:  # noqa: BLE001 - corrupt bytes fail inside the unpickler in many ways (unknown opcode: KeyError, …)
+        raise InputError(path=path, message=f"not a readable checkpoint (corrupt data: {type(e).__name__})") from None
 
 
 def _metadata(path: str, ckpt: object) -> dict:

@@ -146,9 +146,9 @@ def test_weights_of_another_model_variant_name_the_mismatch(metadata_of, weights
 
 @pytest.mark.parametrize(
     ("content", "message"),
-    [(b"", "the file is empty or cut short"), (os.urandom(2000), "not a readable checkpoint"),
-     (None, "not a readable checkpoint"), (b"[1, 2]", "not a readable checkpoint")],
-    ids=["empty file", "random bytes", "truncated zip", "not a pickle"],
+    [(b"", "the file is empty or cut short"), (None, "not a readable checkpoint"),
+     (b"[1, 2]", "not a readable checkpoint")],
+    ids=["empty file", "truncated zip", "not a pickle"],
 )  # fmt: skip
 def test_files_that_are_not_checkpoints(content, message, checkpoints, tmp_path):
     path = tmp_path / "x.ckpt"
@@ -159,3 +159,18 @@ def test_files_that_are_not_checkpoints(content, message, checkpoints, tmp_path)
     torch.save([1, 2], path)
     with pytest.raises(InputError, match="not an nmt checkpoint"):
         load_translator(path)
+
+
+def test_random_bytes_are_never_a_traceback(tmp_path):
+    """Corrupt bytes break the unpickler in many ways (unknown opcode, bad length, stack underflow…);
+    every one of them is the same one-line error. Seeded, so a failure names its bytes."""
+    generator = torch.Generator().manual_seed(0)
+    path = tmp_path / "x.ckpt"
+    for trial in range(300):
+        # Half start with a pickle protocol header, so the unpickler gets past the first opcode.
+        body = torch.randint(0, 256, (int(torch.randint(1, 64, (1,), generator=generator)),), generator=generator)
+        header = b"\x80\x02" if trial % 2 else b""
+        path.write_bytes(header + bytes(body.tolist()))
+        with pytest.raises(InputError) as error:
+            load_translator(path)
+        assert "not a readable checkpoint" in str(error.value) and "\n" not in str(error.value), trial
