@@ -163,7 +163,7 @@ def test_files_that_are_not_checkpoints(content, message, checkpoints, tmp_path)
 
 def test_random_bytes_are_never_a_traceback(tmp_path):
     """Corrupt bytes break the unpickler in many ways (unknown opcode, bad length, stack underflow…);
-    every one of them is the same one-line error. Seeded, so a failure names its bytes."""
+    every one of them is the same one-line error. Seeded: a failing trial number reproduces its bytes."""
     generator = torch.Generator().manual_seed(0)
     path = tmp_path / "x.ckpt"
     for trial in range(300):
