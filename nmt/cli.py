@@ -65,7 +65,8 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
     return NMTLightningCLI(
         TranslationModule,
         TranslationDataModule,
-        args=args,
+        # From the shell, args is sys.argv[1:]: let Lightning read it there, or it warns about both on every run.
+        args=None if args == sys.argv[1:] else args,
         run=run,
         # Our token-bucket batch sampler shards across ranks itself.
         trainer_defaults={"use_distributed_sampler": False},

@@ -205,6 +205,13 @@ def test_bad_corpus_is_a_one_line_error(tmp_path):
     assert "train.fr:3:" in last or "train.fr" in last and "3" in last, result.stderr[-2000:]
 
 
+def test_the_shell_command_prints_no_warning_about_its_own_arguments(tmp_path):
+    result = run_nmt(["fit", "--config", str(TINY), "--print_config"], cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "architecture: rnnsearch" in result.stdout
+    assert "args parameter" not in result.stderr, result.stderr[-2000:]
+
+
 def test_missing_checkpoint_is_a_one_line_error(tmp_path):
     result = run_nmt(
         ["test", "--config", str(TINY), "--data.data_dir", str(MULTI30K), "--ckpt_path", str(tmp_path / "none.ckpt")],
