@@ -5,13 +5,18 @@ tensors and plain containers. Everything inference needs — the network's hyper
 sizes and the SentencePiece model(s) as bytes — sits under ``checkpoint["nmt"]``. Everything read is checked
 (format version, metadata types, network options, vocabulary sizes, weight names and shapes, finite weights),
 and each problem is one `InputError` naming it.
+
+`nmt fit|validate|test --ckpt_path` read a training checkpoint the same way before Lightning does
+(`read_training_checkpoint`), and compare it with the network they have built (`check_training_checkpoint`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import pickle
 import re
+import stat
 import typing
 import warnings
 from pathlib import Path
@@ -32,6 +37,9 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 # score in float32 (the models' log_softmax, the search's sums); about twice as fast where the hardware has bf16
 # matrix instructions (GPUs, CPUs with AVX-512 BF16 or AMX), much slower on CPUs without them.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Network options that only shape training (regularisation, the initial weights): a checkpoint still fits a network
+# that differs in them. Every other option changes which weights there are or their shapes.
+_TRAINING_ONLY_OPTIONS = frozenset({"dropout", "init", "init_std", "attention_init_std"})
 
 
 class Translator(NamedTuple):
@@ -86,10 +94,104 @@ def load_translator(
     return Translator(model=model, tokenizer=tokenizer, network=network, path=path)
 
 
+class TrainingCheckpoint(NamedTuple):
+    """What `nmt fit|validate|test --ckpt_path` need to know of a checkpoint before Lightning loads it."""
+
+    path: str
+    network: NetworkConfig
+    vocab_sizes: tuple[int, int]  # (source, target)
+    shapes: dict[str, tuple[int, ...]]  # its state_dict: name -> shape
+    resumable: bool  # it holds the training state (optimizer, loops), not just the weights
+    has_hyper_parameters: bool
+    written_by: str
+
+
+def read_training_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
+    """Read a checkpoint given to ``--ckpt_path`` as inference does (a regular file, ``weights_only=True``, its
+    metadata and weights checked) and keep what `check_training_checkpoint` compares. Raises InputError."""
+    path = os.fspath(path)
+    ckpt = _read(path)
+    meta = _metadata(path, ckpt)
+    written_by = f"checkpoint written by nmt {meta.get('version')}"
+    network = _network(path, meta["network"], written_by)
+    shapes = {}
+    for name, tensor in ckpt["state_dict"].items():
+        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
+            raise InputError(path=path, message=f"its state_dict holds a {type(tensor).__name__} under {name!r}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise InputError(
+                path=path, message=f"weight {name} holds NaN or infinite values (saved from a diverged run?)"
+            )
+        shapes[name] = tuple(tensor.shape)
+    return TrainingCheckpoint(
+        path=path,
+        network=network,
+        vocab_sizes=(meta["src_vocab_size"], meta["tgt_vocab_size"]),
+        shapes=shapes,
+        resumable="optimizer_states" in ckpt and "loops" in ckpt,
+        has_hyper_parameters=bool(ckpt.get("hyper_parameters")),
+        written_by=written_by,
+    )
+
+
+def check_training_checkpoint(
+    checkpoint: TrainingCheckpoint,
+    *,
+    network: NetworkConfig,
+    vocab_sizes: tuple[int, int],
+    vocab_option: str,
+    state_dict: dict[str, torch.Tensor],
+    resume: bool,
+) -> None:
+    """Raise InputError unless `checkpoint`'s weights load into the module whose `state_dict` is given (built with
+    `network` and `vocab_sizes`), naming the first network option (``model.network.*``) or the vocabulary option
+    (`vocab_option`) that differs; with `resume`, it must also hold the training state."""
+    path = checkpoint.path
+    expected = {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
+    missing = sorted(set(expected) - set(checkpoint.shapes))
+    unexpected = sorted(set(checkpoint.shapes) - set(expected))
+    reshaped = [
+        name for name in sorted(set(expected) & set(checkpoint.shapes)) if expected[name] != checkpoint.shapes[name]
+    ]
+    if missing or unexpected or reshaped or checkpoint.vocab_sizes != vocab_sizes:
+        why = "its weights do not fit the configured network"
+        for field in dataclasses.fields(NetworkConfig):
+            theirs, ours = getattr(checkpoint.network, field.name), getattr(network, field.name)
+            unused = (
+                field.name == "attention_dim" and network.architecture == checkpoint.network.architecture == "rnnencdec"
+            )
+            if theirs != ours and field.name not in _TRAINING_ONLY_OPTIONS and not unused:
+                raise InputError(
+                    path=path, message=f"{why}: model.network.{field.name} is {theirs!r} in it, {ours!r} here"
+                )
+        if checkpoint.vocab_sizes != vocab_sizes:
+            theirs, ours = ("/".join(map(str, sizes)) for sizes in (checkpoint.vocab_sizes, vocab_sizes))
+            raise InputError(
+                path=path, message=f"{why}: vocabularies of {theirs} pieces in it, {ours} here ({vocab_option})"
+            )
+        if reshaped:
+            name = reshaped[0]
+            raise InputError(
+                path=path,
+                message=f"weight {name.removeprefix('model.')} has shape {checkpoint.shapes[name]}, the configured "
+                f"network has {expected[name]}",
+            )
+        raise InputError(
+            path=path,
+            message=f"{why}: {len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
+            f"(e.g. {unexpected[:1]}); {checkpoint.written_by}",
+        )
+    if resume and not checkpoint.resumable:
+        raise InputError(
+            path=path,
+            message="it holds the weights only, no optimizer state or training progress (save_weights_only?): "
+            "nmt fit cannot resume from it; nmt validate/test and the inference commands read it",
+        )
+
+
 def _read(path: str) -> object:
     """torch.load with weights_only=True: tensors and plain containers only, never code."""
-    if not Path(path).is_file():
-        raise InputError(path=path, message="checkpoint not found")
+    _check_regular_file(path)
     try:
         with warnings.catch_warnings():
             # Corrupt bytes can look like an unknown pickle protocol; the error below says it in one line.
@@ -109,6 +211,24 @@ def _read(path: str) -> object:
         raise InputError(path=path, message=f"not a readable checkpoint ({detail})") from None
     except Exception as e:  # noqa: BLE001 - corrupt bytes fail inside the unpickler in many ways (unknown opcode: KeyError, …)
         raise InputError(path=path, message=f"not a readable checkpoint (corrupt data: {type(e).__name__})") from None
+
+
+def _check_regular_file(path: str) -> None:
+    """A checkpoint is a regular file: a directory is named as one, and a device or a pipe (/dev/zero, a FIFO,
+    which torch.load would read forever or block on) is refused before it is opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise InputError(path=path, message="checkpoint not found") from None
+    except OSError as e:
+        raise InputError(path=path, message=f"cannot read it ({e.strerror or e})") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(path=path, message="is a directory, not a checkpoint file")
+    if not stat.S_ISREG(mode):
+        kinds = {stat.S_ISCHR: "a character device", stat.S_ISBLK: "a block device", stat.S_ISFIFO: "a pipe",
+                 stat.S_ISSOCK: "a socket"}  # fmt: skip
+        kind = next((name for test, name in kinds.items() if test(mode)), "not a file")
+        raise InputError(path=path, message=f"not a regular file ({kind}); a checkpoint is a file")
 
 
 def _metadata(path: str, ckpt: object) -> dict:

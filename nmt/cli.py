@@ -8,14 +8,20 @@ jsonargparse parsers of their own modules.
 
 from __future__ import annotations
 
+import gc
 import importlib
+import os
+import re
 import signal
+import stat
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from nmt.errors import InputError, TrainingDiverged
+from nmt.textio import utf8_stdout
 
 # command -> module with a ``main(argv) -> int``
 TOOLS = {
@@ -27,18 +33,103 @@ TOOLS = {
     "plot-curves": "nmt.commands.plot_curves",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# The modules whose classes a training config may name (class_path, and any other import path jsonargparse
+# resolves): nmt's own and the libraries it builds on. Checked before anything is imported, since importing a
+# module runs its code. NMT_ALLOW_ANY_CLASS_PATH=1 lifts the restriction (for configs naming your own classes).
+ALLOWED_IMPORT_PREFIXES = ("nmt", "lightning", "torch")
+ALLOW_ANY_CLASS_PATH_ENV = "NMT_ALLOW_ANY_CLASS_PATH"
+_DENIED_IMPORT = re.compile(r"Importing '([\w.]+)' is not allowed")
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_CKPT_PATH_KEYWORDS = ("last", "best", "hpc")  # --ckpt_path values Lightning resolves itself
 
 
 def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a LightningCLI)
     """Lightning's CLI over TranslationModule + TranslationDataModule. args: ["fit", "--config", …] (or,
     with run=False, the options alone: the model, data and trainer are built but nothing is run)."""
-    from lightning.pytorch.cli import LightningCLI
+    from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
+    from nmt.checkpoint import check_training_checkpoint, read_training_checkpoint
     from nmt.data.datamodule import TranslationDataModule
     from nmt.module import TranslationModule
     from nmt.resume import install_atomic_checkpoint_io, newest_resume_checkpoint
 
+    class NMTArgumentParser(LightningArgumentParser):
+        def error(self, message: str, ex: Exception | None = None):  # noqa: ANN206 (jsonargparse's NoReturn)
+            # An import path outside ALLOWED_IMPORT_PREFIXES: one line naming it, not the usage and every type tried.
+            denied = _DENIED_IMPORT.search(message)
+            if denied and self.exit_on_error:
+                key = _PARSER_KEY.search(message)
+                raise InputError(
+                    path="configuration",
+                    message=(f"{key.group(1)}: " if key else "")
+                    + f"class_path {denied.group(1)!r} is outside the modules a config may name "
+                    f"({', '.join(ALLOWED_IMPORT_PREFIXES)}); nothing of it was imported "
+                    f"({ALLOW_ANY_CLASS_PATH_ENV}=1 allows any module)",
+                )
+            super().error(message, ex)
+
     class NMTLightningCLI(LightningCLI):
+        _checkpoint = None  # the --ckpt_path file, as read_training_checkpoint found it
+
+        def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
+            super().parse_arguments(parser, args)
+            # Read --ckpt_path the safe way (a regular file, plain data only: one line for each problem) before
+            # Lightning reads it, which it does next (_parse_ckpt_path), then again when the run starts.
+            subcommand = self.config.get("subcommand")
+            path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if _is_checkpoint_file(path):
+                self._checkpoint = read_training_checkpoint(path)
+
+        def _parse_ckpt_path(self) -> None:
+            # Lightning loads the checkpoint here for hyper-parameters saved in it; nmt's hold none.
+            if self._checkpoint is None or self._checkpoint.has_hyper_parameters:
+                super()._parse_ckpt_path()
+
+        def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
+            # The checkpoint the run will load (`last`, `best` resolved), compared with the network the config builds.
+            kwargs = super()._prepare_subcommand_kwargs(subcommand)
+            path = kwargs.get("ckpt_path")
+            if path in ("last", "best"):
+                path = self._resolved_checkpoint(subcommand, path)
+            if _is_checkpoint_file(path):
+                checkpoint = self._checkpoint
+                if checkpoint is None or checkpoint.path != os.fspath(path):
+                    checkpoint = read_training_checkpoint(path)
+                tokenizer = self.datamodule.tokenizer_config
+                check_training_checkpoint(
+                    checkpoint,
+                    network=self.model.network_config,
+                    vocab_sizes=(self.model.src_vocab_size, self.model.tgt_vocab_size),
+                    vocab_option="data.tokenizer."
+                    + ("model" if tokenizer.model else "src_model/tgt_model" if tokenizer.src_model else "vocab_size"),
+                    state_dict=self.model.state_dict(),
+                    resume=subcommand == "fit",
+                )
+                if "weights_only" in kwargs and kwargs["weights_only"] is None:
+                    kwargs["weights_only"] = True  # what torch.load defaults to, made explicit
+            return kwargs
+
+        def _resolved_checkpoint(self, subcommand: str, keyword: str) -> str | None:
+            """The file Lightning will take for `--ckpt_path last|best` (None: no `last` yet, or not resolvable)."""
+            import warnings
+
+            from lightning.pytorch.trainer.states import TrainerFn
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # "no last checkpoint": Lightning says it itself, once
+                try:
+                    return self.trainer._checkpoint_connector._parse_ckpt_path(
+                        TrainerFn(subcommand), keyword, model_provided=True, model_connected=False
+                    )
+                except ValueError:  # `best`: the best checkpoint of a fit run in this process, and none has run
+                    raise InputError(
+                        path="--ckpt_path",
+                        message=f"{keyword} is the best checkpoint of a fit earlier in the same process; from the "
+                        "command line, give its file (e.g. runs/NAME/checkpoints/best.ckpt)",
+                    ) from None
+                except (AttributeError, TypeError, OSError):  # Lightning's internals moved: its own checks remain
+                    return None
+
         def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
             # The vocabulary sizes are stated once, by the data (its SentencePiece models).
             parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
@@ -62,17 +153,100 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
             if config.get("ckpt_path") == "last" and (newest := newest_resume_checkpoint(self.trainer)):
                 config["ckpt_path"] = newest
 
-    return NMTLightningCLI(
-        TranslationModule,
-        TranslationDataModule,
-        # From the shell, args is sys.argv[1:]: let Lightning read it there, or it warns about both on every run.
-        args=None if args == sys.argv[1:] else args,
-        run=run,
-        # Our token-bucket batch sampler shards across ranks itself.
-        trainer_defaults={"use_distributed_sampler": False},
-        save_config_kwargs={"overwrite": True},
-        parser_kwargs={"prog": "nmt"},
-    )
+    _check_config_files(sys.argv[1:] if args is None else args if isinstance(args, (list, tuple)) else [])
+    with _import_paths_restricted():
+        return NMTLightningCLI(
+            TranslationModule,
+            TranslationDataModule,
+            # From the shell, args is sys.argv[1:]: let Lightning read it there, or it warns about both on every run.
+            args=None if args == sys.argv[1:] else args,
+            run=run,
+            # Our token-bucket batch sampler shards across ranks itself.
+            trainer_defaults={"use_distributed_sampler": False},
+            save_config_kwargs={"overwrite": True},
+            parser_kwargs={"prog": "nmt"},
+            parser_class=NMTArgumentParser,
+        )
+
+
+def _is_checkpoint_file(path: object) -> bool:
+    """Whether a --ckpt_path value names a file (not a keyword Lightning resolves, nor a model registry)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    return path not in _CKPT_PATH_KEYWORDS and not os.fspath(path).startswith("registry")
+
+
+@contextmanager
+def _import_paths_restricted() -> Iterator[None]:
+    """While the training CLI parses and builds its classes, jsonargparse imports only from ALLOWED_IMPORT_PREFIXES:
+    any other import path a config or the command line gives is refused before its module is imported (unless
+    $NMT_ALLOW_ANY_CLASS_PATH is 1)."""
+    if os.environ.get(ALLOW_ANY_CLASS_PATH_ENV, "").lower() in ("1", "true", "yes"):
+        yield
+        return
+    from jsonargparse import _common, set_parsing_settings
+
+    keys = ("import_path_verdicts", "import_paths_enforced")
+    saved = {key: _common.parsing_settings[key] for key in keys}  # process-wide settings: restored afterwards
+    set_parsing_settings(import_path_denylist=["*"], import_path_allowlist=list(ALLOWED_IMPORT_PREFIXES))
+    try:
+        yield
+    finally:
+        _common.parsing_settings.update(saved)
+
+
+def _check_config_files(args: list[str]) -> None:
+    """The files given to --config, checked before jsonargparse reads them, so that a file that is not one or
+    not valid YAML is one line naming it (and the line), not a traceback or jsonargparse's "<unicode string>"."""
+    import yaml
+
+    values = iter(args)
+    for arg in values:
+        if arg == "--":
+            break
+        if arg in ("--config", "-c"):
+            path = next(values, None)
+        elif arg.startswith("--config="):
+            path = arg.partition("=")[2]
+        else:
+            continue
+        if path is None:
+            continue
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            if path.endswith((".yaml", ".yml", ".json")):
+                raise InputError(path=path, message="config file not found") from None
+            continue  # jsonargparse reads a --config value that is no file as YAML text
+        if stat.S_ISDIR(mode):
+            raise InputError(path=path, message="is a directory, not a config file")
+        if not stat.S_ISREG(mode):
+            raise InputError(path=path, message="not a regular file; a config is a YAML file")
+        with open(path, "rb") as f:
+            data = f.read()
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as e:
+            line = data.count(b"\n", 0, e.start) + 1
+            raise InputError(path=path, line=line, message=f"not valid UTF-8 (byte 0x{data[e.start]:02x})") from None
+        try:
+            options = yaml.safe_load(text)
+        except yaml.MarkedYAMLError as e:
+            mark = e.problem_mark or e.context_mark
+            where = f"column {mark.column + 1}" if mark else ""
+            if e.context:
+                start = f" from line {e.context_mark.line + 1}" if e.context_mark else ""
+                where += f"; {e.context}{start}"
+            raise InputError(
+                path=path,
+                line=mark.line + 1 if mark else None,
+                message=f"not valid YAML: {e.problem}" + (f" ({where.removeprefix('; ')})" if where else ""),
+            ) from None
+        except yaml.YAMLError as e:
+            raise InputError(path=path, message=f"not valid YAML: {str(e).splitlines()[0]}") from None
+        if not isinstance(options, dict):
+            what = "nothing" if options is None else f"a {type(options).__name__}"
+            raise InputError(path=path, message=f"holds {what}, not a mapping of options (trainer:, model:, data:, …)")
 
 
 def usage() -> str:
@@ -88,30 +262,84 @@ def main(argv: list[str] | None = None) -> int:
         sys.stdout.write(usage())
         return 0 if argv else 2
     command = argv[0]
-    try:
-        if command in TOOLS:
-            with _sigterm_raises():
-                return importlib.import_module(TOOLS[command]).main(argv[1:]) or 0
-        if command in LIGHTNING_COMMANDS:
-            try:
-                train_cli(argv)
-            except FileNotFoundError as e:  # e.g. a --ckpt_path that does not exist: Lightning raises it plainly
-                raise InputError(path=e.filename or command, message=str(e.strerror or e)) from None
-            return 0
-    except InputError as e:
-        print(f"nmt {command}: error: {e}", file=sys.stderr)
-        return 2
-    except TrainingDiverged as e:
-        print(f"nmt {command}: error: {e}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print(f"nmt {command}: interrupted", file=sys.stderr)
-        return 130
-    except _Terminated:
-        print(f"nmt {command}: terminated", file=sys.stderr)
-        return 128 + signal.SIGTERM
+    if command in TOOLS:
+        before = set(threading.enumerate())
+        status = _reported(command, lambda: _run_tool(command, argv[1:]))
+        _let_helpers_finish(set(threading.enumerate()) - before)
+        return status
+    if command in LIGHTNING_COMMANDS:
+        return _reported(command, lambda: _train(command, argv))
     sys.stderr.write(f"nmt: unknown command {command!r}\n" + usage())
     return 2
+
+
+def _run_tool(command: str, args: list[str]) -> int:
+    with _sigterm_raises(), utf8_stdout():
+        status = importlib.import_module(TOOLS[command]).main(args) or 0
+        sys.stdout.flush()  # here, so that a full disk or a closed stdout is reported like any error
+    return status
+
+
+def _train(command: str, argv: list[str]) -> int:
+    from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+    try:
+        train_cli(argv)
+    except SIGTERMException:
+        # Lightning stops at the next batch boundary (ResumeCheckpoint writes last.ckpt there) and raises a
+        # SystemExit with status 0: a run cut short must not look finished to `nmt fit … && next step`.
+        raise _Terminated from None
+    except FileNotFoundError as e:  # e.g. a --ckpt_path that does not exist: Lightning raises it plainly
+        raise InputError(path=e.filename or command, message=str(e.strerror or e)) from None
+    return 0
+
+
+def _reported(command: str, run: Callable[[], int]) -> int:
+    """run(), its errors told in one line on stderr; the exit status."""
+    try:
+        return run()
+    except BrokenPipeError:  # the reader of our output went away (`| head`): stop quietly, like `cat`
+        return 128 + signal.SIGPIPE  # (what was left for stdout went to /dev/null: see utf8_stdout)
+    except InputError as e:
+        _say(f"nmt {command}: error: {e}")
+        return 2
+    except TrainingDiverged as e:
+        _say(f"nmt {command}: error: {e}")
+        return 1
+    except KeyboardInterrupt:
+        _say(f"nmt {command}: interrupted")
+        return 130
+    except _Terminated:
+        _say(f"nmt {command}: terminated" + (" (resume with --ckpt_path last)" if command == "fit" else ""))
+        return 128 + signal.SIGTERM
+
+
+def _let_helpers_finish(threads: set[threading.Thread], timeout: float = 1.0) -> None:
+    """Give the helper threads a command started (the readers of translate and score) a moment to end before
+    the interpreter does: one stopped at exit inside C++ (SentencePiece, torch) aborts the process ("terminate
+    called without an active exception", exit 134). Called once the command's error, if any, is gone, so that
+    an abandoned pipeline's generators have been closed and have told their threads to stop. A thread still
+    blocked reading its input after `timeout` is left to the interpreter, which abandons it cleanly."""
+    helpers = [t for t in threads if t.name.startswith("nmt-") and t.is_alive()]
+    if not helpers:
+        return
+    gc.collect()  # closes generators kept alive only by reference cycles
+    deadline = time.monotonic() + timeout
+    try:
+        for thread in helpers:
+            thread.join(max(0.0, deadline - time.monotonic()))
+    except KeyboardInterrupt:  # a second Ctrl-C: the user does not want to wait
+        pass
+
+
+def _say(message: str) -> None:
+    """One line on stderr, unless stderr itself is gone (a closed pipe): then there is no one to tell."""
+    if sys.stderr is None:  # closed when Python started (print would write to stdout)
+        return
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except (OSError, ValueError):
+        pass
 
 
 class _Terminated(BaseException):

@@ -21,6 +21,7 @@ from nmt.data.tokenizer import BOS, EOS, PAD
 from nmt.decoding import Hypothesis, SearchConfig, search
 from nmt.errors import TrainingDiverged
 from nmt.loss import smoothed_cross_entropy
+from nmt.memory import RELEASE_EVERY_N_STEPS, release_free_memory
 from nmt.model import NetworkConfig, build_model
 from nmt.resume import collect_rng_states, restore_rng_states
 
@@ -127,6 +128,11 @@ class TranslationModule(L.LightningModule):
         self.log("train/ppl", torch.exp(loss.detach()), batch_size=n_tokens)
         return loss
 
+    def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
+        # Without this, freed memory stays with malloc and the resident size climbs all run long (nmt.memory).
+        if self.global_step % RELEASE_EVERY_N_STEPS == 0:
+            release_free_memory()
+
     def _loss_is_usable(self, loss: torch.Tensor, batch_idx: int) -> bool:
         """False for a NaN/inf loss that `nan_policy` says to skip; raises TrainingDiverged when it says stop,
         when the weights themselves are no longer finite, or after MAX_SKIPPED_IN_A_ROW skips in a row."""
@@ -195,6 +201,7 @@ class TranslationModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_evaluation("val")
+        release_free_memory()  # beam search's shapes differ from training's: hand back what it freed (nmt.memory)
 
     def on_test_epoch_end(self) -> None:
         self._end_evaluation("test")
@@ -224,20 +231,25 @@ class TranslationModule(L.LightningModule):
         self.log(f"{stage}/ppl", math.exp(min(loss, 50.0)), sync_dist=False)
         if self.tokenizer is None or self.trainer.sanity_checking:
             return
+        # Every rank has every rank's hypotheses, so BLEU (and what early stopping and the best checkpoint
+        # decide from it) is the same on all of them.
         decoded = self._gather_hypotheses()
-        refs = self.trainer.datamodule.references(stage)
-        missing = [i for i in range(len(refs)) if i not in decoded]
-        if missing:
-            raise RuntimeError(f"{stage}: decoded {len(decoded)} of {len(refs)} sentences (first missing {missing[0]})")
-        hypotheses = [decoded[i] for i in range(len(refs))]
+        all_refs = self.trainer.datamodule.references(stage)
+        # `limit_val_batches`, `fast_dev_run` and the like decode a subset: score what was decoded, and say so.
+        indices = sorted(decoded)
+        if not indices:
+            rank_zero_warn(f"{stage}: no sentence was decoded (limit_{stage}_batches?); no BLEU")
+            return
+        hypotheses, refs = [decoded[i] for i in indices], [all_refs[i] for i in indices]
         bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
         bleu_score, chrf_score = bleu.corpus_score(hypotheses, [refs]), chrf.corpus_score(hypotheses, [refs])
         self.log(f"{stage}/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
         self.log(f"{stage}/chrf", chrf_score.score, sync_dist=False)
+        subset = "" if len(indices) == len(all_refs) else f" over {len(indices)} of {len(all_refs)} sentences"
         rank_zero_info(
             f"{stage} epoch {self.current_epoch} step {self.global_step}: loss {loss:.4f}, "
             f"BLEU {bleu_score.score:.2f} ({bleu.get_signature()}), "
-            f"chrF {chrf_score.score:.2f} ({chrf.get_signature()})"
+            f"chrF {chrf_score.score:.2f} ({chrf.get_signature()}){subset}"
         )
 
     def _gather_hypotheses(self) -> dict[int, str]:

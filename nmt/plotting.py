@@ -9,8 +9,6 @@ run, and importing this module changes no global matplotlib setting. A figure of
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -18,6 +16,8 @@ from typing import NamedTuple
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from nmt.textio import atomic_output
 
 DPI = 100
 EOS_LABEL = "</s>"
@@ -124,24 +124,11 @@ def scatter_map(
 
 
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> None:
-    """Write the figure (format from the suffix: png, pdf, svg, …) at exactly its size × dpi pixels. It is
-    written under a temporary name and renamed: an interrupted run never leaves half a picture under `path`."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, dpi=dpi, format=path.suffix.lstrip(".").lower())
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+    """Write the figure (format from the suffix: png, pdf, svg, …) at exactly its size × dpi pixels, through
+    `nmt.textio.atomic_output`: under a unique temporary name, renamed when complete (an interrupted run never
+    leaves half a picture under `path`); a device or FIFO is written into. A failed write is an InputError."""
+    with atomic_output(path, binary=True) as f:
+        fig.savefig(f, dpi=dpi, format=Path(path).suffix.lstrip(".").lower())
 
 
 def supported_formats() -> set[str]:

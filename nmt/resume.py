@@ -1,5 +1,12 @@
-"""What lets a killed run continue as if nothing happened: crash-safe checkpoint files, and the random states.
+"""What lets a stopped run continue as if nothing happened: where ``last.ckpt`` is written, crash-safe
+checkpoint files, and the random states.
 
+* `ResumeCheckpoint` writes ``last.ckpt`` only at points from which training can go on exactly as the
+  uninterrupted run would (between two training batches, with any validation of the earlier one done), and
+  records that point explicitly in the checkpoint's loop state. Lightning's own checkpoints are written
+  wherever a hook fires (after the last batch but before the epoch's validation, during the epoch-end hooks,
+  after a stop by ``max_steps``/``max_time`` that Lightning books as a finished epoch) and resuming from
+  those skips or repeats work.
 * `AtomicCheckpointIO` writes a checkpoint to a temporary file beside its target, flushes it to disk and
   renames it over the target, so a kill at any moment leaves either the previous checkpoint or the new
   one, whole. (Lightning's own writer stages the file in the system temp directory and moves it: a copy,
@@ -28,9 +35,11 @@ from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 __all__ = [
     "AtomicCheckpointIO",
+    "ResumeCheckpoint",
     "collect_rng_states",
     "install_atomic_checkpoint_io",
     "newest_resume_checkpoint",
@@ -88,6 +97,176 @@ def install_atomic_checkpoint_io(trainer: L.Trainer) -> None:
     """Make `trainer` write checkpoints with `AtomicCheckpointIO`, unless it was given a CheckpointIO of its own."""
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+class ResumeCheckpoint(ModelCheckpoint):
+    """Writes ``last.ckpt`` (what ``--ckpt_path last`` resumes from) at exact resume points only.
+
+    A resume point is a place between two training batches of epoch ``e``: ``b`` batches done, their
+    updates, logging and any validation that follows them done, nothing of batch ``b`` started (``b = 0``:
+    every earlier epoch finished, its validation, LR-scheduler step and early-stopping check included).
+    It is written
+
+    * every `every_n_train_steps` updates, after the batch that reaches the count (or the next batch that
+      is not followed by validation and not inside a gradient-accumulation window);
+    * at the start of every epoch;
+    * when training stops: after the batch at which ``max_steps`` or ``max_time`` (or an early stop) ends the
+      run, before the validation Lightning then runs at once; at the end of the run when its last epoch was
+      finished; and after SIGTERM, at the batch boundary where Lightning stops (nothing is written when the
+      signal lands during validation or the epoch-end hooks: ``last.ckpt`` is then the previous point).
+
+    The checkpoint's loop state is rewritten to describe that point exactly (``canonical_loop_state``), so
+    Lightning's restart logic resumes with batch ``b`` of epoch ``e`` whatever hook wrote it.
+    """
+
+    def __init__(self, dirpath: str | os.PathLike | None = None, every_n_train_steps: int = 0) -> None:
+        """
+        Args:
+            dirpath: directory of ``last.ckpt`` (default: Lightning's, under the run's root directory).
+            every_n_train_steps: also write it every this many updates (0: at epoch starts and stops only).
+        """
+        if every_n_train_steps < 0:
+            raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
+        super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, enable_version_counter=False)
+        self.every = every_n_train_steps
+        self._point: tuple[int, int] | None = None  # (epoch, batches done) of the write in progress
+
+    @property
+    def state_key(self) -> str:
+        return self._generate_state_key(dirpath=os.fspath(self.dirpath) if self.dirpath else None, every=self.every)
+
+    # ModelCheckpoint's own saving hooks fire at points that are not resume points: replaced by ours.
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        pass
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last_global_step_saved = trainer.global_step  # the point just resumed from is on disk already
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
+        # Lightning keeps the fit loop "restarting" until the end of the epoch it resumed in, and skips that epoch's
+        # LR-scheduler step (a ReduceLROnPlateau would not lower the LR where the uninterrupted run does). By the
+        # first batch the restart is over; the child loops keep their own flags.
+        trainer.fit_loop._restarting = False
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_global_step_saved:
+            self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
+    ) -> None:
+        done = batch_idx + 1
+        stopping = trainer.should_stop or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
+        due = self.every and trainer.global_step - self._last_global_step_saved >= self.every
+        if not (stopping or due) or trainer.global_step == self._last_global_step_saved:
+            return
+        if done >= trainer.num_training_batches or done % trainer.accumulate_grad_batches:
+            return  # the epoch end, or inside an accumulation window: not a resume point
+        if _validation_follows(trainer, batch_idx):
+            return  # written once validation is done: at the next batch, or when the run ends
+        # Lightning counts this batch's update in the logging step only after this hook.
+        self._save_point(trainer, trainer.current_epoch, done, steps=_stepped(trainer) + 1)
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.global_step != self._last_global_step_saved and _epoch_finished(trainer):
+            self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+
+    def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
+        # Lightning raises SIGTERMException only between batches (after validation) or after an epoch's end.
+        if not isinstance(exception, SIGTERMException) or trainer.validating or trainer.sanity_checking:
+            return
+        if trainer.global_step == self._last_global_step_saved:
+            return
+        if _epoch_finished(trainer):
+            self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+            return
+        progress = trainer.fit_loop.epoch_progress.current
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if progress.completed < progress.started and done % trainer.accumulate_grad_batches == 0:
+            if done < trainer.num_training_batches:
+                self._save_point(trainer, progress.completed, done, steps=_stepped(trainer))
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        if self._point is not None:
+            epoch, batches, steps = self._point
+            checkpoint["epoch"] = epoch
+            checkpoint["loops"] = canonical_loop_state(
+                checkpoint["loops"],
+                epoch=epoch,
+                batches=batches,
+                total_batches=trainer.fit_loop.epoch_loop.batch_progress.total.processed,
+                steps=steps,
+            )
+
+    def _save_point(self, trainer: L.Trainer, epoch: int, batches: int, *, steps: int) -> None:
+        self._point = (epoch, batches, steps)
+        try:
+            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+        finally:
+            self._point = None
+
+
+def _epoch_finished(trainer: L.Trainer) -> bool:
+    """Whether the epoch Lightning last ran went through all its batches and its whole end (validation, epoch-end
+    hooks, LR-scheduler step). Lightning books an epoch cut short by a stop as finished too: not this."""
+    progress = trainer.fit_loop.epoch_progress.current
+    batches = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    return progress.completed == progress.started and batches >= trainer.num_training_batches
+
+
+def _stepped(trainer: L.Trainer) -> int:
+    """Lightning's count of batches that stepped the optimizer (the step loggers use)."""
+    return trainer.fit_loop.epoch_loop._batches_that_stepped
+
+
+def _validation_follows(trainer: L.Trainer, batch_idx: int) -> bool:
+    """Whether Lightning validates after training batch `batch_idx` on its schedule (a stop aside)."""
+    loop = trainer.fit_loop.epoch_loop
+    if not loop._should_check_val_epoch():
+        return False
+    if loop.batch_progress.is_last_batch:
+        return True
+    if trainer._val_check_time_interval is not None:
+        return True  # validation by the clock: it may come after any batch
+    if trainer.val_check_batch == float("inf"):
+        return False
+    iteration = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else batch_idx
+    return (iteration + 1) % trainer.val_check_batch == 0
+
+
+def canonical_loop_state(loops: dict[str, Any], *, epoch: int, batches: int, total_batches: int, steps: int) -> dict:
+    """Lightning's loop state for the resume point "`batches` batches of `epoch` done" (see `ResumeCheckpoint`).
+
+    Both forms are states Lightning's restart logic recognises and resumes exactly, whether or not the resumed
+    run sets ``max_steps``: mid-epoch (``batches > 0``), what Lightning saves after a training batch that no
+    validation follows; at an epoch start, what it saves in ``on_train_epoch_start`` (that epoch's start hooks
+    run again on resume) with the batch counters of a restart after a batch. Not the state of finished epochs
+    alone: under ``max_steps`` Lightning would take that for a stop after the last batch and spend an iteration
+    on the validation it thinks is pending. `total_batches` counts the batches trained since the run began and
+    `steps` the batches that stepped the optimizer (the logging step); optimizer and scheduler counters stay.
+    """
+    fit = dict(loops["fit_loop"])
+
+    def counters(done: int) -> dict[str, int]:  # batch `done` ran and its hooks too, but is not booked complete
+        return {"ready": done, "started": done, "processed": done, "completed": done - 1}
+
+    if batches > 0:
+        epochs = {"ready": epoch + 1, "started": epoch + 1, "processed": epoch, "completed": epoch}
+    else:
+        epochs = {"ready": epoch + 1, "started": epoch, "processed": epoch, "completed": epoch}
+    fit["epoch_progress"] = {"total": dict(epochs), "current": dict(epochs)}
+    fit["epoch_loop.batch_progress"] = {
+        "total": counters(total_batches),
+        "current": counters(batches),
+        "is_last_batch": False,
+    }
+    # Restarting after a batch, Lightning counts that batch's update in the logging step itself.
+    fit["epoch_loop.state_dict"] = {**fit.get("epoch_loop.state_dict", {}), "_batches_that_stepped": steps - 1}
+    fit["state_dict"] = {**fit.get("state_dict", {}), "combined_loader": [{"epoch": epoch, "batches_yielded": batches}]}
+    return {**loops, "fit_loop": fit}
 
 
 def newest_resume_checkpoint(trainer: L.Trainer) -> str | None:

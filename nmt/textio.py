@@ -5,8 +5,12 @@ Reading checks each line where it is read and raises ``InputError(path=path, mes
 dropped; the line end ("\\n" or "\\r\\n") is removed and reported, so a writer can keep the input's
 convention. ``-`` means stdin/stdout.
 
-Writing to a file goes to a temporary name beside it and is renamed to the final name only when the
-command finishes: an interrupted run never leaves a short file under the final name.
+Writing to a file goes to a temporary name beside it (unique to the run) and is renamed to the final name only
+when the command finishes: an interrupted run never leaves a short file under the final name. An output is checked
+before the work starts (``check_output``): not a directory, its directory writable, and not one of the command's
+inputs under any name. Standard output, devices and FIFOs are written into, never renamed over. A failed write
+(a full disk, a read-only filesystem) is an ``InputError`` naming the output; standard output is UTF-8 whatever
+the locale (``utf8_stdout``).
 """
 
 from __future__ import annotations
@@ -14,17 +18,19 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import stat
 import sys
 import tempfile
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
 from nmt.errors import InputError
 
 BOM = "\ufeff"
+STDOUT = "stdout"  # how messages name standard output ('-')
 
 
 def stdin_binary() -> IO[bytes]:
@@ -103,31 +109,234 @@ def single_line(text: str) -> str:
     return text.replace("\r", " ").replace("\n", " ") if "\n" in text or "\r" in text else text
 
 
+class _NamedFile(io.FileIO):
+    """A descriptor written to by the text and gzip layers above it, whose failed writes (a full disk, a
+    read-only filesystem, an I/O error) raise one InputError naming the output instead of an OSError from deep
+    inside those layers. A closed pipe stays BrokenPipeError: the reader went away, which the CLI ends quietly."""
+
+    def __init__(self, fd: int, name: str, *, closefd: bool = True) -> None:
+        super().__init__(fd, "wb", closefd=closefd)
+        self.display = name
+        self.refusal: str | None = None  # when set, every write fails with this message (a closed stdout)
+
+    def write(self, data) -> int | None:  # noqa: ANN001 (a bytes-like object)
+        if self.refusal is not None:
+            raise InputError(path=self.display, message=self.refusal)
+        try:
+            return super().write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as error:
+            raise InputError(path=self.display, message=f"cannot write: {error.strerror or error}") from None
+
+
 @contextmanager
-def atomic_output(path: str) -> Iterator[IO[str]]:
-    """A text stream for `path` ('-' = stdout). A file is written under a temporary name in the same
-    directory and renamed on success; on any exception (Ctrl-C included) the temporary file is removed."""
-    if path == "-":
-        yield sys.stdout
-        sys.stdout.flush()
-        return
-    target = Path(path)
-    if not target.parent.is_dir():
-        raise InputError(path=path, message="output directory does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent or ".")
+def _writer(fd: int, name: str, *, binary: bool, gz: bool) -> Iterator[IO]:
+    """A buffered stream on `fd` (closed at the end): bytes, or UTF-8 text; gzip'd when gz."""
+    buffered = io.BufferedWriter(_NamedFile(fd, name))
+    layer: IO[bytes] = gzip.GzipFile(fileobj=buffered, mode="wb") if gz else buffered  # type: ignore[assignment]
     try:
-        with os.fdopen(fd, "wb") as raw:
-            binary: IO[bytes] = gzip.GzipFile(fileobj=raw, mode="wb") if path.endswith(".gz") else raw  # type: ignore[assignment]
-            text = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+        if binary:
+            yield layer
+        else:
+            text = io.TextIOWrapper(layer, encoding="utf-8", newline="")
             yield text
             text.flush()
-            text.detach()  # leaves `binary` open: the gzip trailer is written by close() below
-            if binary is not raw:
-                binary.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
-        os.replace(tmp, target)
+            text.detach()  # leaves `layer` open: the gzip trailer is written by close() below
+        layer.close()
+        buffered.close()
+    except BaseException:
+        for stream in (layer, buffered):  # what is left is dropped: the error raised says why
+            with suppress(Exception):
+                stream.close()
+        raise
+
+
+_stdout: _NamedFile | None = None  # the descriptor under sys.stdout while `utf8_stdout` is in force
+
+
+@contextmanager
+def utf8_stdout() -> Iterator[None]:
+    """While a command runs, sys.stdout writes UTF-8 whatever the locale or PYTHONIOENCODING says, and a failed
+    write (``> /dev/full``) is one InputError naming stdout. A closed descriptor 1 (``>&-``) is an error when it
+    is written to (``check_output('-')`` finds it before the work starts) and is held by /dev/null meanwhile, so
+    that no file we open becomes "standard output". A sys.stdout that is not the process's own (tests capture
+    it) is left alone."""
+    global _stdout
+    original = sys.stdout
+    if original is not sys.__stdout__ or _stdout is not None:
+        yield
+        return
+    if original is None:  # closed when Python started
+        fd = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.fstat(1)
+        except OSError:  # free: hold it
+            os.dup2(fd, 1)
+        raw = _NamedFile(fd, STDOUT)
+        raw.refusal = "cannot write: standard output is closed"
+    else:
+        try:
+            original.flush()
+            raw = _NamedFile(original.fileno(), STDOUT, closefd=False)
+        except (OSError, ValueError):  # no descriptor, or stdout already failing: leave it as it is
+            yield
+            return
+    stream = io.TextIOWrapper(
+        io.BufferedWriter(raw), encoding="utf-8", errors="surrogateescape", newline="\n", line_buffering=raw.isatty()
+    )
+    sys.stdout, _stdout = stream, raw
+    try:
+        yield
+    finally:
+        try:
+            stream.flush()
+        except Exception:  # reported already (or the command failed for another reason): drop the rest
+            discard_stdout()
+            with suppress(Exception):
+                stream.flush()
+        sys.stdout, _stdout = original, None
+        with suppress(Exception):
+            stream.close()
+
+
+def discard_stdout() -> None:
+    """What is left to write to standard output goes to /dev/null: after its reader went away (the Python docs'
+    recipe for SIGPIPE: otherwise the flush at exit fails again, "Exception ignored …") or a write failed."""
+    if _stdout is None:  # not ours to redirect (tests capture it)
+        return
+    if _stdout.refusal is None:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, _stdout.fileno())
+        os.close(devnull)
+    _stdout.refusal = None
+
+
+def _stdout_closed() -> bool:
+    return sys.stdout is None or (_stdout is not None and _stdout.refusal is not None)
+
+
+def _status_of(stream: object) -> os.stat_result | None:
+    """fstat of a stream's descriptor; None when it has none (a stream captured by tests)."""
+    try:
+        return os.fstat(stream.fileno())  # type: ignore[attr-defined]
+    except (AttributeError, OSError, ValueError):
+        return None
+
+
+def _same(a: os.stat_result | None, b: os.stat_result | None) -> bool:
+    return a is not None and b is not None and (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
+
+
+def check_output(path: str | os.PathLike[str] | None, inputs: Iterable[str | os.PathLike[str] | None] = ()) -> str:
+    """Refuse, before any work is done, an output that cannot be written: a directory, one in a directory that
+    does not exist or cannot be written (read-only filesystem, permissions), a closed standard output, and a
+    regular file that is one of `inputs` under any name (the same path, a symbolic or a hard link), which
+    writing would destroy. Returns how `atomic_output` writes it: "stdout", "direct" (a device or FIFO, or a
+    link to one: written into) or "file" (a temporary file renamed over it)."""
+    if path is None:
+        return "file"
+    path = os.fspath(path)
+    if path == "-":
+        if _stdout_closed():
+            raise InputError(path=STDOUT, message="cannot write: standard output is closed")
+        status, name, kind = _status_of(sys.stdout), STDOUT, "stdout"
+    else:
+        name = path
+        try:
+            status: os.stat_result | None = os.stat(path)
+        except FileNotFoundError:
+            status = None
+        except OSError as error:
+            raise InputError(path=path, message=f"cannot write: {error.strerror or error}") from None
+        if status is not None and stat.S_ISDIR(status.st_mode):
+            raise InputError(path=path, message="is a directory")
+        if status is not None and not _stdout_closed() and _same(status, _status_of(sys.stdout)):
+            kind = "stdout"  # /dev/stdout, /proc/self/fd/1, or the file stdout is redirected to
+        elif status is not None and not stat.S_ISREG(status.st_mode):
+            kind = "direct"
+        else:
+            kind = "file"
+            _check_directory(path)
+    if status is not None and stat.S_ISREG(status.st_mode):
+        for given in inputs:
+            if given is None:
+                continue
+            given = os.fspath(given)
+            try:
+                other = _status_of(sys.stdin) if given == "-" else os.stat(given)
+            except OSError:
+                continue
+            if _same(status, other):
+                raise InputError(
+                    path=name, message=f"is the same file as the input {given}; writing it would destroy that input"
+                )
+    return kind
+
+
+def _check_directory(path: str) -> None:
+    """The directory of the (real) file `path` exists and a file can be created in it."""
+    target = Path(os.path.realpath(path))
+    if not target.parent.is_dir():
+        raise InputError(path=path, message="output directory does not exist")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot write in {target.parent}: {error.strerror or error}") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+@contextmanager
+def atomic_output(
+    path: str | os.PathLike[str], *, inputs: Iterable[str | os.PathLike[str] | None] = (), binary: bool = False
+) -> Iterator[IO]:
+    """A stream for `path` ('-' = stdout): UTF-8 text, or bytes with binary; a '.gz' file is compressed. First
+    `check_output(path, inputs)`. Then:
+
+    - a regular file (or a new one) is written under a unique temporary name in its directory and renamed on
+      success; on any exception (Ctrl-C included) the temporary file is removed. A symbolic link to a file
+      stays: the file it points to is replaced.
+    - standard output, and a path that is the same file as it (/dev/stdout), is sys.stdout;
+    - a device or a FIFO (or a link to one) is opened and written into: renaming over it would replace the
+      device or the pipe with a regular file.
+
+    A failed write is an InputError naming `path`."""
+    path = os.fspath(path)
+    kind = check_output(path, inputs)
+    if kind == "stdout":
+        if binary:
+            sys.stdout.flush()
+            yield sys.stdout.buffer
+            sys.stdout.buffer.flush()
+        else:
+            yield sys.stdout
+            sys.stdout.flush()
+        return
+    gz = path.endswith(".gz")
+    if kind == "direct":
+        try:
+            fd = os.open(path, os.O_WRONLY)
+        except OSError as error:
+            raise InputError(path=path, message=f"cannot write: {error.strerror or error}") from None
+        with _writer(fd, path, binary=binary, gz=gz) as stream:
+            yield stream
+        return
+    target = Path(os.path.realpath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot write in {target.parent}: {error.strerror or error}") from None
+    try:
+        with _writer(fd, path, binary=binary, gz=gz) as stream:
+            yield stream
+        try:
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
+            os.replace(tmp, target)
+        except OSError as error:
+            raise InputError(path=path, message=f"cannot write: {error.strerror or error}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
-from factories import tiny_checkpoint
+from factories import MULTI30K, tiny_checkpoint
+from test_training import TINY, run_nmt
 
 from nmt.checkpoint import CHECKPOINT_FORMAT, load_translator
 from nmt.cli import main as nmt_main
@@ -174,3 +176,149 @@ def test_random_bytes_are_never_a_traceback(tmp_path):
         with pytest.raises(InputError) as error:
             load_translator(path)
         assert "not a readable checkpoint" in str(error.value) and "\n" not in str(error.value), trial
+
+
+def test_a_directory_or_a_device_is_named_as_such(tmp_path, capsys):
+    text = tmp_path / "in.txt"
+    text.write_text("a man\n")
+    fifo = tmp_path / "fifo.ckpt"
+    os.mkfifo(fifo)  # reading it would block: refused before it is opened
+    for path, message in [
+        (tmp_path, "is a directory, not a checkpoint file"),
+        (Path("/dev/zero"), "not a regular file"),
+        (fifo, "not a regular file"),
+        (tmp_path / "none.ckpt", "checkpoint not found"),
+    ]:
+        assert nmt_main(["translate", "--checkpoint", str(path), "--input", str(text)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"nmt translate: error: {path}: {message}") and err.count("\n") == 1, err
+
+
+# -- nmt fit/validate/test --ckpt_path: the same reader, before Lightning reads the file ----------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A real training checkpoint: the tiny config trained for 2 steps (its last.ckpt, under runs/tiny/ of the
+    returned directory, with its data cache beside it)."""
+    work = tmp_path_factory.mktemp("fit")
+    result = run_nmt(["fit", *training_options(work), "--trainer.max_steps", "2"], cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (work / LAST).is_file()
+    return work
+
+
+LAST = Path("runs/tiny/checkpoints/last.ckpt")
+
+
+def training_options(work: Path) -> list[str]:
+    return ["--config", str(TINY), "--data.data_dir", str(MULTI30K), "--data.cache_dir", str(work / "cache"),
+            "--data.val.limit", "20", "--data.test.limit", "20"]  # fmt: skip
+
+
+TRAINING_CASES = {  # name -> (the checkpoint, more options, what the error says)
+    "other sizes": ("trained", ["--model.network.emb_dim", "16"], r"model\.network\.emb_dim is 32 in it, 16 here"),
+    "other vocabulary": (
+        "trained",
+        ["--data.tokenizer.vocab_size", "400"],
+        r"vocabularies of 500/500 pieces in it, 400/400 here \(data\.tokenizer\.vocab_size\)",
+    ),
+    "other architecture": (
+        "trained",
+        ["--model.network.architecture", "rnnencdec"],
+        r"model\.network\.architecture is 'rnnsearch' in it, 'rnnencdec' here",
+    ),
+    "other GRU": ("trained", ["--model.network.cell", "cudnn"], r"model\.network\.cell is 'paper' in it, 'cudnn' here"),
+    "zero-byte file": (lambda path: path.write_bytes(b""), [], r"not a readable checkpoint \(the file is empty"),
+    "directory": (lambda path: path.mkdir(), [], r"is a directory, not a checkpoint file"),
+    "/dev/zero": ("/dev/zero", [], r"not a regular file \(a character device\)"),
+    "not an nmt checkpoint": (lambda path: torch.save({"state_dict": {}}, path), [], r"not an nmt checkpoint"),
+    "weight of another shape": (
+        {"model.W_s.weight": torch.zeros(3, 3)},
+        [],
+        r"weight W_s\.weight has shape \(3, 3\), the configured network has \(48, 32\)",
+    ),
+}
+
+
+def training_checkpoint(case, trained: Path, tmp_path: Path) -> Path:
+    """The trained checkpoint ("trained"), a fixed path (a str), a file made by a function, or the trained
+    checkpoint with these state_dict entries (a dict)."""
+    make = TRAINING_CASES[case][0]
+    if make == "trained":
+        return trained / LAST
+    if isinstance(make, str):
+        return Path(make)
+    path = tmp_path / "x.ckpt"
+    if isinstance(make, dict):
+        return edited(trained / LAST, path, lambda c: c["state_dict"].update(make))
+    make(path)
+    return path
+
+
+@pytest.mark.parametrize("command", ["fit", "validate", "test"])
+@pytest.mark.parametrize("case", TRAINING_CASES)
+def test_a_training_checkpoint_that_does_not_fit_is_a_one_line_error(case, command, trained, tmp_path, capsys,
+                                                                       monkeypatch):  # fmt: skip
+    ckpt = training_checkpoint(case, trained, tmp_path)
+    monkeypatch.chdir(tmp_path)
+    status = nmt_main([command, *training_options(trained), *TRAINING_CASES[case][1], "--ckpt_path", str(ckpt)])
+    err = capsys.readouterr().err.splitlines()[-1]  # (in-process, Lightning may first warn about its logger)
+    assert status == 2, err
+    assert re.fullmatch(rf"nmt {command}: error: {re.escape(str(ckpt))}: [^\n]*{TRAINING_CASES[case][2]}.*", err)
+    assert not (tmp_path / "runs").exists()  # refused before anything ran
+
+
+def test_a_checkpoint_that_fits_is_loaded(trained, tmp_path, monkeypatch):
+    """The checks refuse nothing that loads: options that only shape training (dropout, the initialisation) may
+    differ, and an explicit path, `last` and a copy elsewhere all evaluate."""
+    monkeypatch.chdir(tmp_path)
+    shutil.copy(trained / LAST, tmp_path / "copy.ckpt")
+    changed = ["--model.network.dropout", "0.5", "--model.network.init", "pytorch"]
+    assert nmt_main(["validate", *training_options(trained), *changed, "--ckpt_path", "copy.ckpt"]) == 0
+    monkeypatch.chdir(trained)
+    assert nmt_main(["validate", *training_options(trained), "--ckpt_path", "last"]) == 0
+
+
+def test_resuming_last_with_a_changed_config_names_the_change(trained, capsys, monkeypatch):
+    monkeypatch.chdir(trained)  # where `last` is runs/tiny/checkpoints/last.ckpt
+    status = nmt_main(["fit", *training_options(trained), "--model.network.decoder_dim", "24", "--ckpt_path", "last"])
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert status == 2
+    assert err == (
+        f"nmt fit: error: {os.path.realpath(trained / LAST)}: its weights do not fit the configured network: "
+        "model.network.decoder_dim is 48 in it, 24 here"
+    )
+
+
+def test_best_names_no_file_from_the_command_line(trained, tmp_path, capsys, monkeypatch):
+    """`best` is the best checkpoint of a fit earlier in the same process: a new process has none."""
+    monkeypatch.chdir(tmp_path)
+    assert nmt_main(["validate", *training_options(trained), "--ckpt_path", "best"]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("nmt validate: error: --ckpt_path: best is the best checkpoint of a fit earlier"), err
+
+
+def test_resuming_from_weights_alone_is_a_one_line_error(trained, tmp_path, capsys, monkeypatch):
+    """A checkpoint without the training state (save_weights_only) can be evaluated, not resumed."""
+    weights = edited(trained / LAST, tmp_path / "weights.ckpt", lambda c: [c.pop("optimizer_states"), c.pop("loops")])
+    monkeypatch.chdir(tmp_path)
+    assert nmt_main(["fit", *training_options(trained), "--ckpt_path", str(weights)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith(f"nmt fit: error: {weights}: ") and "no optimizer state" in err, err
+
+
+@pytest.mark.parametrize("command", ["fit", "validate"])
+def test_a_training_checkpoint_whose_pickle_runs_code_is_refused(command, trained, tmp_path, capsys, monkeypatch):
+    marker = tmp_path / "code-was-run"
+    evil = edited(trained / LAST, tmp_path / "evil.ckpt", lambda c: c.update(payload=CreatesAFile(marker)))
+    monkeypatch.chdir(tmp_path)
+    assert nmt_main([command, *training_options(trained), "--ckpt_path", str(evil)]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err == (
+        f"nmt {command}: error: {evil}: refused to load: its pickle would call posix.open, i.e. run code; nmt reads "
+        "checkpoints as plain data only (torch.load weights_only=True)"
+    )
+    assert not marker.exists()
+    torch.load(evil, weights_only=False)  # the pickle really runs code
+    assert marker.exists()

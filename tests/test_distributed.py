@@ -21,6 +21,7 @@ from test_training import TINY
 
 ROOT = Path(__file__).resolve().parents[1]
 PROBE_DIR = "NMT_TEST_PROBE_DIR"
+pytestmark = pytest.mark.slow
 VAL_LINES = 60
 
 
@@ -59,6 +60,7 @@ def run(args: list[str], cwd: Path, probe: Path, *, devices: int) -> list[dict]:
     """`nmt` on `devices` CPU processes; the probe records of its ranks."""
     probe.mkdir(parents=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), **{PROBE_DIR: str(probe)})
+    env["NMT_ALLOW_ANY_CLASS_PATH"] = "1"  # the probe callback lives in the tests
     ddp = ["--trainer.strategy", "ddp"] if devices > 1 else []
     result = subprocess.run(
         [sys.executable, "-m", "nmt", *args, "--trainer.accelerator", "cpu", "--trainer.devices", str(devices), *ddp,
@@ -66,6 +68,7 @@ def run(args: list[str], cwd: Path, probe: Path, *, devices: int) -> list[dict]:
         cwd=cwd, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
+    (probe / "stderr.txt").write_text(result.stderr)
     records = [json.loads((probe / f"rank{r}.json").read_text()) for r in range(devices)]
     assert all(r["world_size"] == devices for r in records)
     return records
@@ -113,3 +116,17 @@ def test_two_processes_validate_like_one(ddp_fit) -> None:
     for record in pair:
         assert (record["val_bleu"], record["val_chrf"]) == (alone["val_bleu"], alone["val_chrf"])
         assert record["val_loss"] == pytest.approx(alone["val_loss"], rel=1e-6)
+
+
+def test_partial_validation_scores_what_was_decoded_alike_on_every_rank(ddp_fit) -> None:
+    """`limit_val_batches` decodes a subset: BLEU over those sentences (said in the log), the same on every
+    rank, so early stopping and the best checkpoint decide alike; before, a RuntimeError ended the run."""
+    work, common, _ = ddp_fit
+    checkpoint = ["--ckpt_path", str(work / "runs" / "tiny" / "checkpoints" / "last.ckpt")]
+    small = ["--data.val_batch_tokens", "300", "--trainer.limit_val_batches", "1"]  # one batch of several per rank
+    pair = run(["validate", *common, *checkpoint, *small], work, work / "probe-p", devices=2)
+    decoded = sorted(pair[0]["val_indices"] + pair[1]["val_indices"])
+    assert 0 < len(decoded) < VAL_LINES and len(set(decoded)) == len(decoded)
+    assert {int(i) for record in pair for i in record["hypotheses"]} == set(decoded)
+    assert (pair[0]["val_bleu"], pair[0]["val_chrf"]) == (pair[1]["val_bleu"], pair[1]["val_chrf"])
+    assert f"over {len(decoded)} of {VAL_LINES} sentences" in (work / "probe-p" / "stderr.txt").read_text()

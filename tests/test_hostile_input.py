@@ -459,3 +459,118 @@ def test_a_translation_never_spans_two_lines(checkpoint, tmp_path, monkeypatch, 
     source.write_text("a man\nthe dog\n")
     assert nmt_main(["translate", "--checkpoint", str(checkpoint), "--input", str(source), *SHORT_SEARCH]) == 0
     assert capsys.readouterr().out == "one two  three\n" * 2
+
+
+# -- option values ------------------------------------------------------------------------------------------------
+
+BIG = str(10**9)
+OPTION_CASES = {  # command -> option -> bad values (a tuple: the option's several arguments)
+    "translate": {
+        "--beam-size": ["0", "-3", "100000", "abc", "2.5"],
+        "--n-best": ["0", "6", "100000"],  # 6: more than the beam (5)
+        "--alpha": ["-1", "nan", "inf", "11"],
+        "--max-length-a": ["-0.5", "nan", "1e9"],
+        "--max-length-b": ["-1", "100000", "1"],  # 1: with --max-length-a 0, room for nothing but EOS
+        "--batch-tokens": ["0", "-1", BIG],
+        "--max-input-tokens": ["0", "-1", BIG],
+        "--threads": ["-1", "100000"],
+    },
+    "evaluate": {
+        "--beam-size": ["0", "100000"],
+        "--alpha": ["nan"],
+        "--max-length-a": ["inf"],
+        "--max-length-b": ["0"],
+        "--batch-tokens": ["0"],
+        "--max-input-tokens": ["0"],
+        "--threads": ["-1"],
+    },
+    "score": {
+        "--batch-tokens": ["0", "-5", BIG],
+        "--window": ["0", "-1", BIG],
+        "--max-len": ["0", "1", BIG],
+        "--digits": ["-1", "0", "100"],
+        "--floor": ["1", "nan", "-inf"],
+        "--threads": ["-1", "100000"],
+    },
+    "score --nbest": {"--feature-name": ["a b", "RNN=", "x|||y", ""]},
+    "embed": {
+        "--plot-points": ["0", "-1", BIG],
+        "--labels": ["-1", BIG],
+        "--batch-size": ["0", "-1", BIG],
+        "--max-input-tokens": ["0", "-5", BIG],
+        "--seed": ["1.5", "x"],
+    },
+    "plot-attention": {
+        "--beam-size": ["0", "100000"],
+        "--size": [("0", "0"), ("1000", "1000"), ("-1", "3"), ("nan", "3"), ("3",), ("100", "100")],  # 10^8 pixels
+        "--dpi": ["0", "1", "100000", "2000"],  # 2000: the default size at 2000 dpi is too many pixels
+    },
+    "plot-curves": {
+        "--size": [("0", "0"), ("1000", "1000"), ("300", "300")],
+        "--dpi": ["0", "100000", "2400"],
+    },
+}
+OPTIONS = [
+    (command, option, value)
+    for command, by_option in OPTION_CASES.items()
+    for option, values in by_option.items()
+    for value in values
+]
+
+
+def _command_line(command: str, checkpoint: Path, work: Path) -> tuple[list[str], list[Path]]:
+    """A command line that runs (every input clean and small), and the outputs it would write."""
+    ckpt, text, out = str(checkpoint), _clean_lines(work, 2), work / "out.txt"
+    figure = work / "fig.png"
+    if command == "translate":
+        return ["translate", "--checkpoint", ckpt, "--input", str(text), "--output", str(out), *_QUICK], [out]
+    if command == "evaluate":
+        return ["evaluate", "--checkpoint", ckpt, "--src", str(text), "--ref", str(text), *_QUICK], []
+    if command == "score":
+        tsv = work / "pairs.tsv"
+        tsv.write_text("a man\tun homme\n")
+        return ["score", "--checkpoint", ckpt, "--tsv", str(tsv), "--output", str(out), "--device", "cpu"], [out]
+    if command == "score --nbest":
+        nbest = work / "nbest.txt"
+        nbest.write_text("0 ||| un homme ||| d= -1 ||| -1\n")
+        argv = ["score", "--checkpoint", ckpt, "--nbest", str(nbest), "--src", str(text), "--output", str(out)]
+        return argv, [out]
+    if command == "embed":
+        npy = work / "out.npy"
+        argv = ["embed", "--checkpoint", ckpt, "--input", str(text), "--output", str(npy), "--plot", str(figure)]
+        return [*argv, "--device", "cpu"], [npy, figure]
+    if command == "plot-attention":
+        return ["plot-attention", "--checkpoint", ckpt, "--src", "a man", "--output", str(figure)], [figure]
+    metrics = work / "metrics.csv"
+    metrics.write_text("step,train/loss\n1,2.5\n2,2\n")
+    return ["plot-curves", str(metrics), "--output", str(figure)], [figure]
+
+
+_QUICK = ["--max-length-a", "0", "--max-length-b", "6", "--threads", "1"]  # short translations
+
+
+@pytest.mark.parametrize(("command", "option", "value"), OPTIONS, ids=[f"{c} {o} {v!r}" for c, o, v in OPTIONS])
+def test_an_option_out_of_its_range_is_one_line_naming_it(command, option, value, checkpoint, tmp_path, capsys):
+    """Every numeric option of every command has a range: a value outside it (or not a number) is refused in
+    one line naming the option, exit status 2, no traceback, nothing written — before any memory is spent."""
+    argv, outputs = _command_line(command, checkpoint, tmp_path)
+    status = nmt_main([*argv, option, *([value] if isinstance(value, str) else value)])
+    err = capsys.readouterr().err
+    assert status == 2, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    prog = command.split()[0]
+    assert re.match(rf"nmt {prog}: error: {re.escape(option)}: \S", err), err
+    assert not any(path.exists() for path in outputs)
+
+
+def test_a_beam_wider_than_the_target_vocabulary_is_refused(checkpoint, tmp_path, monkeypatch, capsys):
+    """The tiny model has 400 target pieces; a wider beam (allowed by a raised maximum) cannot be filled."""
+    from nmt.commands import options
+
+    monkeypatch.setattr(options.BEAM_SIZE, "high", 10_000)
+    for command in ("translate", "evaluate", "plot-attention"):
+        argv, outputs = _command_line(command, checkpoint, tmp_path)
+        assert nmt_main([*argv, "--beam-size", "401"]) == 2
+        err = capsys.readouterr().err
+        assert re.fullmatch(rf"nmt {command}: error: --beam-size: 401 is wider than the target vocabulary .*\n", err)
+        assert not any(path.exists() for path in outputs)

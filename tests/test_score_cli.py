@@ -8,6 +8,8 @@ from __future__ import annotations
 import gzip
 import itertools
 import math
+import random
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -469,6 +471,85 @@ def test_nbest_errors(checkpoints, tmp_path, capsys):
     assert "no weight for the new feature 'RNN'" in capsys.readouterr().err
     assert nmt(["score", "--checkpoint", ckpt, "--nbest", str(nbest), "--src", str(src), "--feature-name", "tm"]) == 2
     assert "already has a feature 'tm'" in capsys.readouterr().err
+
+
+def test_nbest_reranking_refuses_a_sentence_split_across_the_list(checkpoints, tmp_path, capsys):
+    """--weights re-ranks one sentence's hypotheses at a time, as the list streams through: an id that comes back
+    after another id would be ranked in two pieces (its best not written first), so it is refused, naming the
+    line. Without --weights nothing is re-ranked and any order is fine; a grouped list in any id order is."""
+    (tmp_path / "src").write_text("a man\nthe dog\n")
+    weights = tmp_path / "w"
+    weights.write_text("d= 1\nRNN= 0\n")  # the total is d: the best hypothesis is known in advance
+    nbest, out, ckpt = tmp_path / "nbest", tmp_path / "out", str(checkpoints["en", "fr"])
+    base = ["score", "--checkpoint", ckpt, "--nbest", str(nbest), "--src", str(tmp_path / "src"), "--output", str(out)]
+    split = [b"0 ||| un homme ||| d= -2 ||| -2", b"0 ||| le homme ||| d= -3 ||| -3", b"1 ||| le chien ||| d= -1 ||| -1"]
+    split += [b"1 ||| un chien ||| d= -4 ||| -4", b"0 ||| homme ||| d= -0.5 ||| -0.5"]
+    nbest.write_bytes(b"".join(line + b"\n" for line in split))
+    assert nmt([*base, "--weights", str(weights)]) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        rf"nmt score: error: {re.escape(str(nbest))}:5: sentence id 0 again, after id 1 \(its hypotheses start at "
+        r"line 1\): --weights re-ranks .*\n",
+        err,
+    )
+    assert not out.exists() and not list(tmp_path.glob(".out*"))
+    assert nmt(base) == 0  # no re-ranking: every line scored in place
+
+    def texts() -> list[bytes]:
+        return [line.split(b" ||| ")[1] for line in out.read_bytes().splitlines()]
+
+    assert texts() == [line.split(b" ||| ")[1] for line in split]
+
+    grouped = [split[2], split[3], split[0], split[1], split[4]]  # ids 1 1 0 0 0: grouped, not ascending
+    nbest.write_bytes(b"".join(line + b"\n" for line in grouped))
+    assert nmt([*base, "--weights", str(weights)]) == 0
+    assert texts() == [b"le chien", b"un chien", b"homme", b"un homme", b"le homme"]
+
+    # a malformed line copied through inside a sentence keeps its place; the sentence is still ranked whole
+    malformed = [split[0], b"0 ||| broken ||| d= x ||| -1", split[1], split[4], split[2]]
+    nbest.write_bytes(b"".join(line + b"\n" for line in malformed))
+    assert nmt([*base, "--weights", str(weights), "--skip-malformed"]) == 0
+    assert texts() == [b"homme", b"broken", b"un homme", b"le homme", b"le chien"]
+
+
+def test_a_pairs_score_does_not_depend_on_its_batch(checkpoints, tmp_path):
+    """A pair's score is a function of the pair alone, to the last digit printed: 24 phrase pairs, each scored
+    alone, then among 1,000 others of a real table at different places, with different batch sizes and windows
+    (so with other neighbours, batch sizes and padding), print the same value — p with 6 digits and log p with
+    17 — and 1,000 copies of one pair print 1,000 times its value alone."""
+    ckpt = str(checkpoints["de", "en"])
+    with gzip.open(SMT / "moses-regression-tests/multimodel-model1/phrase-table.gz", "rb") as f:
+        lines = [b"|||".join(line.split(b"|||")[:2]) + b"||| 1\n" for line in itertools.islice(f, 3000)]
+    rng = random.Random(0)
+    targets = rng.sample(lines, 24)
+    table = rng.sample(lines, 1000)
+    places = sorted(rng.sample(range(1024), 24))
+    for place, line in zip(places, targets, strict=True):
+        table.insert(place, line)
+    (tmp_path / "table").write_bytes(b"".join(table))
+    (tmp_path / "same").write_bytes(targets[0] * 1000)
+
+    def scored(name: str, options: list[str]) -> list[bytes]:
+        out = tmp_path / "out"
+        argv = ["score", "--checkpoint", ckpt, "--phrase-table", str(tmp_path / name), "--output", str(out)]
+        assert nmt([*argv, "--device", "cpu", *options]) == 0
+        return out.read_bytes().splitlines()
+
+    for digits in ([], ["--log", "--digits", "17"]):
+        alone = []
+        for line in targets:
+            (tmp_path / "one").write_bytes(line)
+            alone += scored("one", digits)
+        for batching in (
+            [],
+            ["--window", "3"],
+            ["--window", "7"],
+            ["--batch-tokens", "40", "--window", "37"],
+            ["--batch-tokens", "300", "--window", "555"],
+        ):
+            got = scored("table", [*digits, *batching])
+            assert [got[place] for place in places] == alone, batching
+        assert scored("same", digits) == [alone[0]] * 1000
 
 
 def test_one_input_kind_at_a_time(checkpoints, tmp_path, capsys):

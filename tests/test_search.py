@@ -3,6 +3,7 @@ greedy loop, teacher-forced scoring, a hand-checkable probability table, and bat
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import math
 from types import SimpleNamespace
@@ -181,6 +182,30 @@ def test_a_sentence_decodes_the_same_alone_or_in_a_batch(architecture, cell):
         (alone,) = search(model, *batch(sentence), config, bos_id=BOS, eos_id=EOS)
         assert [h.tokens for h in alone] == [h.tokens for h in in_batch]
         torch.testing.assert_close([h.score for h in alone], [h.score for h in in_batch], atol=1e-5, rtol=0)
+
+
+def test_a_batch_beyond_the_memory_bound_is_searched_in_slices(monkeypatch):
+    """Memory does not grow with the batch: beyond MAX_ROWS beam rows, search() takes the sentences a slice at a
+    time, with the same results as all at once."""
+    search_module = importlib.import_module("nmt.decoding.search")  # the package exports search(), the function
+
+    model = peaked_model("rnnsearch", "paper", seed=5, tgt_vocab=15)
+    config = SearchConfig(beam_size=4, n_best=3, length_penalty="length", max_length_a=1.0, max_length_b=3)
+    src, src_lengths = batch(*SOURCES, SOURCES[1])
+    together = search(model, src, src_lengths, config, bos_id=BOS, eos_id=EOS)
+    slices, whole = [], search_module._search
+
+    def one_slice(model, src, *args, **kwargs):
+        slices.append(len(src))
+        return whole(model, src, *args, **kwargs)
+
+    monkeypatch.setattr(search_module, "_search", one_slice)
+    monkeypatch.setattr(search_module, "MAX_ROWS", 8)  # 2 sentences of beam 4
+    sliced = search(model, src, src_lengths, config, bos_id=BOS, eos_id=EOS)
+    assert slices == [2, 2]
+    for a, b in zip(together, sliced, strict=True):
+        assert [h.tokens for h in a] == [h.tokens for h in b]
+        torch.testing.assert_close([h.score for h in a], [h.score for h in b], atol=1e-5, rtol=0)
 
 
 class TableModel(nn.Module):

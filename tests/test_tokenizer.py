@@ -129,3 +129,26 @@ def test_models_with_other_special_ids_are_rejected(corpus: tuple[list[str], lis
 def test_invalid_configs(options: dict[str, object], complaint: str) -> None:
     with pytest.raises(ValueError, match=complaint):
         TokenizerConfig(**options)
+
+
+@pytest.mark.parametrize("joint", [True, False], ids=["joint", "separate"])
+def test_a_vocabulary_the_corpus_cannot_fill_names_the_largest_it_can(
+    corpus: tuple[list[str], list[str]], joint: bool
+) -> None:
+    src, tgt = corpus[0][:500], corpus[1][:500]
+    with pytest.raises(ValueError, match=r"vocab_size=5000 is more than the .* allow: at most \d+ pieces") as error:
+        Tokenizer.train(TokenizerConfig(joint=joint, vocab_size=5000), src, tgt)
+    largest = error.value.largest
+    assert error.value.smallest is None and 100 < largest < 5000
+    # The largest is what the side that failed can make; with separate models the other side may allow less.
+    side = (src + tgt) if joint else src
+    trained = Tokenizer.train(TokenizerConfig(joint=True, vocab_size=largest), side, [])
+    assert trained.src_vocab_size == largest
+    with pytest.raises(ValueError, match=r"at most \d+"):
+        Tokenizer.train(TokenizerConfig(joint=True, vocab_size=largest + 1), side, [])
+
+
+def test_a_vocabulary_smaller_than_the_alphabet_names_the_smallest(corpus: tuple[list[str], list[str]]) -> None:
+    with pytest.raises(ValueError, match=r"vocab_size=30 is less than the .* need: at least \d+ pieces") as error:
+        Tokenizer.train(TokenizerConfig(vocab_size=30), corpus[0][:500], corpus[1][:500])
+    assert error.value.largest is None and error.value.smallest > 30

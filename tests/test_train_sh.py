@@ -4,7 +4,9 @@ command it runs, with `srun` and the Python interpreter replaced by stand-ins th
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -60,3 +62,46 @@ def test_torchrun_worker(stand_ins: Path) -> None:
     assert detected == "train.sh: torchrun worker 5/8 (2 node(s) x 4)"
     assert command.startswith("python -m nmt fit")
     assert "--trainer.num_nodes 2 --trainer.devices 4 --trainer.strategy ddp" in command
+
+
+def test_slurm_job_requeues_on_its_signal_and_the_training_stops_at_a_resume_point(tmp_path: Path) -> None:
+    """scripts/slurm/train.sbatch: SIGUSR1 (sent to the batch script before the time limit) requeues the job;
+    SLURM's SIGTERM to the training (mimicked by the `scontrol` stand-in) ends it, and the job ends with the
+    training's status (143: `nmt fit` stopped at a resume point, not finished)."""
+    submit = tmp_path / "submit"
+    (submit / "scripts").mkdir(parents=True)
+    log, pid = tmp_path / "log", tmp_path / "training.pid"
+    fake_train = submit / "scripts" / "train.sh"
+    fake_train.write_text(
+        "#!/bin/bash\n"
+        f'echo "train.sh $*" >> {log}\n'
+        f"trap 'echo SIGTERM >> {log}; exit 143' TERM\n"
+        f"echo $$ > {pid}\n"
+        "while true; do sleep 0.05; done\n"
+    )
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "scontrol").write_text(f'#!/bin/sh\necho "scontrol $*" >> {log}\nkill -TERM "$(cat {pid})"\n')
+    for tool in (fake_train, bin_dir / "scontrol"):
+        tool.chmod(0o755)
+    env = dict(os.environ, PATH=f"{bin_dir}{os.pathsep}{os.environ['PATH']}", SLURM_JOB_ID="42", SLURM_NNODES="1")
+    env["SLURM_SUBMIT_DIR"] = str(submit)
+    job = subprocess.Popen(
+        ["bash", str(ROOT / "scripts" / "slurm" / "train.sbatch"), "configs/tiny.yaml", "--trainer.max_epochs", "1"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while not pid.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert pid.exists(), "the training never started"
+        job.send_signal(signal.SIGUSR1)
+        output, _ = job.communicate(timeout=30)
+    finally:
+        if job.poll() is None:
+            job.kill()
+    assert job.returncode == 143, output
+    lines = log.read_text().splitlines()
+    assert lines[0].startswith("train.sh configs/tiny.yaml --ckpt_path last")
+    assert lines[1:] == ["scontrol requeue 42", "SIGTERM"]
+    assert "requeueing" in output

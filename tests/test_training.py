@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -113,6 +114,125 @@ def test_a_corpus_spec_our_class_refuses_is_a_one_line_error(capsys):
     )
 
 
+VOCABULARY_ERRORS = {  # name -> (config, options, what the error says after `data.tokenizer.vocab_size: `)
+    # The WMT'14 config (30,000 pieces per side) on Multi30k: its source side cannot give that many.
+    "a WMT config on Multi30k": (
+        ROOT / "configs" / "bahdanau2015_wmt14_en_fr.yaml",
+        ["--data.train.src", "train.en.gz", "--data.train.tgt", "train.fr.gz", "--data.train.limit", "3000",
+         "--data.val.src", "val.en.gz", "--data.val.tgt", "val.fr.gz", "--data.test", "null", "--data.num_proc", "1"],
+        r"30000 is more than the source side of the training corpus allows: at most (\d+) pieces; set "
+        r"data\.tokenizer\.vocab_size to \1 or less",
+    ),
+    "fewer pieces than characters": (
+        TINY,
+        ["--data.tokenizer.vocab_size", "30"],
+        r"30 is less than the training corpus needs: at least (\d+) pieces, one for each character it keeps "
+        r"\(data\.tokenizer\.character_coverage=1\.0\); raise it or lower data\.tokenizer\.character_coverage",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", VOCABULARY_ERRORS)
+def test_a_vocabulary_size_the_corpus_cannot_give_is_a_one_line_error(name, tmp_path, capsys, monkeypatch):
+    config, options, message = VOCABULARY_ERRORS[name]
+    monkeypatch.chdir(tmp_path)
+    data = ["--data.data_dir", str(MULTI30K), "--data.cache_dir", str(tmp_path)]
+    assert nmt_main(["fit", "--config", str(config), *data, *options]) == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert re.fullmatch(rf"nmt fit: error: data\.tokenizer\.vocab_size: {message}", err), err
+
+
+def write_module(directory: Path, name: str, marker: Path) -> None:
+    """A module whose import writes `marker` (what a hostile config could make any importable module do)."""
+    code = f"open({str(marker)!r}, 'w').close()\nimport lightning.pytorch as pl\nclass Thing(pl.Callback): pass\n"
+    (directory / f"{name}.py").write_text(code)
+
+
+CLASS_PATHS = {  # name -> (where the class_path is given, the key the error names)
+    "a callback in the config": (
+        lambda c, cp: c["trainer"]["callbacks"].append({"class_path": cp}), [], "trainer.callbacks"
+    ),
+    "the optimizer in the config": (lambda c, cp: c.update(optimizer={"class_path": cp}), [], "optimizer"),
+    "the logger on the command line": (None, ["--trainer.logger", "{cp}"], "trainer.logger"),
+    "a callback on the command line": (None, ["--trainer.callbacks+={cp}"], "trainer.callbacks"),
+    "the scheduler on the command line": (None, ["--lr_scheduler.class_path", "{cp}"], "lr_scheduler"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", CLASS_PATHS)
+def test_a_class_path_outside_the_allowed_modules_is_refused_unimported(name, tmp_path, capsys, monkeypatch):
+    edit, options, key = CLASS_PATHS[name]
+    module = "hostile_" + re.sub(r"\W", "_", name)
+    marker = tmp_path / "imported"
+    write_module(tmp_path, module, marker)
+    monkeypatch.syspath_prepend(tmp_path)
+    monkeypatch.delenv("NMT_ALLOW_ANY_CLASS_PATH", raising=False)
+    config = yaml.safe_load(TINY.read_text())
+    if edit is not None:
+        edit(config, f"{module}.Thing")
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    options = [option.format(cp=f"{module}.Thing") for option in options]
+    assert nmt_main(["fit", "--config", str(path), *options, "--print_config"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        f"nmt fit: error: configuration: {key}: class_path '{module}.Thing' is outside the modules a config may name "
+        "(nmt, lightning, torch); nothing of it was imported (NMT_ALLOW_ANY_CLASS_PATH=1 allows any module)\n"
+    )
+    assert not marker.exists() and module not in sys.modules
+
+
+def test_the_class_path_allow_list_can_be_lifted(tmp_path):
+    """NMT_ALLOW_ANY_CLASS_PATH=1: a config may name a class of any importable module (its import runs)."""
+    marker = tmp_path / "imported"
+    write_module(tmp_path, "own_callbacks", marker)
+    argv = ["fit", "--config", str(TINY), "--trainer.callbacks+=own_callbacks.Thing", "--print_config"]
+    env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=f"{tmp_path}{os.pathsep}{ROOT}")
+    run = lambda **extra: subprocess.run(  # noqa: E731
+        [sys.executable, "-m", "nmt", *argv], cwd=tmp_path, env={**env, **extra}, capture_output=True, text=True
+    )
+    refused = run()
+    assert refused.returncode == 2 and "own_callbacks.Thing" in refused.stderr and not marker.exists()
+    allowed = run(NMT_ALLOW_ANY_CLASS_PATH="1")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]
+    assert "class_path: own_callbacks.Thing" in allowed.stdout and marker.exists()
+
+
+YAML_ERRORS = {  # name -> (the file's bytes, its line the error names, what it says)
+    "unclosed list": (
+        b"trainer:\n  max_epochs: 2\n  callbacks: [a, b\nmodel:\n  label_smoothing: 0.1\n",
+        4,
+        r"not valid YAML: expected ',' or '\]', but got ':' \(column 6; while parsing a flow sequence from line 3\)",
+    ),
+    "tab indentation": (b"trainer:\n\tmax_epochs: 2\n", 2, r"not valid YAML: found character '\\t' that cannot start"),
+    "invalid UTF-8": (b"# caf\xe9\nseed_everything: 1\n", 1, r"not valid UTF-8 \(byte 0xe9\)"),
+    "empty": (b"", None, r"holds nothing, not a mapping of options"),
+    "a list": (b"- trainer\n", None, r"holds a list, not a mapping of options"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", YAML_ERRORS)
+def test_a_config_that_is_not_valid_yaml_names_the_file_and_line(name, tmp_path, capsys):
+    content, line, message = YAML_ERRORS[name]
+    config = tmp_path / "bad.yaml"
+    config.write_bytes(content)
+    assert nmt_main(["fit", "--config", str(config), "--print_config"]) == 2
+    where = f"{config}:{line}" if line else str(config)
+    err = capsys.readouterr().err
+    assert re.fullmatch(rf"nmt fit: error: {re.escape(where)}: {message}[^\n]*\n", err), err
+
+
+@pytest.mark.parametrize(
+    ("path", "message"),
+    [("configs", "is a directory, not a config file"), ("/dev/zero", "not a regular file"),
+     ("no/such.yaml", "config file not found")],
+)  # fmt: skip
+def test_a_config_path_that_is_no_file_is_a_one_line_error(path, message, capsys, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    assert nmt_main(["fit", "--config", path, "--print_config"]) == 2
+    assert capsys.readouterr().err.startswith(f"nmt fit: error: {path}: {message}")
+
+
 @pytest.fixture(scope="module")
 def trained_run(tmp_path_factory):
     """Train the tiny config for 3 epochs on 3,000 real pairs (validated on 200), after measuring the
@@ -171,7 +291,7 @@ def test_resume_continues_from_last_checkpoint(trained_run):
     resumed = run_nmt(["fit", *common, "--trainer.max_epochs", "4", "--ckpt_path", "last"], cwd=work)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = torch.load(last, weights_only=True)
-    assert after["epoch"] == 3
+    assert after["epoch"] == 4  # the epoch it resumes with: four are done
     assert step_before < after["global_step"] <= step_before * 4 // 3 + 1
 
 
@@ -220,3 +340,19 @@ def test_missing_checkpoint_is_a_one_line_error(tmp_path):
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "none.ckpt" in result.stderr.strip().splitlines()[-1]
+
+
+def test_partial_validation_scores_the_sentences_it_decoded(trained_run, tmp_path):
+    """`limit_val_batches` and `fast_dev_run` validate a subset: BLEU over what was decoded, the subset named in
+    the log (before, `RuntimeError: val: decoded 90 of 100 sentences`)."""
+    work, common, *_ = trained_run
+    cache = ["--data.cache_dir", str(work / ".cache" / "nmt")]
+    last = str(work / "runs" / "tiny" / "checkpoints" / "last.ckpt")
+    validate = run_nmt(
+        ["validate", *common, *cache, "--ckpt_path", last, "--trainer.limit_val_batches", "0.5"], tmp_path
+    )
+    assert validate.returncode == 0, validate.stderr[-3000:]
+    assert re.search(r"BLEU [\d.]+ .* over \d+ of 200 sentences", validate.stderr), validate.stderr[-3000:]
+    quick = run_nmt(["fit", *common, *cache, "--trainer.fast_dev_run", "true"], tmp_path)
+    assert quick.returncode == 0, quick.stderr[-3000:]
+    assert "Traceback" not in quick.stderr

@@ -19,7 +19,11 @@ phrase, like Cho's Fig. 4.
 from __future__ import annotations
 
 import random
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterable
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Literal
 
@@ -28,18 +32,20 @@ import torch
 from jsonargparse import ArgumentParser
 
 from nmt.checkpoint import Translator, load_translator, resolve_device
+from nmt.commands import options
+from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
 from nmt.plotting import save_figure, scatter_map, supported_formats
 from nmt.scoring.moses import unescape
 from nmt.scoring.scorer import windows
-from nmt.textio import read_lines
+from nmt.textio import atomic_output, check_output, read_lines
 
 PROG = "nmt embed"
 _HEADER_BYTES = 128  # fixed-size .npy header, rewritten with the final row count
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by `nmt fit`")
     p.add_argument("--input", required=True, help="phrases in the model's source language, one a line ('-': stdin)")
     p.add_argument("--output", required=True, help="the vectors, a float32 .npy file (N, D)")
@@ -57,17 +63,32 @@ def build_parser() -> ArgumentParser:
         help="invalid UTF-8 in the input: an error, or replaced by U+FFFD",
     )
     p.add_argument("--plot", type=str | None, default=None, help="also draw a 2-D PCA map (PNG, PDF, SVG)")
-    p.add_argument("--labels", type=int, default=40, help="points of the map labelled with their phrase")
-    p.add_argument("--plot-points", type=int, default=5000, help="points drawn (a uniform sample when more)")
-    p.add_argument("--batch-size", type=int, default=256, help="phrases encoded at once")
+    p.add_argument(
+        "--labels",
+        type=options.count(0, options.MAX_PLOT_POINTS),
+        default=40,
+        help="points of the map labelled with their phrase",
+    )
+    p.add_argument(
+        "--plot-points",
+        type=options.count(1, options.MAX_PLOT_POINTS, why_high="held in memory and drawn one by one"),
+        default=5000,
+        help="points drawn (a uniform sample when more)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=options.count(1, options.MAX_EMBED_BATCH, why_high="memory grows with batch × length"),
+        default=256,
+        help="phrases encoded at once",
+    )
     p.add_argument(
         "--max-input-tokens",
-        type=int,
+        type=options.PIECES,
         default=250,
         help="longer phrases are embedded from their first this many pieces (with a warning)",
     )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
-    p.add_argument("--seed", type=int, default=0, help="seed of the plotted and labelled sample")
+    p.add_argument("--seed", type=Range(int), default=0, help="seed of the plotted and labelled sample")
     return p
 
 
@@ -77,12 +98,15 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(path=args.output, message="the output is a NumPy .npy file; name it *.npy")
     if args.plot and (suffix := Path(args.plot).suffix.lstrip(".").lower()) not in supported_formats():
         raise InputError(path=args.plot, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
+    inputs = [args.input, args.checkpoint]
+    check_output(args.output, inputs)  # before the model is loaded
+    check_output(args.plot, inputs)
     translator = load_translator(args.checkpoint, device=resolve_device(args.device))
     rng = random.Random(args.seed)
-    sample: list[tuple[int, str]] = []  # reservoir of (row, phrase) for the plot
+    sample: list[tuple[int, str, np.ndarray]] = []  # reservoir of (row, phrase, vector) for the plot
     lines = (text for text, _ in read_lines(args.input, errors=args.encoding_errors))
     n = 0
-    with NpyRowWriter(args.output) as writer:
+    with NpyRowWriter(args.output, inputs=inputs) as writer:
         for batch in windows(lines, args.batch_size):
             texts = [unescape(t) for t in batch] if args.unescape else batch
             ids = cut_long(translator.tokenizer.encode_src(texts), args.max_input_tokens, path=args.input, first=n + 1)
@@ -96,24 +120,23 @@ def main(argv: list[str] | None = None) -> int:
                     "weights are broken)",
                 )
             writer.write(vectors)
-            for text in batch:
+            for text, vector in zip(batch, vectors, strict=True):
                 if len(sample) < args.plot_points:
-                    sample.append((n, text))
+                    sample.append((n, text, vector))
                 elif (k := rng.randrange(n + 1)) < args.plot_points:
-                    sample[k] = (n, text)
+                    sample[k] = (n, text, vector)
                 n += 1
         if n == 0:
             raise InputError(path=args.input, message="no phrases to embed (the input is empty)")
     print(f"{PROG}: {n:,} phrases -> {args.output} {(n, writer.dim)}", file=sys.stderr)
-    if args.plot:
-        vectors = np.load(args.output, mmap_mode="r")
-        sample.sort()
-        rows = np.array([row for row, _ in sample])
+    if args.plot:  # from the sample's own vectors: the output may be a pipe or a device, not to be read back
+        sample.sort(key=lambda entry: entry[0])
+        vectors = np.stack([vector for _, _, vector in sample])
         try:
-            plot_map(np.asarray(vectors[rows]), [text for _, text in sample], args.plot, labels=args.labels, rng=rng)
+            plot_map(vectors, [text for _, text, _ in sample], args.plot, labels=args.labels, rng=rng)
         except OSError as error:
             raise InputError(path=args.plot, message=f"cannot write: {error.strerror or error}") from None
-        print(f"{PROG}: PCA map of {len(rows):,} phrases -> {args.plot}", file=sys.stderr)
+        print(f"{PROG}: PCA map of {len(sample):,} phrases -> {args.plot}", file=sys.stderr)
     return 0
 
 
@@ -162,18 +185,21 @@ def encoded_vectors(translator: Translator, ids: list[list[int]], *, rnnsearch_v
 
 class NpyRowWriter:
     """Writes a float32 (N, D) ``.npy`` file row block by row block, N unknown in advance: a fixed-size header
-    is written first and rewritten with the final N on close. Memory stays one block."""
+    is written first and rewritten with the final N on close. Memory stays one block. The file is written by
+    `atomic_output` (a unique temporary name, renamed when complete); an output that cannot seek (a FIFO, a
+    terminal) gets the rows spooled to an anonymous temporary file, then header and rows in one go."""
 
-    def __init__(self, path: str) -> None:
-        self.path, self.dim, self.rows = Path(path), None, 0
-        self.tmp = self.path.with_name(f".{self.path.name}.partial")
+    def __init__(self, path: str, *, inputs: Iterable[str | None] = ()) -> None:
+        self.path, self.inputs, self.dim, self.rows = path, list(inputs), None, 0
 
     def __enter__(self) -> NpyRowWriter:
-        try:
-            self.file = open(self.tmp, "wb")
-        except OSError as error:
-            raise InputError(path=self.path, message=f"cannot write: {error.strerror or error}") from None
-        self.file.write(self._header())
+        self._stack = ExitStack()
+        with self._stack:  # closed here only if entering fails
+            self._out = self._stack.enter_context(atomic_output(self.path, inputs=self.inputs, binary=True))
+            seekable = self._out.seekable()
+            self.file = self._out if seekable else self._stack.enter_context(tempfile.TemporaryFile())
+            self.file.write(self._header())
+            self._stack = self._stack.pop_all()
         return self
 
     def write(self, block: np.ndarray) -> None:
@@ -189,16 +215,22 @@ class NpyRowWriter:
         size = _HEADER_BYTES - len(magic) - 2
         return magic + size.to_bytes(2, "little") + body.ljust(size - 1) + b"\n"
 
-    def __exit__(self, kind: type | None, *_: object) -> None:
-        try:
-            if kind is None:
-                self.file.seek(0)
-                self.file.write(self._header())
-            self.file.close()
-            if kind is None:
-                self.tmp.replace(self.path)
-        finally:
-            self.tmp.unlink(missing_ok=True)
+    def _finish(self) -> None:
+        self.file.seek(0)
+        self.file.write(self._header())
+        if self.file is not self._out:
+            self.file.seek(0)
+            shutil.copyfileobj(self.file, self._out)
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, traceback: object) -> bool:
+        if kind is None:
+            try:
+                self._finish()
+            except BaseException:
+                if not self._stack.__exit__(*sys.exc_info()):
+                    raise
+                return False
+        return bool(self._stack.__exit__(kind, error, traceback))
 
 
 def plot_map(vectors: np.ndarray, texts: list[str], path: str, *, labels: int, rng: random.Random) -> None:

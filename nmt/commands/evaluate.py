@@ -19,6 +19,8 @@ from jsonargparse import ArgumentParser
 from sacrebleu.metrics import BLEU, CHRF, TER
 from tqdm import tqdm
 
+from nmt.commands import options
+from nmt.commands.options import CommandParser
 from nmt.commands.translate import (
     add_model_arguments,
     check_finite,
@@ -32,11 +34,11 @@ from nmt.commands.translate import (
 )
 from nmt.decoding import SearchConfig
 from nmt.errors import InputError
-from nmt.textio import atomic_output, read_lines, single_line
+from nmt.textio import atomic_output, check_output, read_lines, single_line
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="nmt evaluate", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="nmt evaluate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--hyp", default=None, help="hypotheses, one per line (instead of --checkpoint/--src)")
     parser.add_argument("--src", default=None, help="source sentences to translate with --checkpoint")
     parser.add_argument("--ref", nargs="+", required=True, metavar="FILE", help="reference translation(s)")
@@ -71,6 +73,7 @@ def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> N
 def translate_texts(args, texts: list[str], config: SearchConfig) -> list[str]:
     """Translate the --src lines with the checkpoint(s), in batches of similar length; in input order."""
     model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device, dtype=args.dtype)
+    options.check_beam_width(args.beam_size, tokenizer.tgt_vocab_size, args.checkpoint)
     device = device_of(model)
     sources = [
         encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens, prog="nmt evaluate")
@@ -106,6 +109,9 @@ def main(argv: list[str]) -> int:
         parser.error("give either --hyp, or --checkpoint with --src")
     if args.checkpoint is not None and args.src is None:
         parser.error("--checkpoint needs --src (the sentences to translate)")
+    inputs = [args.hyp, args.src, *args.ref, args.checkpoint, *args.ensemble]
+    check_output("-")  # the scores; both checked before the (long) translation
+    check_output(args.output, inputs)
     references = [read_texts(path, args.encoding_errors) for path in args.ref]
     if args.hyp is not None:
         hypotheses, hyp_path = read_texts(args.hyp, args.encoding_errors), args.hyp
@@ -116,7 +122,7 @@ def main(argv: list[str]) -> int:
         with torch_threads(args.threads):
             hypotheses = translate_texts(args, texts, search_config(args, parser))
         if args.output is not None:
-            with atomic_output(args.output) as out:
+            with atomic_output(args.output, inputs=inputs) as out:
                 out.writelines(h + "\n" for h in hypotheses)
     for path, refs in zip(args.ref, references, strict=True):
         check_line_counts(hyp_path, len(hypotheses), path, len(refs))

@@ -17,13 +17,15 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from jsonargparse import ArgumentParser
-from jsonargparse.typing import PositiveInt
 
 from nmt.checkpoint import Translator, load_translator, resolve_device
+from nmt.commands import options
+from nmt.commands.options import CommandParser
 from nmt.data.tokenizer import BOS, EOS
 from nmt.decoding import SearchConfig, search
 from nmt.errors import InputError
 from nmt.plotting import DPI, EOS_LABEL, attention_heatmap, save_figure, supported_formats
+from nmt.textio import check_output
 
 PROG = "nmt plot-attention"
 MAX_PIECES = 200  # per side: beyond this the labels overlap, and drawing takes minutes
@@ -39,14 +41,16 @@ class Alignment(NamedTuple):
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="an attention (rnnsearch) checkpoint written by `nmt fit`")
     p.add_argument("--src", required=True, help="the source sentence")
     p.add_argument("--tgt", default=None, help="a target sentence to align (default: the model's translation)")
     p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")
-    p.add_argument("--beam-size", type=PositiveInt, default=1, help="beam width of the model's own translation")
-    p.add_argument("--size", type=float, nargs=2, default=None, metavar=("W", "H"), help="inches (default: by length)")
-    p.add_argument("--dpi", type=PositiveInt, default=DPI, help="pixels per inch of a raster output")
+    p.add_argument("--beam-size", type=options.BEAM_SIZE, default=1, help="beam width of the model's own translation")
+    p.add_argument(
+        "--size", type=options.INCHES, nargs=2, default=None, metavar=("W", "H"), help="inches (default: by length)"
+    )
+    p.add_argument("--dpi", type=options.DPI, default=DPI, help="pixels per inch of a raster output")
     p.add_argument("--device", default="cpu", help="cpu, cuda, auto …")
     return p
 
@@ -93,12 +97,16 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(path=args.output, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
     for option, text in (("--src", args.src), ("--tgt", args.tgt)):
         check_sentence(option, text)
+    if args.size is not None:
+        options.check_figure(*args.size, args.dpi, size_given=True, default_dpi=DPI)
+    check_output(args.output, [args.checkpoint])
     translator = load_translator(args.checkpoint, device=resolve_device(args.device))
     if translator.network.architecture != "rnnsearch":
         raise InputError(
             path=args.checkpoint,
             message=f"no attention to plot: this is a {translator.network.architecture} model (needs rnnsearch)",
         )
+    options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
     for option, text, encode in (
         ("--src", args.src, translator.tokenizer.encode_src),
         ("--tgt", args.tgt, translator.tokenizer.encode_tgt),
@@ -108,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     shown = alignment(translator, args.src, args.tgt, beam_size=args.beam_size)
     title = f"{args.src}\n{shown.translation}"
     fig = attention_heatmap(shown.alpha, shown.src_pieces, shown.tgt_pieces, title=title, size=args.size)
+    options.check_figure(*fig.get_size_inches(), args.dpi, size_given=args.size is not None, default_dpi=DPI)
     try:
         save_figure(fig, args.output, dpi=args.dpi)
     except OSError as error:

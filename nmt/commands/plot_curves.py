@@ -20,22 +20,24 @@ from pathlib import Path
 
 import numpy as np
 from jsonargparse import ArgumentParser
-from jsonargparse.typing import PositiveInt
 
+from nmt.commands import options
+from nmt.commands.options import CommandParser
 from nmt.errors import InputError
 from nmt.plotting import DPI, Series, curves_figure, save_figure, supported_formats
+from nmt.textio import check_output
 
 PROG = "nmt plot-curves"
 PANELS = [("loss", ["train/loss", "val/loss"]), ("BLEU", ["val/bleu"])]
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or metrics.csv files")
     p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")
     p.add_argument("--labels", nargs="+", default=None, help="legend name of each run (default: the paths given)")
-    p.add_argument("--size", type=float, nargs=2, default=[12.0, 4.5], metavar=("W", "H"), help="inches")
-    p.add_argument("--dpi", type=PositiveInt, default=DPI, help="pixels per inch of a raster output")
+    p.add_argument("--size", type=options.INCHES, nargs=2, default=[12.0, 4.5], metavar=("W", "H"), help="inches")
+    p.add_argument("--dpi", type=options.DPI, default=DPI, help="pixels per inch of a raster output")
     return p
 
 
@@ -109,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     labels = args.labels or args.runs
     if len(labels) != len(args.runs) or len(set(labels)) != len(labels):
         raise InputError(path="--labels", message=f"give {len(args.runs)} distinct labels, one per run")
+    options.check_figure(*args.size, args.dpi, size_given=True, default_dpi=DPI)
+    check_output(args.output, [file for run in args.runs for file in metrics_files(Path(run))])
     runs = {}
     for label, run in zip(labels, args.runs, strict=True):
         runs[label] = read_run(Path(run))

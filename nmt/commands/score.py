@@ -18,6 +18,8 @@ out byte for byte as it went in, plus the new value(s):
   list's label style (``RNN:`` for the colon-labelled lists of ~2008); ``--unk-feature`` adds
   ``RNN_unk= n``. ``--weights`` (a moses.ini or ``Name= w …`` lines, with a weight for the new feature)
   rewrites each total as Σ w·f over the printed features and re-orders each sentence's hypotheses by it.
+  A sentence's hypotheses must be consecutive lines, as Moses writes them: the list streams through one
+  sentence at a time, and an id that comes back after another id is an error naming that line.
   Features Moses does not print (UnknownWordPenalty0) are not in the new total.
 
 The text given to the model is the field stripped of surrounding blanks with Moses escapes undone
@@ -31,6 +33,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 import sys
 import time
 from collections import Counter
@@ -42,6 +45,8 @@ import torch
 from jsonargparse import ArgumentParser, Namespace
 
 from nmt.checkpoint import load_translator, resolve_device
+from nmt.commands import options
+from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
 from nmt.scoring.moses import (
     Hypothesis,
@@ -55,14 +60,15 @@ from nmt.scoring.moses import (
     weighted_total,
 )
 from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig, prefetch, windows
-from nmt.textio import atomic_output, read_lines
+from nmt.textio import atomic_output, check_output, read_lines
 
 PROG = "nmt score"
 _WARNINGS_SHOWN = 5  # per kind; the rest are only counted
+_LABEL = re.compile(r"[^\s=:|]+")  # an n-best feature label, without its "=" / ":"
 
 
 def build_parser() -> ArgumentParser:
-    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a checkpoint written by `nmt fit`")
     inputs = p.add_argument_group("input (one of: --phrase-table; --src + --tgt; --tsv; --nbest + --src)")
     inputs.add_argument("--phrase-table", type=str | None, default=None, help="Moses phrase table, plain or .gz")
@@ -88,7 +94,9 @@ def build_parser() -> ArgumentParser:
         "--weights",
         type=str | None,
         default=None,
-        help="n-best: moses.ini or 'Name= w …' lines; rewrite totals and re-rank",
+        help="n-best: moses.ini or 'Name= w …' lines; rewrite totals and re-rank each sentence's hypotheses "
+        "(the lines of a sentence id must be consecutive, as Moses writes them: an id that comes back after "
+        "another is an error)",
     )
     p.add_argument(
         "--skip-malformed",
@@ -102,21 +110,43 @@ def build_parser() -> ArgumentParser:
         help="invalid UTF-8 in a text the model reads: an error, or replaced by U+FFFD",
     )
     p.add_argument("--keep-escapes", action="store_true", help="give the model Moses escapes (&apos;) as they are")
-    p.add_argument("--digits", type=int, default=6, help="significant digits of the values written")
-    p.add_argument("--batch-tokens", type=int, default=ScoringConfig.batch_tokens, help="padded pieces per batch")
-    p.add_argument("--window", type=int, default=ScoringConfig.window, help="lines sorted by length together")
-    p.add_argument("--max-len", type=int, default=ScoringConfig.max_len, help="pieces per side, EOS included")
+    p.add_argument(
+        "--digits",
+        type=options.count(1, options.MAX_DIGITS),
+        default=6,
+        help="significant digits of the values written",
+    )
+    p.add_argument(
+        "--batch-tokens", type=options.BATCH_TOKENS, default=ScoringConfig.batch_tokens, help="padded pieces per batch"
+    )
+    p.add_argument(
+        "--window",
+        type=options.count(1, options.MAX_WINDOW, why_high="the lines of a window are held in memory"),
+        default=ScoringConfig.window,
+        help="lines sorted by length together",
+    )
+    p.add_argument(
+        "--max-len",
+        type=options.count(2, options.MAX_PIECES, why_low="one piece and EOS"),
+        default=ScoringConfig.max_len,
+        help="pieces per side, EOS included",
+    )
     p.add_argument(
         "--too-long",
         type=Literal["truncate", "floor"],
         default="truncate",
         help="an over-long side: truncate it, or give the pair --floor",
     )
-    p.add_argument("--floor", type=float, default=ScoringConfig.floor, help="log p of a floored pair")
+    p.add_argument(
+        "--floor",
+        type=Range(float, high=0.0, why_high="a log-probability is at most 0"),
+        default=ScoringConfig.floor,
+        help="log p of a floored pair",
+    )
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
     p.add_argument(
         "--threads",
-        type=int,
+        type=options.THREADS,
         default=0,
         help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be faster)",
     )
@@ -177,6 +207,11 @@ class Report:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     mode = _mode(args)
+    if mode == "nbest" and not _LABEL.fullmatch(args.feature_name):
+        raise InputError(
+            path="--feature-name",
+            message=f"{args.feature_name!r} cannot be an n-best feature label (no blanks, '=', ':' or '|')",
+        )
     config = ScoringConfig(
         batch_tokens=args.batch_tokens,
         window=args.window,
@@ -185,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         floor=args.floor,
     )
     weights = _weights(args) if mode == "nbest" else None
+    inputs = [args.phrase_table, args.src, args.tgt, args.tsv, args.nbest, args.weights, args.checkpoint]
+    check_output(args.output, inputs)  # before the model is loaded
     threads = torch.get_num_threads()
     if args.threads > 0:
         torch.set_num_threads(args.threads)
@@ -192,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
         translator = load_translator(args.checkpoint, device=resolve_device(args.device))
         scorer = PairScorer(translator, config=config, count_unk=args.unk_feature)
         report = Report(progress=args.progress)
-        with atomic_output(args.output) as out:
+        with atomic_output(args.output, inputs=inputs) as out:
             if mode == "table":
                 _score_table(args, scorer, report, out.buffer)
             elif mode == "nbest":
@@ -372,6 +409,26 @@ def _score_nbest(
 ) -> None:
     path, name = args.nbest, args.feature_name
     sources = [_model_text(args, text) for text, _ in read_lines(args.src, errors=args.encoding_errors)]
+    started: dict[int, int] = {}  # with --weights: sentence id -> the line its run of hypotheses starts at
+    current: int | None = None
+
+    def check_grouped(sentence_id: int, number: int) -> None:
+        """Re-ranking holds one sentence's hypotheses at a time (the list streams through): they must be
+        consecutive lines, as Moses writes them. An id that comes back after another is refused, since its
+        hypotheses would be ranked in two separate pieces."""
+        nonlocal current
+        if sentence_id == current:
+            return
+        if sentence_id in started:
+            raise InputError(
+                path=path,
+                line=number,
+                message=f"sentence id {sentence_id} again, after id {current} (its hypotheses start at line "
+                f"{started[sentence_id]}): --weights re-ranks the hypotheses of a sentence together, so they must "
+                "be consecutive lines, as Moses writes them; sort the list by id first, keeping their order "
+                "(e.g. sort -s -n -k1,1)",
+            )
+        started[sentence_id], current = number, sentence_id
 
     def prepared_windows() -> Iterator:
         for window in windows(enumerate(read_binary_lines(path), start=1), scorer.config.window):
@@ -397,6 +454,8 @@ def _score_nbest(
                         line=number,
                         message=f"the list already has a feature {name!r}; choose --feature-name",
                     )
+                if weights is not None:
+                    check_grouped(hyp.sentence_id, number)
                 hyps.append((number, hyp, None))
                 src.append(sources[hyp.sentence_id])
                 tgt.append(_model_text(args, hyp.text))
@@ -412,8 +471,7 @@ def _score_nbest(
         for number, hyp, problem in hyps:
             if problem is not None:
                 report.warn("malformed", path, number, f"{problem}; copied through")
-                ranker.flush()
-                out.write(hyp)
+                ranker.copy(hyp)
                 continue
             new = {name: format_value(float(scores.logprob[k]), args.digits)}
             if args.unk_feature:
@@ -425,13 +483,22 @@ def _score_nbest(
 
 
 class _Reranker:
-    """Writes hypotheses with their new features. With weights, holds one sentence's hypotheses (a run of
-    lines with the same id) and writes them best first by the new total; without, writes each at once."""
+    """Writes hypotheses with their new features. With weights, holds one sentence's hypotheses (its run of
+    consecutive lines: `_score_nbest` refuses a list whose ids are not grouped) and writes them best first by
+    the new total, a malformed line copied through among them keeping its place; without, writes each line at
+    once."""
 
     def __init__(self, out: IO[bytes], weights: dict[str, list[float]] | None, *, path: str) -> None:
         self.out, self.weights, self.path = out, weights, path
-        self.group: list[tuple[float, bytes]] = []
+        self.group: list[tuple[float, bytes] | bytes] = []  # (total, line) of a hypothesis, or a malformed line
         self.sentence_id: int | None = None
+
+    def copy(self, raw: bytes) -> None:
+        """A malformed line, copied through in its place."""
+        if self.group:
+            self.group.append(raw)
+        else:
+            self.out.write(raw)
 
     def add(self, number: int, hyp: Hypothesis, new: dict[str, str], digits: int) -> None:
         """`new`: the new features' values as they are written (the total is computed from those)."""
@@ -447,6 +514,8 @@ class _Reranker:
         self.group.append((total, hyp.rewrite(new.items(), format_value(total, digits))))
 
     def flush(self) -> None:
-        for _, line in sorted(self.group, key=lambda entry: -entry[0]):  # stable: ties keep their order
-            self.out.write(line)
+        hypotheses = [entry for entry in self.group if isinstance(entry, tuple)]
+        ranked = iter(sorted(hypotheses, key=lambda entry: -entry[0]))  # stable: ties keep their order
+        for entry in self.group:  # the hypotheses' places get them best first; malformed lines stay in theirs
+            self.out.write(next(ranked)[1] if isinstance(entry, tuple) else entry)
         self.group, self.sentence_id = [], None

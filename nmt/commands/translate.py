@@ -32,23 +32,23 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import queue
 import sys
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import IO, NamedTuple
 
 import torch
 from jsonargparse import ArgumentParser
-from jsonargparse.typing import NonNegativeInt, PositiveInt
 
 from nmt.checkpoint import DTYPES, load_translator, resolve_device
+from nmt.commands import options
+from nmt.commands.options import CommandParser, Range
 from nmt.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from nmt.decoding import Ensemble, Hypothesis, SearchConfig, check_same_vocabulary, search
 from nmt.errors import InputError
-from nmt.textio import atomic_output, read_lines, single_line
+from nmt.textio import atomic_output, check_output, read_lines, single_line
 
 _DEFAULTS = SearchConfig()
 _END = object()  # end of input, from the reader thread
@@ -86,35 +86,44 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
     )
     parser.add_argument(
         "--threads",
-        type=NonNegativeInt,
+        type=options.THREADS,
         default=0,
         help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be much faster)",
     )
-    parser.add_argument("--beam-size", type=PositiveInt, default=_DEFAULTS.beam_size, help="beam width (1 = greedy)")
+    parser.add_argument(
+        "--beam-size", type=options.BEAM_SIZE, default=_DEFAULTS.beam_size, help="beam width (1 = greedy)"
+    )
     parser.add_argument(
         "--length-penalty",
         default=_DEFAULTS.length_penalty,
         choices=["none", "length", "gnmt"],
         help="rank finished hypotheses by log_prob / lp(L): lp = 1, L^alpha or ((5+L)/6)^alpha",
     )
-    parser.add_argument("--alpha", type=float, default=_DEFAULTS.alpha, help="exponent of the length penalty")
+    parser.add_argument(
+        "--alpha",
+        type=Range(float, 0.0, 10.0),
+        default=_DEFAULTS.alpha,
+        help="exponent of the length penalty",
+    )
     parser.add_argument(
         "--max-length-a",
-        type=float,
+        type=Range(float, 0.0, 10.0),
         default=_DEFAULTS.max_length_a,
         help="output length limit a·|src| + b (|src| in pieces, EOS included)",
     )
-    parser.add_argument("--max-length-b", type=int, default=_DEFAULTS.max_length_b, help="see --max-length-a")
+    parser.add_argument(
+        "--max-length-b", type=options.count(0, 1000), default=_DEFAULTS.max_length_b, help="see --max-length-a"
+    )
     parser.add_argument(
         "--batch-tokens",
-        type=PositiveInt,
+        type=options.BATCH_TOKENS,
         default=500,
         help="source pieces per batch; a batch has about batch-tokens / |src| × beam-size rows "
         "(500 ≈ 32 Multi30k sentences, the fastest on 1-2 CPU threads; use more on a GPU)",
     )
     parser.add_argument(
         "--max-input-tokens",
-        type=PositiveInt,
+        type=options.PIECES,
         default=250,
         help="longer lines are translated from their first this many pieces (with a warning)",
     )
@@ -127,6 +136,8 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
 
 
 def search_config(args, parser: ArgumentParser, n_best: int = 1) -> SearchConfig:
+    options.check_n_best(n_best, args.beam_size)
+    options.check_output_limit(args.max_length_a, args.max_length_b)
     try:
         return SearchConfig(
             beam_size=args.beam_size,
@@ -142,13 +153,13 @@ def search_config(args, parser: ArgumentParser, n_best: int = 1) -> SearchConfig
 
 
 def build_parser() -> ArgumentParser:
-    parser = ArgumentParser(prog="nmt translate", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog="nmt translate", description=__doc__.split("\n\n")[0])
     parser.add_argument("--input", default="-", help="plain or .gz UTF-8 text, one sentence per line (- = stdin)")
     parser.add_argument("--output", default="-", help="plain or .gz (- = stdout); a file appears when complete")
     add_model_arguments(parser)
     parser.add_argument(
         "--n-best",
-        type=PositiveInt | None,
+        type=options.N_BEST,
         default=None,
         metavar="N",
         help="write the N best translations of every line, Moses format 'id ||| hyp ||| score'",
@@ -287,21 +298,47 @@ def length_batches(sources: Sequence[Source], batch_tokens: int) -> list[list[So
     return batches
 
 
-def start_reader(path: str, encode, *, errors: str, look_ahead: int = 10_000) -> queue.Queue:
-    """A daemon thread that reads and encodes lines into a bounded queue, then puts _END (or the error)."""
+def start_reader(path: str, encode, *, errors: str, look_ahead: int = 10_000) -> tuple[queue.Queue, Callable[[], None]]:
+    """A daemon thread that reads and encodes lines into a bounded queue, then puts _END (or the error).
+
+    Returns the queue and `stop`, which the main thread calls when it is done, whichever way (finished, an
+    error, a closed pipe, Ctrl-C): the reader then ends at its next line. The interpreter may exit while the
+    reader still waits for input (a thread blocked in a read is abandoned cleanly), but never while it is inside
+    `encode` (SentencePiece's C++: a thread stopped there at exit aborts the process, "terminate called without
+    an active exception"): `stop` waits for the line being encoded."""
     items: queue.Queue = queue.Queue(maxsize=look_ahead)
+    stopping = threading.Event()
+    encoding = threading.Lock()  # held while a line is encoded
+
+    def put(item: object) -> bool:
+        while not stopping.is_set():
+            try:
+                items.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False  # the main thread has gone
 
     def read() -> None:
         try:
             for number, (text, _) in enumerate(read_lines(path, errors=errors), start=1):
-                items.put(encode(text, number))
+                with encoding:
+                    if stopping.is_set():
+                        return
+                    source = encode(text, number)
+                if not put(source):
+                    return
         except BaseException as e:  # handed to the main thread, which raises it
-            items.put(e)
+            put(e)
             return
-        items.put(_END)
+        put(_END)
+
+    def stop() -> None:
+        with encoding:
+            stopping.set()
 
     threading.Thread(target=read, name="nmt-translate-reader", daemon=True).start()
-    return items
+    return items, stop
 
 
 # -- output ---------------------------------------------------------------------------------------------------
@@ -360,28 +397,30 @@ def main(argv: list[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     config = search_config(args, parser, n_best=1 if args.n_best is None else args.n_best)
+    inputs = [args.input, args.checkpoint, *args.ensemble]
+    check_output(args.output, inputs)  # before the model is loaded
     model, tokenizer = load_model(
         args.checkpoint, args.ensemble, args.device, dtype=args.dtype, need_attention=args.alignment
     )
+    options.check_beam_width(args.beam_size, tokenizer.tgt_vocab_size, args.checkpoint)
     device = device_of(model)
 
     def encode(text: str, number: int) -> Source:
         return encode_line(tokenizer, text, number=number, path=args.input, max_tokens=args.max_input_tokens)
 
     show_progress = args.output != "-" if args.progress is None else args.progress
-    try:
-        with torch_threads(args.threads), atomic_output(args.output) as out, _progress(show_progress) as bar:
-            # Started once the output is open: a bad output path then stops us before any thread runs.
-            items = start_reader(args.input, encode, errors=args.encoding_errors)
+    with torch_threads(args.threads), atomic_output(args.output, inputs=inputs) as out, _progress(show_progress) as bar:
+        # Started once the output is open: a bad output path then stops us before any thread runs.
+        items, stop_reader = start_reader(args.input, encode, errors=args.encoding_errors)
+        try:
             writer = InOrderWriter(out, tokenizer, args)
             for window in windows(items, WINDOW_BATCHES * args.batch_tokens):
                 for batch in length_batches(window, args.batch_tokens):
                     found = translate_batch(model, batch, config, device)
                     check_finite(batch, found, args.input)
                     bar.update(writer.add(batch, found))
-    except BrokenPipeError:  # the reader of our output went away (e.g. `| head`): stop quietly
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 141
+        finally:
+            stop_reader()
     return 0
 
 

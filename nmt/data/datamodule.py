@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 from nmt.data.batch import Batch, collate
 from nmt.data.corpus import Corpus, corpus_fingerprint, load_corpus
 from nmt.data.sampler import TokenBucketSampler
-from nmt.data.tokenizer import EOS, Tokenizer, TokenizerConfig
+from nmt.data.tokenizer import EOS, Tokenizer, TokenizerConfig, VocabularySizeError
 from nmt.errors import InputError
 
 __all__ = ["TranslationDataModule"]
@@ -266,7 +266,19 @@ class TranslationDataModule(L.LightningDataModule):
         if config.src_model is not None and config.tgt_model is not None:
             return Tokenizer.from_files(config.src_model, config.tgt_model)
         raw = self._load_raw("train")
-        return Tokenizer.train(config, _texts(raw, "src"), _texts(raw, "tgt"))
+        try:
+            return Tokenizer.train(config, _texts(raw, "src"), _texts(raw, "tgt"))
+        except VocabularySizeError as e:  # one line naming the option and the value that works
+            corpus = "the training corpus" if e.side == "joint" else f"the {e.side} side of the training corpus"
+            option = "data.tokenizer.vocab_size"
+            if e.largest is not None:
+                message = f"{e.vocab_size} is more than {corpus} allows: at most {e.largest} pieces; set {option} to "
+                message += f"{e.largest} or less"
+            else:
+                coverage = f"data.tokenizer.character_coverage={config.character_coverage}"
+                message = f"{e.vocab_size} is less than {corpus} needs: at least {e.smallest} pieces, one for each "
+                message += f"character it keeps ({coverage}); raise it or lower data.tokenizer.character_coverage"
+            raise InputError(path=option, message=message) from None
 
     def _load_raw(self, split: Split) -> datasets.Dataset:
         return load_corpus(self.corpora[split], data_dir=self.data_dir, cache_dir=self.cache_dir / "corpora")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import chain
@@ -16,7 +17,7 @@ from typing import Literal
 
 import sentencepiece as spm
 
-__all__ = ["BOS", "EOS", "PAD", "UNK", "UNK_PIECE", "Tokenizer", "TokenizerConfig"]
+__all__ = ["BOS", "EOS", "PAD", "UNK", "UNK_PIECE", "Tokenizer", "TokenizerConfig", "VocabularySizeError"]
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 UNK_PIECE = "<unk>"
@@ -28,6 +29,25 @@ _SPECIAL_PIECES = {"pad_piece": "<pad>", "unk_piece": UNK_PIECE, "bos_piece": "<
 # of its input and options only, whatever machine trains it.
 _TRAIN_THREADS = 16
 _JOINT_FILE, _SRC_FILE, _TGT_FILE = "spm.model", "spm.src.model", "spm.tgt.model"
+# SentencePiece's refusals of a vocab_size (a RuntimeError each, the numbers in its text):
+# "Vocabulary size too high (30000). Please set it to a value <= 7931."
+# "Vocabulary size is smaller than required_chars. 30 vs 69. Increase vocab_size or decrease character_coverage …"
+_TOO_HIGH = re.compile(r"Vocabulary size too high \((\d+)\)\. Please set it to a value <= (\d+)")
+_TOO_LOW = re.compile(r"Vocabulary size is smaller than required_chars\. (\d+) vs (\d+)")
+
+
+class VocabularySizeError(ValueError):
+    """`vocab_size` is more pieces than SentencePiece can make of the training sentences (`largest` is the most it
+    can), or fewer than their characters need (`smallest` is the least). `side`: "joint", "source" or "target"."""
+
+    def __init__(self, *, vocab_size: int, side: str, largest: int | None = None, smallest: int | None = None) -> None:
+        self.vocab_size, self.side, self.largest, self.smallest = vocab_size, side, largest, smallest
+        sentences = "source and target" if side == "joint" else side
+        if largest is not None:
+            what = f"more than the {sentences} sentences allow: at most {largest} pieces"
+        else:
+            what = f"less than the {sentences} sentences need: at least {smallest} pieces (one for each character kept)"
+        super().__init__(f"vocab_size={vocab_size} is {what}")
 
 
 @dataclass(frozen=True)
@@ -124,19 +144,28 @@ class Tokenizer:
             **_SPECIAL_PIECES,
         }
 
-        def train_one(sentences: Iterable[str]) -> bytes:
+        def train_one(sentences: Iterable[str], side: str) -> bytes:
             spm.set_random_generator_seed(config.seed)
             writer = io.BytesIO()
-            spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=writer, **options)
+            try:
+                spm.SentencePieceTrainer.train(sentence_iterator=iter(sentences), model_writer=writer, **options)
+            except RuntimeError as e:  # a vocab_size these sentences cannot give: say which, and the limit
+                if high := _TOO_HIGH.search(str(e)):
+                    raise VocabularySizeError(vocab_size=config.vocab_size, side=side, largest=int(high[2])) from None
+                if low := _TOO_LOW.search(str(e)):
+                    raise VocabularySizeError(vocab_size=config.vocab_size, side=side, smallest=int(low[2])) from None
+                raise
             proto = writer.getvalue()
             size = spm.SentencePieceProcessor(model_proto=proto).vocab_size()
-            if size != config.vocab_size:  # the model's vocab size is promised before training (see datamodule)
+            if size < config.vocab_size:  # the model's vocab size is promised before training (see datamodule)
+                raise VocabularySizeError(vocab_size=config.vocab_size, side=side, largest=size)
+            if size != config.vocab_size:
                 raise RuntimeError(f"SentencePiece made {size} pieces, not vocab_size={config.vocab_size}")
             return proto
 
         if config.joint:
-            return cls.from_bytes(train_one(chain(src_sentences, tgt_sentences)))
-        return cls.from_bytes(train_one(src_sentences), train_one(tgt_sentences))
+            return cls.from_bytes(train_one(chain(src_sentences, tgt_sentences), "joint"))
+        return cls.from_bytes(train_one(src_sentences, "source"), train_one(tgt_sentences, "target"))
 
     @classmethod
     def from_bytes(cls, src: bytes, tgt: bytes | None = None) -> Tokenizer:

@@ -22,6 +22,10 @@ Scores. ``log_prob`` is the unnormalised log-probability Σ_t log p(y_t | y_<t, 
 so the beam itself is ranked by log_prob; normalisation decides between finished hypotheses and when to
 stop.
 
+Memory. A step holds (N·k, V) scores and the encoder output copied to N·k rows: a batch whose N·k rows or
+N·k·S source positions exceed ``MAX_ROWS`` / ``MAX_POSITIONS`` is searched in consecutive slices of sentences,
+so a wide beam costs time, never memory beyond that bound, whatever the batch size.
+
 Greedy search is k = 1. Nothing is masked: the search follows the model's distribution over its whole
 vocabulary (a trained model gives PAD and BOS no mass: they are never targets).
 """
@@ -37,6 +41,10 @@ from torch import Tensor
 
 T = TypeVar("T")
 NEG_INF = float("-inf")
+MAX_ROWS = 4096
+"""Beam rows (sentences × beam size) searched at once: a step's scores are (rows, V)."""
+MAX_POSITIONS = 1 << 17
+"""Source positions (rows × padded source length) of the encoder output copied to the beam rows at once."""
 
 
 @dataclass
@@ -163,6 +171,20 @@ def search(
     ``model`` is anything with the search contract of ``nmt.model.base`` (a ``Seq2Seq``, an ``Ensemble``).
     Returns, for each sentence, up to ``config.n_best`` hypotheses sorted by score, best first.
     """
+    k = config.beam_size
+    per_slice = max(1, min(MAX_ROWS // k, MAX_POSITIONS // (k * max(1, src.shape[1]))))
+    if src.shape[0] <= per_slice:
+        return _search(model, src, src_lengths, config, bos_id=bos_id, eos_id=eos_id)
+    results: list[list[Hypothesis]] = []
+    for a in range(0, src.shape[0], per_slice):  # memory stays that of one slice
+        b = a + per_slice
+        results += _search(model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id)
+    return results
+
+
+def _search(
+    model, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
+) -> list[list[Hypothesis]]:
     B, k, device = src.shape[0], config.beam_size, src.device
     finished = _Finished(B, config, src_lengths.tolist())
     if B == 0:

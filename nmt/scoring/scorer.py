@@ -6,7 +6,28 @@ The score of a pair is the model's log-probability of the whole output given the
 
 with no length normalisation (Cho et al. 2014 §3.1 add p(target phrase | source phrase) to the phrase
 table as it is). It is computed from ``model.teacher_forced`` (all positions at once), the same function
-training minimises, and does not depend on which other pairs share the batch.
+training minimises.
+
+A pair's score does not depend on the pairs it is batched with, bit for bit, not only mathematically. The
+kernels round differently when a tensor's shape changes, and a batch's shapes depend on its pairs:
+
+- source padding changes the length of the attention's sums over the source (softmax, context): a batch
+  holds pairs of one source length only, so the source is never padded;
+- BLAS computes a product of a few rows (one row: matrix-vector code) with other kernels than one of many
+  rows, and an elementwise function (tanh, sigmoid, exp) computes the last elements of a tensor, past its
+  last full group of SIMD vectors, with scalar code that rounds differently: a batch is completed to a
+  multiple of `ROW_BLOCK` rows with filler rows (its first input, an empty output; not scored), so every
+  tensor of the batch holds whole vectors of rows and no pair ever falls in a tail; the output layer,
+  likewise, runs on a multiple of `ROW_BLOCK` positions;
+- target padding only adds positions after a pair's last one, which the decoder never looks back from; the
+  attention's energies are a row-wise sum here (`nmt.model.attention.batch_invariant_energies`); the
+  log-probabilities are summed in float64, per pair.
+
+So a pair scored alone, among 1,000 others, in any window, at any place, gets the same float64 value and
+prints the same digits: tested on the CPU (MKL, AVX-512) with one thread for models of 16 to 1000 units, both
+architectures and both cells, and with two threads for small ones. Not guaranteed beyond: with many threads,
+torch and BLAS may split a tensor among them at places that depend on its size, and a GPU library chooses its
+kernels by shape, so there the last bit could still depend on the batch (``--threads 1`` is the safe choice).
 
 Pairs the model cannot read as they are:
 
@@ -37,9 +58,14 @@ import torch
 
 from nmt.checkpoint import Translator
 from nmt.data.tokenizer import BOS, EOS, PAD
+from nmt.model.attention import batch_invariant_energies
 
 T = TypeVar("T")
 
+ROW_BLOCK = 32
+"""Batches (and output-layer chunks) have a multiple of this many rows: at least the rows for which BLAS uses its
+many-row kernels, and a whole number of SIMD vectors (16 float32 with AVX-512, twice unrolled) whatever the row
+width, so that no pair lands in a tensor's scalar tail. See the module docstring."""
 _BYTE_PIECE = re.compile(r"<0x[0-9A-Fa-f]{2}>")
 
 
@@ -48,7 +74,8 @@ class ScoringConfig:
     """How pairs are batched and what happens to pairs the model cannot read as they are."""
 
     batch_tokens: int = 8000
-    """Padded input + output pieces per batch; the number of pairs per batch adapts to their lengths."""
+    """Padded input + output pieces per batch; the number of pairs per batch adapts to their lengths (a multiple
+    of `ROW_BLOCK`, and at least `ROW_BLOCK` pairs even if they hold more pieces)."""
     window: int = 20000
     """Pairs read, sorted by length, scored and put back in order at a time (this bounds memory)."""
     max_len: int = 256
@@ -150,16 +177,19 @@ class PairScorer:
         return count
 
     def _batches(self, src: list[list[int]], tgt: list[list[int]], skip: np.ndarray) -> list[np.ndarray]:
-        """Indices sorted by (input length, output length), cut so that B · (S_max + T_max) ≤ batch_tokens."""
+        """Indices sorted by (input length, output length), cut so that every batch has one input length S (no
+        input padding: see the module docstring) and B · (S + T_max) ≤ batch_tokens, B a multiple of ROW_BLOCK
+        (at least ROW_BLOCK), so that mostly the last batch of an input length needs filler rows (`_score_batch`)."""
         order = sorted((i for i in range(len(src)) if not skip[i]), key=lambda i: (len(src[i]), len(tgt[i])))
-        batches, current, s_max, t_max = [], [], 0, 0
+        batches, current, t_max = [], [], 0
         for i in order:
-            s, t = max(s_max, len(src[i])), max(t_max, len(tgt[i]) + 1)
-            if current and (len(current) + 1) * (s + t) > self.config.batch_tokens:
+            s, t = len(src[i]), max(t_max, len(tgt[i]) + 1)
+            rows = max(ROW_BLOCK, self.config.batch_tokens // (s + t) // ROW_BLOCK * ROW_BLOCK)
+            if current and (s != len(src[current[0]]) or len(current) + 1 > rows):
                 batches.append(np.array(current))
-                current, s, t = [], len(src[i]), len(tgt[i]) + 1
+                current, t = [], len(tgt[i]) + 1
             current.append(i)
-            s_max, t_max = s, t
+            t_max = t
         if current:
             batches.append(np.array(current))
         return batches
@@ -176,6 +206,10 @@ class PairScorer:
 
     def _score_batch(self, src_ids: list[list[int]], tgt_ids: list[list[int]]) -> np.ndarray:
         """log p(y EOS | x) of every pair of one batch, float64 (B,)."""
+        n = len(src_ids)
+        if n % ROW_BLOCK:  # rows that complete the batch to whole blocks: the first input, an empty output
+            src_ids = src_ids + [src_ids[0]] * (-n % ROW_BLOCK)
+            tgt_ids = tgt_ids + [[]] * (-n % ROW_BLOCK)
         B = len(src_ids)
         src_lengths = np.fromiter(map(len, src_ids), dtype=np.int64, count=B)
         tgt_lengths = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=B) + 1  # y_1..y_T EOS
@@ -190,18 +224,24 @@ class PairScorer:
             tgt_out[b, tgt_lengths[b] - 1] = EOS
         to = dict(device=self.device, non_blocking=True)
         src_t, tgt_in_t, tgt_out_t = (torch.from_numpy(a).to(**to) for a in (src, tgt_in, tgt_out))
-        enc = self.model.encode(src_t, torch.from_numpy(src_lengths).to(**to))
-        features = self.model.teacher_forced(enc, tgt_in_t).features  # (B, T, units)
+        with batch_invariant_energies():  # the attention's energies as a row-wise sum (see the module docstring)
+            enc = self.model.encode(src_t, torch.from_numpy(src_lengths).to(**to))
+            features = self.model.teacher_forced(enc, tgt_in_t).features  # (B, T, units)
         mask = tgt_out_t != PAD
+        mask[n:] = False  # the filler rows' outputs are not scored
         rows = mask.nonzero()[:, 0]  # (N,) the pair of every real target position
         features, gold = features[mask], tgt_out_t[mask]  # (N, units), (N,)
         token_lp = torch.empty(gold.shape[0], dtype=torch.float32, device=self.device)
-        step = max(1, self.config.logits_elements // self.tokenizer.tgt_vocab_size)  # positions per chunk
-        for a in range(0, gold.shape[0], step):
-            logits = self.model.logits(features[a : a + step]).float()  # (n, V)
-            token_lp[a : a + step] = logits.gather(1, gold[a : a + step, None]).squeeze(1) - logits.logsumexp(-1)
+        step = max(1, self.config.logits_elements // (self.tokenizer.tgt_vocab_size * ROW_BLOCK)) * ROW_BLOCK
+        for a in range(0, gold.shape[0], step):  # chunks of a multiple of ROW_BLOCK positions
+            chunk = features[a : a + step]
+            m = chunk.shape[0]
+            if m % ROW_BLOCK:  # the last chunk: completed with copies of its first position, then dropped
+                chunk = torch.cat([chunk, chunk[:1].expand(-m % ROW_BLOCK, -1)])
+            logits = self.model.logits(chunk).float()[:m]  # (m, V)
+            token_lp[a : a + m] = logits.gather(1, gold[a : a + m, None]).squeeze(1) - logits.logsumexp(-1)
         sums = torch.zeros(B, dtype=torch.float64, device=self.device).index_add_(0, rows, token_lp.double())
-        return sums.cpu().numpy()
+        return sums[:n].cpu().numpy()
 
 
 # -- streaming helpers ---------------------------------------------------------------------------------------

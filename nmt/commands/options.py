@@ -1,0 +1,196 @@
+"""The options of the inference commands: the range of every numeric option, and a parser that reports a bad
+value in one line.
+
+Each numeric option's type is a `Range`: a value that is not a number, or lies outside the range, is refused
+while the command line is parsed, before any file is read or any model loaded, as one line on stderr,
+``nmt translate: error: --beam-size: 100000 is more than 256 (…)``, exit status 2 (`CommandParser` turns every
+parse error into an `InputError` naming the option, which the CLI prints). Limits that depend on another
+option or on the model — ``--n-best`` at most ``--beam-size``, a beam no wider than the target vocabulary, the
+pixels of a figure — are checked by the functions below as soon as what they need is known. The limits are
+listed in the README ("Hostile input").
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+from typing import NoReturn
+
+from jsonargparse import ArgumentParser
+
+from nmt.errors import InputError
+
+MAX_BEAM_SIZE = 256
+"""Widest beam (also the most ``--n-best`` hypotheses): memory and time grow in proportion to it."""
+MAX_THREADS = 1024
+MAX_PIECES = 1000
+"""Most ``--max-input-tokens`` (translate, evaluate, embed) and ``--max-len`` (score): longer inputs cost
+memory in proportion to batch × length, and no model here is trained on pieces that far apart."""
+MAX_BATCH_TOKENS = 100_000
+MAX_WINDOW = 200_000
+MAX_DIGITS = 17
+"""Significant digits of a float64: more would print noise."""
+MAX_EMBED_BATCH = 1024
+MAX_PLOT_POINTS = 100_000
+MIN_DPI, MAX_DPI = 10, 2400
+MIN_INCHES, MAX_INCHES = 0.5, 500.0
+MAX_PIXELS = 50_000_000
+"""Pixels of a raster figure (width × height): 200 MB of RGBA to draw. The default size of the largest
+heatmap `nmt plot-attention` draws (200 × 200 pieces) at the default 100 dpi is 43 million."""
+MAX_SIDE_PIXELS = 65_535
+"""matplotlib's Agg renderer draws less than 2^16 pixels in each direction."""
+
+
+class Range:
+    """An option's type: an int or a finite float within [low, high] (either end may be open: None).
+
+    A refused value raises ``argparse.ArgumentTypeError`` with the reason, which the parser reports as
+    ``--OPTION: reason``."""
+
+    def __init__(
+        self, kind: type, low: float | None = None, high: float | None = None, *, why_low: str = "", why_high: str = ""
+    ) -> None:
+        if kind not in (int, float):
+            raise TypeError(f"Range is for int or float options, not {kind.__name__}")
+        self.kind, self.low, self.high, self.why_low, self.why_high = kind, low, high, why_low, why_high
+        if low is not None and high is not None:
+            bounds = f"{_number(low)} to {_number(high)}"
+        else:
+            bounds = f"≥ {_number(low)}" if low is not None else f"≤ {_number(high)}" if high is not None else "any"
+        self.__name__ = f"{kind.__name__}, {bounds}"  # shown by --help as the option's type
+
+    def __repr__(self) -> str:
+        return self.__name__
+
+    def __call__(self, text: object) -> int | float:
+        value = self._parse(text)
+        if self.low is not None and value < self.low:
+            raise argparse.ArgumentTypeError(
+                f"{_number(value)} is less than {_number(self.low)}{_because(self.why_low)}"
+            )
+        if self.high is not None and value > self.high:
+            raise argparse.ArgumentTypeError(
+                f"{_number(value)} is more than {_number(self.high)}{_because(self.why_high)}"
+            )
+        return value
+
+    def _parse(self, text: object) -> int | float:
+        if isinstance(text, bool):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
+        if self.kind is int:
+            if isinstance(text, int):
+                return text
+            try:
+                return int(str(text).strip())
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"{str(text)[:40]!r} is not a whole number") from None
+        try:
+            value = float(text) if isinstance(text, (int, float)) else float(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{str(text)[:40]!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{value} is not a finite number")
+        return value
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def _because(why: str) -> str:
+    return f" ({why})" if why else ""
+
+
+def count(low: int, high: int | None = None, *, why_low: str = "", why_high: str = "") -> Range:
+    """An int option within [low, high]."""
+    return Range(int, low, high, why_low=why_low, why_high=why_high)
+
+
+THREADS = count(0, MAX_THREADS, why_high="more threads than cores only slow torch down")
+BEAM_SIZE = count(
+    1, MAX_BEAM_SIZE, why_high=f"the widest beam searched: memory and time grow with it; {MAX_BEAM_SIZE} is plenty"
+)
+N_BEST = count(1, MAX_BEAM_SIZE, why_high=f"at most --beam-size hypotheses, and a beam is at most {MAX_BEAM_SIZE}")
+PIECES = count(1, MAX_PIECES, why_high=f"memory grows with batch × length; no model reads {MAX_PIECES} pieces well")
+BATCH_TOKENS = count(1, MAX_BATCH_TOKENS, why_high="memory grows with it")
+DPI = count(MIN_DPI, MAX_DPI, why_low="text cannot be drawn that small", why_high="see also the pixel limit")
+INCHES = Range(float, MIN_INCHES, MAX_INCHES, why_low="nothing fits", why_high="see also the pixel limit")
+
+
+class CommandParser(ArgumentParser):
+    """jsonargparse's parser, whose errors are one line naming the option (an `InputError`: the CLI prints
+    ``nmt CMD: error: --OPTION: what is wrong`` and exits with status 2) instead of the usage and a report
+    over several lines."""
+
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        if not self.exit_on_error:  # a caller that asked for jsonargparse's exception
+            super().error(message, ex)
+        option, text = _located(message)
+        raise InputError(path=option, message=text) from None
+
+
+_ARGUMENT = re.compile(r"argument ([^\s:]+): (.*)", re.S)
+_PARSER_KEY = re.compile(r'Parser key "([^"]+)"(?: element \d+)?:\s*(.*)', re.S)
+
+
+def _located(message: str) -> tuple[str, str]:
+    """(option, what is wrong) from an argparse/jsonargparse error message, on one line."""
+    option = "command line"
+    if match := _ARGUMENT.match(message):
+        option, message = match.group(1).split("/")[0], match.group(2)
+    elif match := _PARSER_KEY.match(message):
+        option, message = "--" + match.group(1).replace("_", "-"), match.group(2)
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    return option, "; ".join(lines) or "invalid"
+
+
+# -- limits between options, or that need the model ------------------------------------------------------------
+
+
+def check_n_best(n_best: int | None, beam_size: int) -> None:
+    if n_best is not None and n_best > beam_size:
+        raise InputError(
+            path="--n-best",
+            message=f"{n_best} is more than --beam-size {beam_size}: a beam of {beam_size} ends with at most "
+            f"{beam_size} hypotheses (raise --beam-size)",
+        )
+
+
+def check_output_limit(max_length_a: float, max_length_b: int) -> None:
+    """The output limit a·|src| + b must leave room for a word and EOS."""
+    if max_length_a == 0 and max_length_b < 2:
+        raise InputError(
+            path="--max-length-b",
+            message=f"{max_length_b} with --max-length-a 0 limits every translation to {max(1, max_length_b)} "
+            "piece(s), EOS included: nothing could be translated",
+        )
+
+
+def check_beam_width(beam_size: int, vocab_size: int, checkpoint: str) -> None:
+    """A beam wider than the target vocabulary cannot be filled: its first step has only V words."""
+    if beam_size > vocab_size:
+        raise InputError(
+            path="--beam-size",
+            message=f"{beam_size} is wider than the target vocabulary of {checkpoint} ({vocab_size} pieces): the "
+            "first step has no more words to fill the beam with",
+        )
+
+
+def check_figure(width: float, height: float, dpi: int, *, size_given: bool, default_dpi: int) -> None:
+    """A raster figure of width × height inches at `dpi`: at most MAX_PIXELS pixels, and at most MAX_SIDE_PIXELS in
+    each direction. The error names --size when the size was given and is too large even at the default dpi,
+    else --dpi."""
+
+    def fits(at: int) -> bool:
+        w, h = round(width * at), round(height * at)
+        return w * h <= MAX_PIXELS and max(w, h) <= MAX_SIDE_PIXELS
+
+    if fits(dpi):
+        return
+    w, h = round(width * dpi), round(height * dpi)
+    raise InputError(
+        path="--size" if size_given and not fits(default_dpi) else "--dpi",
+        message=f"{width:g}×{height:g} inches at {dpi} dpi is {w:,}×{h:,} pixels; the most is {MAX_PIXELS:,} pixels, "
+        f"and {MAX_SIDE_PIXELS:,} in each direction (lower --dpi or --size)",
+    )
