@@ -45,6 +45,7 @@ class AdditiveAttention(nn.Module):
     def forward(self, query: Tensor, keys: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """query = W_a s_{i-1} (B, A); keys = U_a h (B, S, A); h (B, S, D); mask (B, S), False at padding.
         Returns the context c_i (B, D) and the weights α_i (B, S)."""
+        # e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j) (Bahdanau et al. 2015, A.1.2)
         energy = torch.tanh(keys + query.unsqueeze(1))  # (B, S, A)
         e = (energy * self.v_a).sum(-1) if _ROW_WISE_ENERGIES.get() else energy @ self.v_a  # (B, S)
         # the softmax in float32 whatever the weights' dtype (bf16 inference, mixed-precision training)
