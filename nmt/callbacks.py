@@ -2,6 +2,7 @@
 
 * ``ValidationSamples`` — a few fixed validation sentences (source, reference, hypothesis) every validation,
   and the attention heatmaps of some of them;
+* ``ThroughputLogger`` — training speed in target tokens per second;
 * ``MemoryMonitor`` — CPU and GPU memory of the training process;
 * ``LRMonitor`` — Lightning's ``LearningRateMonitor``, plus the learning rate on the progress bar;
 * ``LoggedConfig`` — the resolved configuration as every logger's hyper-parameters (W&B's run config);
@@ -16,6 +17,7 @@ from __future__ import annotations
 import csv
 import os
 import sys
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 
+from nmt.data.batch import Batch
 from nmt.data.tokenizer import Tokenizer
 from nmt.module import Sample, TranslationModule
 from nmt.plotting import EOS_LABEL, attention_heatmap, figure_to_rgb, save_figure
@@ -125,6 +128,28 @@ def write_files(log_dir: Path, step: int, rows: list[list], attention: Iterable[
     for sample, fig in attention:
         (log_dir / "attention").mkdir(exist_ok=True)
         save_figure(fig, log_dir / "attention" / f"step_{step}_{sample.index}.png")
+
+
+class ThroughputLogger(L.Callback):
+    """Logs target tokens per second of training (``train/tgt_tokens_per_s``), averaged per logging interval."""
+
+    def __init__(self) -> None:
+        self._t0: float | None = None
+        self._tokens = 0
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int) -> None:
+        if self._t0 is None:
+            self._t0 = time.perf_counter()
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, idx: int
+    ) -> None:
+        self._tokens += batch.num_tgt_tokens
+        if (trainer.global_step % trainer.log_every_n_steps) == 0 and self._t0 is not None:
+            elapsed = time.perf_counter() - self._t0
+            if elapsed > 0:
+                pl_module.log("train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True)
+            self._t0, self._tokens = time.perf_counter(), 0
 
 
 class MemoryMonitor(L.Callback):

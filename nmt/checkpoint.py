@@ -42,8 +42,9 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 _TRAINING_ONLY_OPTIONS = frozenset({"dropout", "init", "init_std", "attention_init_std"})
 
 
-class Translator(NamedTuple):
-    """A model ready for inference (eval mode, on its device) with its tokenizer."""
+class LoadedModel(NamedTuple):
+    """A checkpoint's model ready for inference (eval mode, on its device) with its tokenizer; `nmt.Translator`
+    drives it."""
 
     model: Seq2Seq
     tokenizer: Tokenizer
@@ -63,9 +64,9 @@ def checkpoint_metadata(network: NetworkConfig, src_vocab_size: int, tgt_vocab_s
     }
 
 
-def load_translator(
+def load_model(
     path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
-) -> Translator:
+) -> LoadedModel:
     """Build the model and tokenizer stored in a checkpoint, its weights cast to ``dtype`` (float32 as trained,
     or bfloat16 for faster inference: see ``DTYPES``). Raises InputError with a one-line reason."""
     path = str(path)
@@ -91,7 +92,7 @@ def load_translator(
         raise InputError(path=path, message=f"cannot build its network ({_first_line(e)}); {written_by}") from None
     model.load_state_dict(_weights(path, ckpt["state_dict"], model.state_dict(), network, written_by))
     model.to(device=device, dtype=dtype).eval()
-    return Translator(model=model, tokenizer=tokenizer, network=network, path=path)
+    return LoadedModel(model=model, tokenizer=tokenizer, network=network, path=path)
 
 
 class TrainingCheckpoint(NamedTuple):
@@ -209,7 +210,7 @@ def _read(path: str) -> object:
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         detail = str(e).strip().split(". ")[0].splitlines()[0] if str(e).strip() else "the file is empty or cut short"
         raise InputError(path=path, message=f"not a readable checkpoint ({detail})") from None
-    except Exception as e:  # noqa: BLE001 - corrupt bytes fail inside the unpickler in many ways (unknown opcode: KeyError, …)
+    except Exception as e:
         raise InputError(path=path, message=f"not a readable checkpoint (corrupt data: {type(e).__name__})") from None
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gc
 import importlib
+import logging
 import os
 import re
 import signal
@@ -19,9 +20,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 from nmt.errors import InputError, TrainingDiverged
 from nmt.textio import utf8_stdout
+
+if TYPE_CHECKING:
+    from jsonargparse import Namespace
 
 # command -> module with a ``main(argv) -> int``
 TOOLS = {
@@ -43,18 +48,30 @@ _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
 _CKPT_PATH_KEYWORDS = ("last", "best", "hpc")  # --ckpt_path values Lightning resolves itself
 
 
-def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a LightningCLI)
+class _NoAdvertising(logging.Filter):
+    """Drops Lightning's "💡 Tip: … try installing litlogger / litmodels" lines: advertising for a cloud service,
+    printed on every run, that our users' terminals (and logs) do not need."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("💡 Tip:")
+
+
+def train_cli(args: list[str], *, run: bool = True):
     """Lightning's CLI over TranslationModule + TranslationDataModule. args: ["fit", "--config", …] (or,
     with run=False, the options alone: the model, data and trainer are built but nothing is run)."""
+    tips = logging.getLogger("lightning.pytorch.utilities.rank_zero")  # where rank_zero_info logs
+    if not any(isinstance(f, _NoAdvertising) for f in tips.filters):
+        tips.addFilter(_NoAdvertising())
+    from jsonargparse import Namespace
     from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
     from nmt.checkpoint import check_training_checkpoint, read_training_checkpoint
     from nmt.data.datamodule import TranslationDataModule
     from nmt.module import TranslationModule
-    from nmt.resume import install_atomic_checkpoint_io, newest_resume_checkpoint
+    from nmt.resume import install_atomic_checkpoint_io, newest_resume_checkpoint, use_default_checkpoint_dir
 
     class NMTArgumentParser(LightningArgumentParser):
-        def error(self, message: str, ex: Exception | None = None):  # noqa: ANN206 (jsonargparse's NoReturn)
+        def error(self, message: str, ex: Exception | None = None):
             # An import path outside ALLOWED_IMPORT_PREFIXES: one line naming it, not the usage and every type tried.
             denied = _DENIED_IMPORT.search(message)
             if denied and self.exit_on_error:
@@ -68,10 +85,18 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
                 )
             super().error(message, ex)
 
+        def validate(self, cfg, *args, **kwargs) -> None:
+            # Loggers given no save_dir get trainer.default_root_dir (see NMTLightningCLI.instantiate_trainer): set
+            # here, before jsonargparse checks the save_dir that CSVLogger and TensorBoardLogger require.
+            for section in (cfg, *(cfg.get(name) for name in LIGHTNING_COMMANDS)):
+                if isinstance(section, Namespace) and isinstance(section.get("trainer"), Namespace):
+                    _default_save_dirs(section.trainer)
+            super().validate(cfg, *args, **kwargs)
+
     class NMTLightningCLI(LightningCLI):
         _checkpoint = None  # the --ckpt_path file, as read_training_checkpoint found it
 
-        def parse_arguments(self, parser, args) -> None:  # noqa: ANN001 (LightningCLI's signature)
+        def parse_arguments(self, parser, args) -> None:
             super().parse_arguments(parser, args)
             # Read --ckpt_path the safe way (a regular file, plain data only: one line for each problem) before
             # Lightning reads it, which it does next (_parse_ckpt_path), then again when the run starts.
@@ -130,7 +155,7 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
                 except (AttributeError, TypeError, OSError):  # Lightning's internals moved: its own checks remain
                     return None
 
-        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+        def add_arguments_to_parser(self, parser) -> None:
             # The vocabulary sizes are stated once, by the data (its SentencePiece models).
             parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
             parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
@@ -141,9 +166,19 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
             except ValueError as e:  # a config class refusing its values (Corpus, TokenizerConfig, …): one line
                 raise InputError(path="configuration", message=str(e).strip().splitlines()[0]) from None
 
-        def instantiate_trainer(self, **kwargs):  # noqa: ANN003, ANN202 (LightningCLI's signature)
+        def instantiate_trainer(self, **kwargs):
+            from lightning.pytorch.callbacks import ModelCheckpoint
+
             trainer = super().instantiate_trainer(**kwargs)
             install_atomic_checkpoint_io(trainer)  # a kill while a checkpoint is written leaves the old one
+            # One setting decides where a run writes, trainer.default_root_dir (ROOT), as in Lightning for a trainer
+            # without a logger: every ModelCheckpoint given no dirpath writes to ROOT/checkpoints (not Lightning's
+            # <save_dir>/<name>/<version>/checkpoints), where `--ckpt_path last` then looks for last.ckpt, and every
+            # logger given no save_dir logs under ROOT (NMTArgumentParser.validate): the configs' CSVLogger, named
+            # "logs", in ROOT/logs/version_N. A dirpath or save_dir that is given is kept.
+            for callback in trainer.checkpoint_callbacks:
+                if isinstance(callback, ModelCheckpoint):
+                    use_default_checkpoint_dir(callback, trainer)
             return trainer
 
         def before_fit(self) -> None:
@@ -167,6 +202,35 @@ def train_cli(args: list[str], *, run: bool = True):  # noqa: ANN201 (a Lightnin
             parser_kwargs={"prog": "nmt"},
             parser_class=NMTArgumentParser,
         )
+
+
+def _default_save_dirs(trainer: Namespace) -> None:
+    """In a parsed trainer config, set the save_dir of every logger given none (None, or for W&B its "." with
+    no `dir` either) to trainer.default_root_dir."""
+    from jsonargparse import Namespace
+
+    root = os.fspath(trainer.get("default_root_dir") or os.getcwd())  # Lightning's default: the working directory
+    loggers = trainer.get("logger")
+    for logger in loggers if isinstance(loggers, list) else [loggers]:
+        if isinstance(logger, Namespace) and isinstance(logger.get("class_path"), str):
+            _default_save_dir(logger, root)  # (True/False/None: Lightning's default logger, under default_root_dir)
+
+
+def _default_save_dir(logger: Namespace, root: str) -> None:
+    from jsonargparse import Namespace
+    from lightning.pytorch.loggers import WandbLogger
+
+    init_args = logger.get("init_args")
+    if not isinstance(init_args, Namespace) or "save_dir" not in init_args:
+        return  # a logger class without a save_dir
+    module, _, name = logger.class_path.rpartition(".")
+    try:  # imported already, when the config was parsed
+        wandb = issubclass(getattr(importlib.import_module(module), name), WandbLogger)
+    except (ImportError, AttributeError, TypeError):
+        wandb = False
+    save_dir = init_args.get("save_dir")
+    if save_dir is None or (wandb and save_dir == "." and init_args.get("dir") is None):
+        init_args.save_dir = root
 
 
 def _is_checkpoint_file(path: object) -> bool:

@@ -17,7 +17,7 @@ from torch import Tensor
 
 class _SmoothedCrossEntropy(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, logits: Tensor, target: Tensor, smoothing: float) -> Tensor:  # noqa: ANN001
+    def forward(ctx, logits: Tensor, target: Tensor, smoothing: float) -> Tensor:
         row_max = logits.amax(dim=-1, keepdim=True)
         exp = torch.sub(logits, row_max).exp_()  # kept for the backward pass: the softmax without a second exp
         row_sum = exp.sum(dim=-1, keepdim=True)
@@ -30,7 +30,7 @@ class _SmoothedCrossEntropy(torch.autograd.Function):
         return loss.sum()
 
     @staticmethod
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:  # noqa: ANN001
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None]:
         if ctx.consumed:  # the saved buffer is overwritten below
             raise RuntimeError("smoothed_cross_entropy supports one backward pass (no retain_graph re-use)")
         ctx.consumed = True
@@ -51,3 +51,9 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
     return _SmoothedCrossEntropy.apply(logits, target, float(smoothing))
+
+
+def gold_log_probs(logits: Tensor, gold: Tensor) -> Tensor:
+    """log p(y_n) = x_{n,y_n} − lse_n for logits (N, V) and gold ids (N,): the per-token term of the loss above
+    (with ε = 0), as `nmt score` sums it per pair."""
+    return logits.gather(-1, gold.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)

@@ -7,7 +7,6 @@ The network itself is plain PyTorch (``nmt.model``); the optimizer and LR schedu
 from __future__ import annotations
 
 import math
-import time
 from typing import Literal, NamedTuple
 
 import lightning as L
@@ -21,7 +20,7 @@ from nmt.data.tokenizer import BOS, EOS, PAD
 from nmt.decoding import Hypothesis, SearchConfig, search
 from nmt.errors import TrainingDiverged
 from nmt.loss import smoothed_cross_entropy
-from nmt.memory import RELEASE_EVERY_N_STEPS, release_free_memory
+from nmt.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, release_free_memory
 from nmt.model import NetworkConfig, build_model
 from nmt.resume import collect_rng_states, restore_rng_states
 
@@ -105,6 +104,7 @@ class TranslationModule(L.LightningModule):
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
     def on_train_start(self) -> None:
+        bound_heap_growth()  # the peak memory of a run stays that of its first epochs (nmt.memory)
         if self._rng_states_to_restore is not None:
             restore_rng_states(self._rng_states_to_restore, rank=self.global_rank)
             self._rng_states_to_restore = None
@@ -260,25 +260,3 @@ class TranslationModule(L.LightningModule):
             torch.distributed.all_gather_object(gathered, local)
             local = [pair for part in gathered for pair in part]
         return dict(local)
-
-
-class ThroughputLogger(L.Callback):
-    """Logs target tokens per second of training (``train/tgt_tokens_per_s``), averaged per logging interval."""
-
-    def __init__(self) -> None:
-        self._t0: float | None = None
-        self._tokens = 0
-
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Batch, idx: int) -> None:
-        if self._t0 is None:
-            self._t0 = time.perf_counter()
-
-    def on_train_batch_end(
-        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch: Batch, idx: int
-    ) -> None:
-        self._tokens += batch.num_tgt_tokens
-        if (trainer.global_step % trainer.log_every_n_steps) == 0 and self._t0 is not None:
-            elapsed = time.perf_counter() - self._t0
-            if elapsed > 0:
-                pl_module.log("train/tgt_tokens_per_s", self._tokens * trainer.world_size / elapsed, prog_bar=True)
-            self._t0, self._tokens = time.perf_counter(), 0

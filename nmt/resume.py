@@ -1,12 +1,12 @@
 """What lets a stopped run continue as if nothing happened: where ``last.ckpt`` is written, crash-safe
 checkpoint files, and the random states.
 
-* `ResumeCheckpoint` writes ``last.ckpt`` only at points from which training can go on exactly as the
-  uninterrupted run would (between two training batches, with any validation of the earlier one done), and
-  records that point explicitly in the checkpoint's loop state. Lightning's own checkpoints are written
-  wherever a hook fires (after the last batch but before the epoch's validation, during the epoch-end hooks,
-  after a stop by ``max_steps``/``max_time`` that Lightning books as a finished epoch) and resuming from
-  those skips or repeats work.
+* `ResumeCheckpoint` writes ``last.ckpt`` (in ``default_root_dir/checkpoints`` unless given another directory)
+  only at points from which training can go on exactly as the uninterrupted run would (between two training
+  batches, with any validation of the earlier one done), and records that point explicitly in the checkpoint's
+  loop state. Lightning's own checkpoints are written wherever a hook fires (after the last batch but before
+  the epoch's validation, during the epoch-end hooks, after a stop by ``max_steps``/``max_time`` that Lightning
+  books as a finished epoch) and resuming from those skips or repeats work.
 * `AtomicCheckpointIO` writes a checkpoint to a temporary file beside its target, flushes it to disk and
   renames it over the target, so a kill at any moment leaves either the previous checkpoint or the new
   one, whole. (Lightning's own writer stages the file in the system temp directory and moves it: a copy,
@@ -23,7 +23,6 @@ from __future__ import annotations
 import glob
 import os
 import random
-import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -32,18 +31,22 @@ import lightning as L
 import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol
+from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+from nmt.textio import replacing
 
 __all__ = [
     "AtomicCheckpointIO",
     "ResumeCheckpoint",
     "collect_rng_states",
+    "default_checkpoint_dir",
     "install_atomic_checkpoint_io",
     "newest_resume_checkpoint",
     "restore_rng_states",
+    "use_default_checkpoint_dir",
 ]
 
 
@@ -59,44 +62,37 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
-    """Call ``write(file)`` on a hidden temp file beside `path`, then rename it to `path` once it is on disk."""
+    """Call ``write(file)`` through the one atomic writer (`nmt.textio.replacing`): a hidden ``.NAME.….partial``
+    file beside `path` that neither `--ckpt_path last` nor a ModelCheckpoint ever picks up, fsync'd and renamed
+    to `path`, the rename made durable."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Hidden and not ending in .ckpt, so neither `--ckpt_path last` nor a ModelCheckpoint ever picks it up;
-    # created with mode 0o666 so the umask, not the temp-file default 0o600, decides who may read it.
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)  # the rename itself survives a power loss
-    # Temp files of writes that were killed (SIGKILL leaves no chance to clean up) would pile up otherwise.
-    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+    with replacing(path) as tmp, open(tmp, "wb") as f:
+        write(f)
+    # Temp files of writes that were killed (SIGKILL leaves no chance to clean up) would pile up otherwise;
+    # one process writes a given checkpoint at a time.
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
         stale.unlink(missing_ok=True)
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # some filesystems cannot open directories; the rename is still atomic
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def install_atomic_checkpoint_io(trainer: L.Trainer) -> None:
     """Make `trainer` write checkpoints with `AtomicCheckpointIO`, unless it was given a CheckpointIO of its own."""
     if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
+
+
+def default_checkpoint_dir(trainer: L.Trainer) -> str:
+    """``default_root_dir/checkpoints``, the directory of a run's checkpoints (what Lightning takes for a
+    ModelCheckpoint without a dirpath when the trainer has no logger), normalised as ModelCheckpoint normalises
+    the dirpath it is given."""
+    path = os.path.join(trainer.default_root_dir, "checkpoints")
+    return os.path.realpath(os.path.expanduser(path)) if _is_local_file_protocol(path) else path
+
+
+def use_default_checkpoint_dir(callback: ModelCheckpoint, trainer: L.Trainer) -> None:
+    """Give `callback` the directory `default_checkpoint_dir` if it was given none."""
+    if callback.dirpath is None:
+        callback.dirpath = default_checkpoint_dir(trainer)
+        callback._fs = get_filesystem(callback.dirpath)  # what ModelCheckpoint derives from a dirpath it is given
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -111,9 +107,10 @@ class ResumeCheckpoint(ModelCheckpoint):
       is not followed by validation and not inside a gradient-accumulation window);
     * at the start of every epoch;
     * when training stops: after the batch at which ``max_steps`` or ``max_time`` (or an early stop) ends the
-      run, before the validation Lightning then runs at once; at the end of the run when its last epoch was
-      finished; and after SIGTERM, at the batch boundary where Lightning stops (nothing is written when the
-      signal lands during validation or the epoch-end hooks: ``last.ckpt`` is then the previous point).
+      run, before the validation Lightning then runs at once (after it, at the end of the run, when that batch
+      is one the schedule validates after); at the end of the run when its last epoch was finished; and after
+      SIGTERM, at the batch boundary where Lightning stops (nothing is written when the signal lands during
+      validation or the epoch-end hooks: ``last.ckpt`` is then the previous point).
 
     The checkpoint's loop state is rewritten to describe that point exactly (``canonical_loop_state``), so
     Lightning's restart logic resumes with batch ``b`` of epoch ``e`` whatever hook wrote it.
@@ -122,7 +119,7 @@ class ResumeCheckpoint(ModelCheckpoint):
     def __init__(self, dirpath: str | os.PathLike | None = None, every_n_train_steps: int = 0) -> None:
         """
         Args:
-            dirpath: directory of ``last.ckpt`` (default: Lightning's, under the run's root directory).
+            dirpath: directory of ``last.ckpt`` (default: ``checkpoints`` under the trainer's ``default_root_dir``).
             every_n_train_steps: also write it every this many updates (0: at epoch starts and stops only).
         """
         if every_n_train_steps < 0:
@@ -134,6 +131,14 @@ class ResumeCheckpoint(ModelCheckpoint):
     @property
     def state_key(self) -> str:
         return self._generate_state_key(dirpath=os.fspath(self.dirpath) if self.dirpath else None, every=self.every)
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        use_default_checkpoint_dir(self, trainer)
+        super().setup(trainer, pl_module, stage)
+
+    def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
+        use_default_checkpoint_dir(self, trainer)  # `ckpt_path="last"` looks here before `setup` runs
+        return super()._find_last_checkpoints(trainer)
 
     # ModelCheckpoint's own saving hooks fire at points that are not resume points: replaced by ours.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -171,8 +176,18 @@ class ResumeCheckpoint(ModelCheckpoint):
         self._save_point(trainer, trainer.current_epoch, done, steps=_stepped(trainer) + 1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_global_step_saved and _epoch_finished(trainer):
+        if trainer.global_step == self._last_global_step_saved:
+            return
+        if _epoch_finished(trainer):
             self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+            return
+        # Stopped inside an epoch (max_steps, max_time, an early stop) right after a batch that validation
+        # followed: `on_train_batch_end` left that point for after the validation, which is now.
+        progress = trainer.fit_loop.epoch_progress.current
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        if 0 < done < trainer.num_training_batches and done % trainer.accumulate_grad_batches == 0:
+            # Lightning books an epoch cut short as finished: the batches were those of the last epoch started.
+            self._save_point(trainer, progress.started - 1, done, steps=_stepped(trainer))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Lightning raises SIGTERMException only between batches (after validation) or after an epoch's end.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import gzip
 import io
 import os
+import shutil
 import stat
 import sys
 import tempfile
@@ -40,25 +41,40 @@ def stdin_binary() -> IO[bytes]:
     on Ctrl-C or SIGTERM then aborts ("could not acquire lock for <stdin> at interpreter shutdown").
     """
     try:
-        return open(sys.stdin.fileno(), "rb", closefd=False)  # noqa: SIM115 (closed by the reader)
+        return open(sys.stdin.fileno(), "rb", closefd=False)
     except (AttributeError, OSError, ValueError):  # a replaced sys.stdin without a descriptor (tests)
         return sys.stdin.buffer
 
 
-def _binary_input(path: str) -> IO[bytes]:
+def read_binary_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
+    """The one line reader: the lines of a plain or gzip'd file ('-': stdin) as bytes, line ends included,
+    exactly as stored, each yielded as soon as it is read (a pipe that stays open works). A file that cannot be
+    opened, or corrupt or truncated gzip data, is an `InputError` naming the file (and the line). `read_lines`
+    decodes them; the corpus and the Moses parsers check them their own way."""
+    path = os.fspath(path)
     if path == "-":
-        return stdin_binary()
+        stream = stdin_binary()
+    else:
+        try:
+            stream = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+        except OSError as error:
+            raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
+    number = 0
     try:
-        raw = open(path, "rb")  # noqa: SIM115 (closed by the caller's generator)
-    except FileNotFoundError:
-        raise InputError(path=path, message="no such file") from None
-    except IsADirectoryError:
-        raise InputError(path=path, message="is a directory") from None
-    except PermissionError:
-        raise InputError(path=path, message="permission denied") from None
-    if path.endswith(".gz"):
-        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
-    return raw
+        while True:
+            try:
+                raw = stream.readline()
+            except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+                raise InputError(
+                    path=path, line=number + 1, message=f"corrupt or truncated gzip data ({error})"
+                ) from None
+            if not raw:
+                return
+            number += 1
+            yield raw
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()  # our own stdin reader leaves the descriptor open
 
 
 def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]]:
@@ -67,40 +83,27 @@ def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]
     line_end is "\\n", "\\r\\n" or "" (a last line without newline). Streams: a line is yielded as soon as
     it has been read, so this works on a pipe that stays open.
     """
-    stream = _binary_input(path)
-    number = 0
-    try:
-        while True:
-            try:
-                raw = stream.readline()
-            except (EOFError, gzip.BadGzipFile, zlib.error, OSError) as e:
-                raise InputError(path=path, message=f"corrupt or truncated gzip data ({e})", line=number + 1) from None
-            if not raw:
-                break
-            number += 1
-            if b"\x00" in raw:
-                raise InputError(path=path, message="NUL byte in line", line=number)
-            try:
-                text = raw.decode("utf-8", errors=errors)
-            except UnicodeDecodeError as e:
-                raise InputError(
-                    path=path,
-                    message=f"invalid UTF-8 at byte {e.start} (use --encoding-errors replace to substitute U+FFFD)",
-                    line=number,
-                ) from None
-            if number == 1 and text.startswith(BOM):
-                text = text[1:]
-                if not text:  # a file of nothing but a BOM is empty, not one empty line
-                    break
-            if text.endswith("\r\n"):
-                yield text[:-2], "\r\n"
-            elif text.endswith("\n"):
-                yield text[:-1], "\n"
-            else:
-                yield text, ""
-    finally:
-        if stream is not sys.stdin.buffer:
-            stream.close()  # our own stdin reader leaves the descriptor open
+    for number, raw in enumerate(read_binary_lines(path), start=1):
+        if b"\x00" in raw:
+            raise InputError(path=path, message="NUL byte in line", line=number)
+        try:
+            text = raw.decode("utf-8", errors=errors)
+        except UnicodeDecodeError as e:
+            raise InputError(
+                path=path,
+                message=f"invalid UTF-8 at byte {e.start} (use --encoding-errors replace to substitute U+FFFD)",
+                line=number,
+            ) from None
+        if number == 1 and text.startswith(BOM):
+            text = text[1:]
+            if not text:  # a file of nothing but a BOM is empty, not one empty line
+                return
+        if text.endswith("\r\n"):
+            yield text[:-2], "\r\n"
+        elif text.endswith("\n"):
+            yield text[:-1], "\n"
+        else:
+            yield text, ""
 
 
 def single_line(text: str) -> str:
@@ -119,7 +122,7 @@ class _NamedFile(io.FileIO):
         self.display = name
         self.refusal: str | None = None  # when set, every write fails with this message (a closed stdout)
 
-    def write(self, data) -> int | None:  # noqa: ANN001 (a bytes-like object)
+    def write(self, data) -> int | None:
         if self.refusal is not None:
             raise InputError(path=self.display, message=self.refusal)
         try:
@@ -322,21 +325,69 @@ def atomic_output(
         with _writer(fd, path, binary=binary, gz=gz) as stream:
             yield stream
         return
-    target = Path(os.path.realpath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
-    except OSError as error:
-        raise InputError(path=path, message=f"cannot write in {target.parent}: {error.strerror or error}") from None
-    try:
-        with _writer(fd, path, binary=binary, gz=gz) as stream:
+    with replacing(os.path.realpath(path), name=path) as tmp:
+        with _writer(os.open(tmp, os.O_WRONLY), path, binary=binary, gz=gz) as stream:
             yield stream
+
+
+@contextmanager
+def replacing(target: str | os.PathLike[str], *, directory: bool = False, name: str | None = None) -> Iterator[Path]:
+    """The one atomic writer (outputs, checkpoints, figures, `.npy` files, the preprocessing cache): a fresh hidden
+    path beside `target`, ``.NAME.RANDOM.partial``, unique to this write and never taken for the output, which the
+    caller fills (a file, or with directory=True a directory). When the block ends without an error the data
+    is flushed to disk (fsync), the path renamed over `target`, and the rename made durable (fsync of the
+    directory); on any exception (Ctrl-C included) it is removed. It gets the usual permissions (0666 or 0777
+    less the umask), not a temporary file's 0600. Failing to create or rename it is an `InputError` naming
+    `name` (default: the target)."""
+    target, shown = Path(target), name or os.fspath(target)
+    umask = os.umask(0)
+    os.umask(umask)
+    try:
+        if directory:
+            tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+        else:
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent)
+            os.close(fd)
+            tmp = Path(tmp_name)
+        os.chmod(tmp, (0o777 if directory else 0o666) & ~umask)
+    except OSError as error:
+        raise InputError(path=shown, message=f"cannot write in {target.parent}: {error.strerror or error}") from None
+    try:
+        yield tmp
+        for written in tmp.iterdir() if directory else [tmp]:
+            if written.is_file():
+                _fsync(written, os.O_RDONLY)
         try:
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; give the file the usual permissions
             os.replace(tmp, target)
         except OSError as error:
-            raise InputError(path=path, message=f"cannot write: {error.strerror or error}") from None
+            raise InputError(path=shown, message=f"cannot write: {error.strerror or error}") from None
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        if directory:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            tmp.unlink(missing_ok=True)
         raise
+    _fsync(target.parent, os.O_RDONLY)  # the rename itself survives a power loss
+
+
+def _fsync(path: Path, flags: int) -> None:
+    try:
+        fd = os.open(path, flags)
+    except OSError:  # some filesystems cannot open directories; the rename is still atomic
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def file_signature(path: str | os.PathLike[str]) -> tuple[str, int, int]:
+    """(resolved path, size, modification time in ns): what a cache records to notice that a file changed. A
+    missing or unreadable file is an `InputError` naming it."""
+    try:
+        status = os.stat(path)
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from error
+    return os.fspath(Path(path).resolve()), status.st_size, status.st_mtime_ns

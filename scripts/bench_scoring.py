@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+SHARED = ROOT.parent / "shared" / "data"  # read-only data beside the repository: the Moses files, Multi30k's German
+MULTI30K = ROOT / "data" / "multi30k"  # Multi30k's English and French, shipped with the repository
 DEFAULT_TABLE = SHARED / "smt" / "moses-regression-tests" / "multimodel-model1" / "phrase-table.gz"  # de→en
 
 
@@ -46,7 +47,8 @@ def random_checkpoint(path: Path, *, size: str = "multi30k", src_lang: str = "de
         return path
 
     def lines(lang: str):
-        with gzip.open(SHARED / "multi30k" / f"train.{lang}.gz", "rt", encoding="utf-8") as f:
+        directory = MULTI30K if lang in ("en", "fr") else SHARED / "multi30k"
+        with gzip.open(directory / f"train.{lang}.gz", "rt", encoding="utf-8") as f:
             yield from (line.rstrip("\n") for line in f)
 
     tokenizer = Tokenizer.train(TokenizerConfig(joint=True, vocab_size=8000), lines(src_lang), lines(tgt_lang))

@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-MULTI30K = ROOT.parent / "shared" / "data" / "multi30k"
+MULTI30K = ROOT / "data" / "multi30k"  # the English and French text ships with the repository
 CONFIGS = {
     "rnnsearch": ROOT / "configs" / "multi30k_en_fr_attention.yaml",
     "rnnencdec": ROOT / "configs" / "multi30k_en_fr_cho.yaml",
@@ -75,7 +75,7 @@ def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overri
             self.start = self.end = 0.0
             self.tokens = 0
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             if trainer.global_step == warmup:
                 self.start = time.perf_counter()
             elif trainer.global_step > warmup:
@@ -292,10 +292,10 @@ def bench_epochs(config: Path, *, epochs: int, data_dir: Path, overrides: list[s
             self.ends: list[float] = []
             self.peak = 0
 
-        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:  # noqa: ANN001
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
             self.peak = max(self.peak, rss_bytes())
 
-        def on_train_epoch_end(self, trainer, pl_module) -> None:  # noqa: ANN001 (after the epoch's validation)
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
             now = rss_bytes()
             self.ends.append(round(now / 2**20, 1))
             self.peaks.append(round(max(self.peak, now) / 2**20, 1))

@@ -15,14 +15,15 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-# The repository's parent directory holds `shared/` (read-only data), here and in CI.
-MULTI30K = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "multi30k"
+# The English and French text of Multi30k ships with the repository (data/multi30k); tests.factories also
+# reads the German of ../shared/data/multi30k.
+MULTI30K = Path(__file__).resolve().parents[1] / "data" / "multi30k"
 
 
 @pytest.fixture(scope="session")
 def multi30k() -> Path:
-    """The real Multi30k directory ({train,val,test_2016_flickr}.{en,fr,de,cs}.gz)."""
-    assert MULTI30K.is_dir(), f"Multi30k not found at {MULTI30K} (the tests need ../shared beside the repository)"
+    """The repository's Multi30k directory ({train,val,test_2016_flickr}.{en,fr}.gz)."""
+    assert MULTI30K.is_dir(), f"Multi30k not found at {MULTI30K} (data/multi30k of the repository)"
     return MULTI30K
 
 

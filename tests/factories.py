@@ -13,13 +13,20 @@ from nmt.checkpoint import checkpoint_metadata
 from nmt.data.tokenizer import PAD, Tokenizer, TokenizerConfig
 from nmt.model import NetworkConfig, build_model
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-MULTI30K = SHARED / "data" / "multi30k"
+ROOT = Path(__file__).resolve().parents[1]
+MULTI30K = ROOT / "data" / "multi30k"  # English and French, shipped with the repository
+SHARED = ROOT.parent / "shared"  # read-only data beside the repository (here and in CI)
+SHARED_MULTI30K = SHARED / "data" / "multi30k"  # all four languages: the German is read from here
 SMT = SHARED / "data" / "smt"
 
 
+def multi30k_file(split: str, lang: str) -> Path:
+    """A Multi30k file: the repository's copy for English and French, ../shared's for German and Czech."""
+    return (MULTI30K if lang in ("en", "fr") else SHARED_MULTI30K) / f"{split}.{lang}.gz"
+
+
 def multi30k_lines(split: str, lang: str, n: int | None = None) -> list[str]:
-    with gzip.open(MULTI30K / f"{split}.{lang}.gz", "rt", encoding="utf-8") as f:
+    with gzip.open(multi30k_file(split, lang), "rt", encoding="utf-8") as f:
         return [line.rstrip("\n") for line in itertools.islice(f, n)]
 
 
@@ -54,7 +61,7 @@ def tiny_checkpoint(
     tgt_lang: str = "fr",
     **network_overrides,
 ) -> Path:
-    """A checkpoint of a small random model (with its SentencePiece model) that `load_translator` reads."""
+    """A checkpoint of a small random model (with its SentencePiece model) that `nmt.Translator.load` reads."""
     tokenizer = tiny_tokenizer(src_lang, tgt_lang)
     network = tiny_network(architecture, cell, **network_overrides)
     torch.manual_seed(seed)

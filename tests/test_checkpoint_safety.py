@@ -13,7 +13,7 @@ import torch
 from factories import MULTI30K, tiny_checkpoint
 from test_training import TINY, run_nmt
 
-from nmt.checkpoint import CHECKPOINT_FORMAT, load_translator
+from nmt.checkpoint import CHECKPOINT_FORMAT, load_model
 from nmt.cli import main as nmt_main
 from nmt.errors import InputError
 
@@ -139,7 +139,7 @@ def test_weights_of_another_model_variant_name_the_mismatch(metadata_of, weights
     meta = torch.load(checkpoints[metadata_of], weights_only=True)["nmt"]
     mixed = edited(checkpoints[weights_of], tmp_path / "mixed.ckpt", lambda c: c.update(nmt=meta))
     with pytest.raises(InputError) as error:
-        load_translator(mixed)
+        load_model(mixed)
     message = str(error.value)
     assert f"its weights do not fit the {network} network its metadata describes" in message
     assert re.search(r"\d+ missing \(e\.g\. \['[\w.]+'\]\), \d+ unexpected", message)
@@ -156,11 +156,11 @@ def test_files_that_are_not_checkpoints(content, message, checkpoints, tmp_path)
     path = tmp_path / "x.ckpt"
     path.write_bytes(content if content is not None else checkpoints["rnnsearch"].read_bytes()[:3000])
     with pytest.raises(InputError) as error:
-        load_translator(path)
+        load_model(path)
     assert message in str(error.value) and "\n" not in str(error.value)
     torch.save([1, 2], path)
     with pytest.raises(InputError, match="not an nmt checkpoint"):
-        load_translator(path)
+        load_model(path)
 
 
 def test_random_bytes_are_never_a_traceback(tmp_path):
@@ -174,7 +174,7 @@ def test_random_bytes_are_never_a_traceback(tmp_path):
         header = b"\x80\x02" if trial % 2 else b""
         path.write_bytes(header + bytes(body.tolist()))
         with pytest.raises(InputError) as error:
-            load_translator(path)
+            load_model(path)
         assert "not a readable checkpoint" in str(error.value) and "\n" not in str(error.value), trial
 
 
@@ -256,6 +256,7 @@ def training_checkpoint(case, trained: Path, tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("command", ["fit", "validate", "test"])
 @pytest.mark.parametrize("case", TRAINING_CASES)
 def test_a_training_checkpoint_that_does_not_fit_is_a_one_line_error(case, command, trained, tmp_path, capsys,
@@ -269,6 +270,7 @@ def test_a_training_checkpoint_that_does_not_fit_is_a_one_line_error(case, comma
     assert not (tmp_path / "runs").exists()  # refused before anything ran
 
 
+@pytest.mark.slow
 def test_a_checkpoint_that_fits_is_loaded(trained, tmp_path, monkeypatch):
     """The checks refuse nothing that loads: options that only shape training (dropout, the initialisation) may
     differ, and an explicit path, `last` and a copy elsewhere all evaluate."""
@@ -280,6 +282,7 @@ def test_a_checkpoint_that_fits_is_loaded(trained, tmp_path, monkeypatch):
     assert nmt_main(["validate", *training_options(trained), "--ckpt_path", "last"]) == 0
 
 
+@pytest.mark.slow
 def test_resuming_last_with_a_changed_config_names_the_change(trained, capsys, monkeypatch):
     monkeypatch.chdir(trained)  # where `last` is runs/tiny/checkpoints/last.ckpt
     status = nmt_main(["fit", *training_options(trained), "--model.network.decoder_dim", "24", "--ckpt_path", "last"])
@@ -291,6 +294,7 @@ def test_resuming_last_with_a_changed_config_names_the_change(trained, capsys, m
     )
 
 
+@pytest.mark.slow
 def test_best_names_no_file_from_the_command_line(trained, tmp_path, capsys, monkeypatch):
     """`best` is the best checkpoint of a fit earlier in the same process: a new process has none."""
     monkeypatch.chdir(tmp_path)

@@ -121,7 +121,7 @@ def test_vocab_sizes_are_known_before_prepare_data(prepared: TranslationDataModu
     assert (fresh.src_vocab_size, fresh.tgt_vocab_size) == (VOCAB, VOCAB)
     assert (prepared.tokenizer.src_vocab_size, prepared.tokenizer.tgt_vocab_size) == (VOCAB, VOCAB)
     with pytest.raises(AttributeError):
-        fresh.tokenizer  # noqa: B018 - the property is what is tested
+        _ = fresh.tokenizer
 
 
 def test_tokenizer_round_trips_normal_sentences(prepared: TranslationDataModule) -> None:
@@ -208,6 +208,18 @@ def test_a_bad_corpus_fails_with_file_and_line(
         datamodule.prepare_data()
     assert (caught.value.path, caught.value.line) == (str(tmp_path / "train.fr.gz"), line)
     assert complaint in caught.value.message
+
+
+def test_a_missing_corpus_file_names_the_data_dir_to_set(data_dir: Path, tmp_path: Path) -> None:
+    """A directory of one's own: no fetch script to name, but where the file was looked for and how to point
+    there (the test split is the one missing)."""
+    datamodule = make(data_dir, tmp_path / "cache", test=Corpus(src="test.en.gz", tgt="test.fr.gz"))
+    with pytest.raises(InputError) as caught:
+        datamodule.prepare_data()
+    assert str(caught.value) == (
+        f"{data_dir / 'test.en.gz'}: cannot open: No such file or directory (data_dir {data_dir}); "
+        "set --data.data_dir or NMT_DATA_DIR to the corpus directory"
+    )
 
 
 def test_collate_by_hand() -> None:

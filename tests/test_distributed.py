@@ -32,16 +32,16 @@ class RankProbe(L.Callback):
         self.train: list[list[int]] = []
         self.val: list[int] = []
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:  # noqa: ANN001
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         self.train.append(batch.indices.tolist())
 
-    def on_validation_epoch_start(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self.val = []
 
-    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:  # noqa: ANN001
+    def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0) -> None:
         self.val.extend(batch.indices.tolist())
 
-    def on_validation_end(self, trainer, pl_module) -> None:  # noqa: ANN001
+    def on_validation_end(self, trainer, pl_module) -> None:
         if trainer.sanity_checking:
             return
         record = {

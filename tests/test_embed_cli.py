@@ -8,8 +8,8 @@ import pytest
 import torch
 from factories import multi30k_lines, tiny_checkpoint
 
-from nmt.checkpoint import load_translator
 from nmt.cli import main as nmt
+from nmt.inference import Translator
 
 
 @pytest.fixture(scope="module")
@@ -34,10 +34,11 @@ def encode_one(translator, text: str):
 def test_vectors_are_the_encoder_summary_one_row_per_line(architecture, phrases, tmp_path, capsys):
     path, lines = phrases
     ckpt = tiny_checkpoint(tmp_path, architecture=architecture)
-    translator = load_translator(ckpt)
+    translator = Translator.load(ckpt, device="cpu")
     out = tmp_path / "v.npy"
     assert (
-        nmt(["embed", "--checkpoint", str(ckpt), "--input", str(path), "--output", str(out), "--batch-size", "17"]) == 0
+        nmt(["embed", "--checkpoint", str(ckpt), "--input", str(path), "--output", str(out), "--batch-tokens", "60"])
+        == 0
     )
     vectors = np.load(out)
     assert vectors.dtype == np.float32 and vectors.shape[0] == len(lines)
@@ -55,7 +56,7 @@ def test_vectors_are_the_encoder_summary_one_row_per_line(architecture, phrases,
 def test_rnnsearch_mean_annotation_and_unescape(phrases, tmp_path):
     path, lines = phrases
     ckpt = tiny_checkpoint(tmp_path, architecture="rnnsearch")
-    translator = load_translator(ckpt)
+    translator = Translator.load(ckpt, device="cpu")
     out = tmp_path / "v.npy"
     assert (
         nmt(

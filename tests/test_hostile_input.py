@@ -496,7 +496,7 @@ OPTION_CASES = {  # command -> option -> bad values (a tuple: the option's sever
     "embed": {
         "--plot-points": ["0", "-1", BIG],
         "--labels": ["-1", BIG],
-        "--batch-size": ["0", "-1", BIG],
+        "--batch-tokens": ["0", "-1", BIG],
         "--max-input-tokens": ["0", "-5", BIG],
         "--seed": ["1.5", "x"],
     },

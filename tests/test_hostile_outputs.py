@@ -503,7 +503,7 @@ def test_two_embed_runs_on_the_same_output_each_write_a_whole_file(checkpoint, t
     first, second = LINES[:4], LINES[4:10]
     runs = [
         subprocess.Popen(
-            [sys.executable, "-m", "nmt", *args, "--batch-size", "2"],
+            [sys.executable, "-m", "nmt", *args, "--batch-tokens", "2"],
             stdin=subprocess.PIPE,
             stderr=subprocess.PIPE,
             cwd=ROOT,
@@ -532,6 +532,6 @@ def test_two_embed_runs_on_the_same_output_each_write_a_whole_file(checkpoint, t
     expected = tmp_path / "expected.npy"
     source = tmp_path / "second.txt"
     source.write_text("".join(line + "\n" for line in second))
-    assert nmt_main([*args[:4], str(source), "--output", str(expected), "--device", "cpu", "--batch-size", "2"]) == 0
+    assert nmt_main([*args[:4], str(source), "--output", str(expected), "--device", "cpu", "--batch-tokens", "2"]) == 0
     np.testing.assert_array_equal(np.load(out), np.load(expected))
     assert leftovers(tmp_path) == []

@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from factories import tiny_checkpoint
 
+pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the fast tier
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -155,3 +155,164 @@ def test_paper_initialisation():
     assert 0.005 < model.W_dec.weight.std() < 0.02
     assert torch.all(model.W_dec.bias == 0)
     assert torch.all(model.tgt_embed.lookup.weight[0] == 0)  # the padding row
+
+
+# -- the papers' initialisation, parameter by parameter ------------------------------------------------------
+
+
+def initialisation_by_name(name: str) -> str:
+    """The initialisation each parameter had when ``init_weights`` matched parameter names (before it walked
+    modules): the reference the module-by-module initialisation must reproduce."""
+    leaf = name.rsplit(".", 1)[-1]
+    if "bias" in leaf or leaf == "v_a":
+        return "zero"
+    if leaf in ("U_rz", "U") or leaf.startswith("weight_hh"):
+        return "orthogonal"
+    if name.endswith(("W_a.weight", "U_a.weight")):
+        return "attention"
+    return "normal"
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("ranks", [{}, {"emb_rank": 8, "output_rank": 6}])
+def test_paper_initialisation_gives_each_parameter_its_distribution(arch, cell, ranks):
+    torch.manual_seed(6)
+    std, attention_std = 0.01, 0.001
+    overrides = dict(emb_dim=16, encoder_dim=12, decoder_dim=16, attention_dim=10, maxout_units=8, **ranks)
+    cfg = tiny_config(arch, cell, init_std=std, attention_init_std=attention_std, **overrides)
+    model = build_model(cfg, src_vocab_size=40, tgt_vocab_size=30)
+    seen = set()
+    for name, p in model.named_parameters():
+        kind = initialisation_by_name(name)
+        seen.add(kind)
+        p = p.detach()
+        if kind == "zero":
+            assert torch.all(p == 0), name
+        elif kind == "orthogonal":
+            H = p.shape[1]
+            for block in p.split(H):  # every gate's (H, H) block
+                torch.testing.assert_close(block @ block.T, torch.eye(H), atol=1e-5, rtol=0, msg=name)
+        else:
+            if name.endswith("lookup.weight"):  # an embedding: its padding row is 0, the others are drawn
+                assert torch.all(p[0] == 0), name
+                p = p[1:]
+            target = attention_std if kind == "attention" else std
+            assert 0.8 * target < p.std() < 1.25 * target, f"{name}: std {p.std():.3g}, expected {target}"
+            assert abs(p.mean()) < 4 * target / p.numel() ** 0.5, f"{name}: mean {p.mean():.3g}"
+    assert seen >= {"zero", "orthogonal", "normal"} | ({"attention"} if arch == "rnnsearch" else set())
+
+
+# -- one decoding step against the papers' equations ------------------------------------------------------
+
+
+def randomise_(model: nn.Module, std: float = 0.5) -> None:
+    """Every parameter from N(0, std²), v_a and the biases included: nothing vanishes from the equations."""
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0.0, std)
+
+
+def maxout(t_tilde: torch.Tensor, pool: int) -> torch.Tensor:
+    """t_j = max over the j-th group of `pool` consecutive units of t̃ (Cho A.2.2, Bahdanau A.2.2)."""
+    B, width = t_tilde.shape
+    return torch.stack([t_tilde[:, j : j + pool].max(dim=-1).values for j in range(0, width, pool)], dim=-1)
+
+
+def paper_gru(cell: PaperGRUCell, x_r, x_z, x_n, h):
+    """Eqs. 5–8 with the input-side terms x_r, x_z, x_n already summed."""
+    H = cell.hidden_dim
+    U_r, U_z, U = cell.U_rz[:H], cell.U_rz[H:], cell.U
+    r = torch.sigmoid(x_r + h @ U_r.T)
+    z = torch.sigmoid(x_z + h @ U_z.T)
+    h_tilde = torch.tanh(x_n + (r * h) @ U.T)
+    return z * h + (1 - z) * h_tilde
+
+
+@torch.no_grad()
+def test_rnnsearch_step_matches_bahdanau_equations():
+    """Bahdanau et al. 2015, A.1.2 and A.2.2, for one step i:
+
+    e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j),  α_ij = softmax_j(e_ij),  c_i = Σ_j α_ij h_j
+    s_i = GRU(s_{i-1}, e(y_{i-1}), c_i)  (c_i through C_r, C_z, C)
+    t̃_i = U_o s_{i-1} + V_o e(y_{i-1}) + C_o c_i,  t_i = maxout(t̃_i),  p(y_i) = softmax(W_o t_i)
+    """
+    torch.manual_seed(7)
+    cfg = tiny_config("rnnsearch", "paper")
+    model = build_model(cfg, src_vocab_size=20, tgt_vocab_size=15).eval()
+    randomise_(model)
+    n, pool = cfg.decoder_dim, cfg.maxout_pool
+    src = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]])
+    enc = model.encode(src, torch.tensor([5, 3]))
+    y_prev = torch.tensor([4, 9])
+    s_prev = torch.tanh(torch.randn(2, n))  # s_{i-1}: any state, not the initial one
+    out = model.step(y_prev, (s_prev,), enc)
+
+    h, mask = enc.h, src != 0  # the annotations h_j
+    E = model.tgt_embed.lookup.weight[y_prev]  # e(y_{i-1})
+    W_a, U_a, v_a = model.attention.W_a.weight, model.attention.U_a.weight, model.attention.v_a
+    W_dec, b_dec, C = model.W_dec.weight, model.W_dec.bias, model.C.weight
+    o = model.output
+
+    def attend(query_state):
+        e = torch.tanh((query_state @ W_a.T).unsqueeze(1) + h @ U_a.T) @ v_a  # e_ij (B, S)
+        alpha = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=-1)
+        return (alpha.unsqueeze(-1) * h).sum(1), alpha  # c_i, α_i
+
+    def log_probs(output_state, c):
+        t_tilde = output_state @ o.O_h.weight.T + o.O_h.bias + E @ o.O_y.weight.T + c @ o.O_c.weight.T
+        return torch.log_softmax(maxout(t_tilde, pool) @ o.W_o.weight.T + o.W_o.bias, dim=-1)
+
+    c, alpha = attend(s_prev)  # the query is s_{i-1}
+    x = E @ W_dec.T + b_dec + c @ C.T  # [W_r; W_z; W] e(y_{i-1}) + b + [C_r; C_z; C] c_i
+    s_i = paper_gru(model.cell, x[:, :n], x[:, n : 2 * n], x[:, 2 * n :], s_prev)
+    expected = log_probs(s_prev, c)  # the output reads s_{i-1}
+
+    torch.testing.assert_close(out.state[0], s_i)
+    torch.testing.assert_close(out.alpha, alpha)
+    torch.testing.assert_close(out.log_probs, expected)
+    # the test tells the order apart: s_i as the query, or as the output layer's state, gives other numbers
+    c_from_s_i, _ = attend(s_i)
+    assert not torch.allclose(log_probs(s_prev, c_from_s_i), expected, atol=1e-3)
+    assert not torch.allclose(log_probs(s_i, c), expected, atol=1e-3)
+
+
+@torch.no_grad()
+def test_rnn_encoder_decoder_step_matches_cho_equations():
+    """Cho et al. 2014, Appendix A, for one step t:
+
+    c = tanh(V h_T),  h'_0 = tanh(V' c)
+    r' = σ(W'_r e(y_{t-1}) + C_r c + U'_r h'_{t-1}),  z' likewise,
+    h̃' = tanh(W' e(y_{t-1}) + C c + U' (r' ⊙ h'_{t-1})),  h'_t = z' ⊙ h'_{t-1} + (1 − z') ⊙ h̃'
+    s' = O_h h'_t + O_y e(y_{t-1}) + O_c c,  maxout,  p(y_t) = softmax(W_o ·)
+    """
+    torch.manual_seed(8)
+    cfg = tiny_config("rnnencdec", "paper")
+    model = build_model(cfg, src_vocab_size=20, tgt_vocab_size=15).eval()
+    randomise_(model)
+    n, pool = cfg.decoder_dim, cfg.maxout_pool
+    src, lengths = torch.tensor([[5, 6, 7, 8, 9], [10, 11, 12, 0, 0]]), torch.tensor([5, 3])
+    enc = model.encode(src, lengths)
+    _, h_T = model.encoder(model.src_embed(src), lengths, src != 0)
+    c = torch.tanh(h_T @ model.V.weight.T)
+    torch.testing.assert_close(enc.c, c)
+    torch.testing.assert_close(model.initial_state(enc)[0], torch.tanh(c @ model.V_dec.weight.T))
+
+    y_prev = torch.tensor([4, 9])
+    h_prev = torch.tanh(torch.randn(2, n))  # h'_{t-1}: any state, not the initial one
+    out = model.step(y_prev, (h_prev,), enc)
+
+    E = model.tgt_embed.lookup.weight[y_prev]  # e(y_{t-1})
+    x = E @ model.W_dec.weight.T + model.W_dec.bias + c @ model.C.weight.T
+    h_t = paper_gru(model.cell, x[:, :n], x[:, n : 2 * n], x[:, 2 * n :], h_prev)
+    o = model.output
+
+    def log_probs(state):
+        t_tilde = state @ o.O_h.weight.T + o.O_h.bias + E @ o.O_y.weight.T + c @ o.O_c.weight.T
+        return torch.log_softmax(maxout(t_tilde, pool) @ o.W_o.weight.T + o.W_o.bias, dim=-1)
+
+    expected = log_probs(h_t)  # g(h'_t, y_{t-1}, c): the output reads the new state
+    torch.testing.assert_close(out.state[0], h_t)
+    torch.testing.assert_close(out.log_probs, expected)
+    assert out.alpha is None
+    assert not torch.allclose(log_probs(h_prev), expected, atol=1e-3)  # the previous state gives other numbers

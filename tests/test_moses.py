@@ -12,16 +12,16 @@ from factories import SMT
 
 from nmt.data.phrase_table import load_phrase_table_pairs
 from nmt.errors import InputError
-from nmt.scoring.moses import (
+from nmt.moses import (
     MalformedLine,
     parse_labelled_values,
     parse_nbest_line,
     parse_phrase_line,
-    read_binary_lines,
     read_weights,
     unescape,
     weighted_total,
 )
+from nmt.textio import read_binary_lines
 
 # (file, number of fields, scores per line) as SOURCES.md describes them
 PHRASE_TABLES = {

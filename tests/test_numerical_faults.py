@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 import nmt.module
 from nmt import cli
-from nmt.checkpoint import load_translator
+from nmt.checkpoint import load_model
 from nmt.data.batch import collate
 from nmt.errors import TrainingDiverged
 from nmt.module import TranslationModule
@@ -102,7 +102,7 @@ def test_a_nan_loss_skips_its_step_and_nothing_else(batches, tmp_path):
     assert all(torch.isfinite(p).all() for p in module.parameters())
     saved = torch.load(last, weights_only=True)
     assert all(torch.isfinite(t).all() for t in saved["state_dict"].values())
-    load_translator(last)  # the checkpoint is usable
+    load_model(last)  # the checkpoint is usable
 
 
 def test_nan_policy_stop_ends_the_run_and_keeps_the_last_good_checkpoint(batches, tmp_path):

@@ -8,7 +8,7 @@ import itertools
 from factories import SMT
 
 from nmt.data.corpus import Corpus, load_corpus
-from nmt.scoring.moses import unescape
+from nmt.moses import unescape
 
 
 def test_phrase_table_corpus_gives_each_unique_pair_once(tmp_path):

@@ -12,12 +12,11 @@ import torch
 from factories import tiny_checkpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from nmt.checkpoint import load_translator
 from nmt.cli import main as nmt_main
-from nmt.commands.plot_attention import alignment
 from nmt.commands.plot_curves import PANELS, read_run
 from nmt.data.tokenizer import BOS, EOS
 from nmt.decoding import SearchConfig, search
+from nmt.inference import Translator
 from nmt.plotting import attention_heatmap, curves_figure, save_figure, scatter_map
 
 SRC = "Two young men are playing football on a green field."
@@ -48,7 +47,7 @@ def attention_checkpoint(tmp_path_factory):
 def translator(attention_checkpoint):
     """The checkpoint's model with every weight redrawn from N(0, 0.5²): the papers' initialisation sets
     v_a = 0, which makes every attention weight 1/|src|, and a uniform matrix would hide transposed axes."""
-    translator = load_translator(attention_checkpoint)
+    translator = Translator.load(attention_checkpoint, device="cpu")
     torch.manual_seed(0)
     with torch.no_grad():
         for p in translator.model.parameters():
@@ -71,7 +70,7 @@ def test_heatmap_draws_the_matrix_it_is_given(tmp_path):
 
 def test_alignment_of_a_given_target_is_the_teacher_forced_attention(translator):
     model, tok = translator.model, translator.tokenizer
-    shown = alignment(translator, SRC, TGT)
+    shown = translator.attention(SRC, TGT)
 
     src_ids, tgt_ids = tok.encode_src([SRC])[0], tok.encode_tgt([TGT])[0]
     with torch.no_grad():
@@ -87,7 +86,7 @@ def test_alignment_of_a_given_target_is_the_teacher_forced_attention(translator)
 
 def test_alignment_of_the_models_translation_is_the_searchs_attention(translator):
     model, tok = translator.model, translator.tokenizer
-    shown = alignment(translator, SRC, beam_size=3)
+    shown = translator.attention(SRC, beam_size=3)
 
     src_ids = tok.encode_src([SRC])[0]
     src, lengths = torch.tensor([src_ids]), torch.tensor([len(src_ids)])

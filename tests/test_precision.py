@@ -16,6 +16,8 @@ from test_training import TINY
 
 from nmt.cli import train_cli
 
+pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the fast tier
+
 
 @pytest.mark.parametrize("architecture", ["rnnsearch", "rnnencdec"])
 def test_bf16_mixed_with_gradient_accumulation_trains_and_validates(architecture: str, tmp_path: Path) -> None:
@@ -34,7 +36,7 @@ def test_bf16_mixed_with_gradient_accumulation_trains_and_validates(architecture
     trainer = cli.trainer
     module_step = cli.model.training_step
 
-    def recording_step(batch, batch_idx):  # noqa: ANN001, ANN202
+    def recording_step(batch, batch_idx):
         loss = module_step(batch, batch_idx)
         assert loss.dtype == torch.float32  # the loss is computed in float32 from bf16 logits
         losses.append(float(loss))

@@ -44,7 +44,7 @@ def resume_config(directory: Path) -> Path:
     trainer["enable_progress_bar"] = False
     for callback in trainer["callbacks"]:
         if callback["class_path"] == "nmt.resume.ResumeCheckpoint":
-            callback["init_args"]["every_n_train_steps"] = EVERY
+            callback.setdefault("init_args", {})["every_n_train_steps"] = EVERY
     trainer["callbacks"].append(
         {
             "class_path": "lightning.pytorch.callbacks.EarlyStopping",
@@ -217,7 +217,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temp_file(
         io.save_checkpoint({"global_step": 2}, path)
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["global_step"] == 1
-    (path.parent / ".last.ckpt.orphan.tmp").write_bytes(b"left by a SIGKILL")
+    (path.parent / ".last.ckpt.orphan.partial").write_bytes(b"left by a SIGKILL")
     io.save_checkpoint({"global_step": 3}, path)
     assert torch.load(path, weights_only=True)["global_step"] == 3
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # temp files of killed writes are cleaned up

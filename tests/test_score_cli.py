@@ -18,10 +18,10 @@ import pytest
 import torch
 from factories import SMT, multi30k_lines, tiny_checkpoint
 
-from nmt.checkpoint import load_translator
 from nmt.cli import main as nmt_main
 from nmt.data.tokenizer import BOS, EOS
-from nmt.scoring.moses import parse_labelled_values, read_weights, unescape, weighted_total
+from nmt.inference import Translator
+from nmt.moses import parse_labelled_values, read_weights, unescape, weighted_total
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,7 +52,7 @@ def checkpoints(tmp_path_factory) -> dict[tuple[str, str], Path]:
 
 @pytest.fixture(scope="session")
 def translators(checkpoints):
-    return {pair: load_translator(path) for pair, path in checkpoints.items()}
+    return {pair: Translator.load(path, device="cpu") for pair, path in checkpoints.items()}
 
 
 def reference_logprob(translator, src: str, tgt: str, *, max_len: int | None = None) -> float:
@@ -131,6 +131,7 @@ def test_phrase_table_round_trip_plain_and_gz(name, checkpoints, tmp_path, capsy
     assert "2,000 lines" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_a_whole_real_table(checkpoints, tmp_path, capsys):
     name = "moses-regression-tests/lexicalized-reordering/phrase-table.0-0.gz"
     out = tmp_path / "scored"
@@ -512,6 +513,7 @@ def test_nbest_reranking_refuses_a_sentence_split_across_the_list(checkpoints, t
     assert texts() == [b"homme", b"broken", b"un homme", b"le homme", b"le chien"]
 
 
+@pytest.mark.slow
 def test_a_pairs_score_does_not_depend_on_its_batch(checkpoints, tmp_path):
     """A pair's score is a function of the pair alone, to the last digit printed: 24 phrase pairs, each scored
     alone, then among 1,000 others of a real table at different places, with different batch sizes and windows
@@ -559,6 +561,7 @@ def test_one_input_kind_at_a_time(checkpoints, tmp_path, capsys):
     assert nmt(["score", "--checkpoint", ckpt, "--tsv", "a", "--phrase-table", "b"]) == 2
 
 
+@pytest.mark.slow
 def test_command_line_smoke_with_progress(checkpoints, tmp_path):
     table = head_file("Portage-SMT-TAS/cpt.ibm2-rf-zn-kn3.train.en2fr.gz", 50, tmp_path, gz=True)
     result = subprocess.run(

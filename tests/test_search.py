@@ -14,7 +14,7 @@ from torch import nn
 
 from nmt.decoding import Ensemble, SearchConfig, check_same_vocabulary, search, select_rows
 from nmt.errors import InputError
-from nmt.model import NetworkConfig, StepOutput, build_model
+from nmt.model import NetworkConfig, SearchModel, StepOutput, build_model
 
 BOS, EOS = 2, 3  # nmt's fixed special ids (PAD 0, UNK 1)
 MODELS = [("rnnsearch", "paper"), ("rnnencdec", "paper"), ("rnnencdec", "cudnn"), ("rnnsearch", "cudnn")]
@@ -332,6 +332,13 @@ def test_ensemble_of_two_averages_log_probs():
         outputs = [(h.tokens, h.complete) for h in found]
         mean = sum(teacher_forced_log_probs(m, sentence, outputs)[0] for m in members) / 2
         torch.testing.assert_close(torch.tensor([h.log_prob for h in found]), mean, atol=1e-4, rtol=0)
+
+
+def test_models_and_ensembles_are_search_models():
+    members = [peaked_model(architecture, cell, seed=9) for architecture, cell in MODELS]
+    ensemble = Ensemble(members)
+    assert all(isinstance(m, SearchModel) for m in [*members, ensemble, Ensemble([ensemble])])
+    assert ensemble.pad_id == members[0].pad_id
 
 
 def test_ensemble_refuses_different_vocabularies():

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from nmt.checkpoint import load_translator
 from nmt.cli import main
+from nmt.inference import Translator
 from tests.factories import multi30k_lines, tiny_checkpoint
 
 LINES = multi30k_lines("test_2016_flickr", "en", 4)
@@ -43,6 +43,7 @@ def write(path: Path, lines: list[str]) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_translate_streams_through_an_open_pipe(checkpoints):
     process = subprocess.Popen(
         [sys.executable, "-m", "nmt", "translate", "--threads", "1", "--checkpoint", str(checkpoints["rnnsearch"])],
@@ -114,7 +115,7 @@ def test_scores_and_alignment_columns(checkpoints, tmp_path, capsys):
     ckpt = checkpoints["rnnsearch"]
     status, out, _ = run(["--checkpoint", str(ckpt), "--input", str(source), "--scores", "--alignment"], capsys)
     assert status == 0
-    tokenizer = load_translator(ckpt).tokenizer
+    tokenizer = Translator.load(ckpt, device="cpu").tokenizer
     for sentence, line in zip(LINES[:3], out.splitlines(), strict=True):
         text, log_prob, links = line.split("\t")
         assert text and float(log_prob) < 0
@@ -223,6 +224,7 @@ def test_output_file_appears_only_when_complete(checkpoints, tmp_path, capsys):
     assert sorted(os.listdir(tmp_path)) == ["bad.txt", "in.txt.gz", "out.txt"]  # no temporary file left
 
 
+@pytest.mark.slow
 def test_invalid_utf8_on_stdin_is_one_line_and_status_2(checkpoints):
     result = subprocess.run(
         [sys.executable, "-m", "nmt", "translate", "--threads", "1", "--checkpoint", str(checkpoints["rnnsearch"])],
@@ -257,6 +259,7 @@ def test_alignment_needs_attention_and_bad_options_are_refused(checkpoints, tmp_
     assert re.fullmatch(r"nmt translate: error: --n-best: 3 is more than --beam-size 2: .*\n", err)
 
 
+@pytest.mark.slow
 def test_missing_output_directory_is_a_one_line_error(tmp_path):
     checkpoint = tiny_checkpoint(tmp_path)
     result = subprocess.run(

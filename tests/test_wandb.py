@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 from factories import MULTI30K, multi30k_lines
 
+pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the fast tier
+
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "tiny.yaml"
 VAL_LINES = 20
@@ -48,7 +50,7 @@ def offline_run(tmp_path_factory):
         [sys.executable, "-m", "nmt", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600
     )
     assert fit.returncode == 0, fit.stderr[-3000:]
-    (run_dir,) = (work / "wandb").glob("offline-run-*")
+    (run_dir,) = (work / "runs" / "tiny" / "wandb").glob("offline-run-*")  # under trainer.default_root_dir
     inspect = subprocess.run(
         [sys.executable, "-m", "wandb", "leet", "inspect", "--json", str(run_dir)],
         env=env,

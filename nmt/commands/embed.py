@@ -28,16 +28,14 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from jsonargparse import ArgumentParser
 
-from nmt.checkpoint import Translator, load_translator, resolve_device
 from nmt.commands import options
 from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
+from nmt.inference import Translator
+from nmt.moses import unescape
 from nmt.plotting import save_figure, scatter_map, supported_formats
-from nmt.scoring.moses import unescape
-from nmt.scoring.scorer import windows
 from nmt.textio import atomic_output, check_output, read_lines
 
 PROG = "nmt embed"
@@ -46,7 +44,7 @@ _HEADER_BYTES = 128  # fixed-size .npy header, rewritten with the final row coun
 
 def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `nmt fit`")
+    options.add_model_arguments(p, ensemble=False)
     p.add_argument("--input", required=True, help="phrases in the model's source language, one a line ('-': stdin)")
     p.add_argument("--output", required=True, help="the vectors, a float32 .npy file (N, D)")
     p.add_argument(
@@ -56,12 +54,6 @@ def build_parser() -> ArgumentParser:
         help="RNNsearch: [→h_T; ←h_1] (ends) or the mean annotation",
     )
     p.add_argument("--unescape", action="store_true", help="undo Moses escapes (&apos;) before encoding")
-    p.add_argument(
-        "--encoding-errors",
-        type=Literal["strict", "replace"],
-        default="strict",
-        help="invalid UTF-8 in the input: an error, or replaced by U+FFFD",
-    )
     p.add_argument("--plot", type=str | None, default=None, help="also draw a 2-D PCA map (PNG, PDF, SVG)")
     p.add_argument(
         "--labels",
@@ -75,19 +67,8 @@ def build_parser() -> ArgumentParser:
         default=5000,
         help="points drawn (a uniform sample when more)",
     )
-    p.add_argument(
-        "--batch-size",
-        type=options.count(1, options.MAX_EMBED_BATCH, why_high="memory grows with batch × length"),
-        default=256,
-        help="phrases encoded at once",
-    )
-    p.add_argument(
-        "--max-input-tokens",
-        type=options.PIECES,
-        default=250,
-        help="longer phrases are embedded from their first this many pieces (with a warning)",
-    )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
+    options.add_runtime_arguments(p, batch_tokens=4000)
+    options.add_input_arguments(p, doing="embedded")
     p.add_argument("--seed", type=Range(int), default=0, help="seed of the plotted and labelled sample")
     return p
 
@@ -101,33 +82,38 @@ def main(argv: list[str] | None = None) -> int:
     inputs = [args.input, args.checkpoint]
     check_output(args.output, inputs)  # before the model is loaded
     check_output(args.plot, inputs)
-    translator = load_translator(args.checkpoint, device=resolve_device(args.device))
     rng = random.Random(args.seed)
     sample: list[tuple[int, str, np.ndarray]] = []  # reservoir of (row, phrase, vector) for the plot
-    lines = (text for text, _ in read_lines(args.input, errors=args.encoding_errors))
-    n = 0
-    with NpyRowWriter(args.output, inputs=inputs) as writer:
-        for batch in windows(lines, args.batch_size):
-            texts = [unescape(t) for t in batch] if args.unescape else batch
-            ids = cut_long(translator.tokenizer.encode_src(texts), args.max_input_tokens, path=args.input, first=n + 1)
-            vectors = encoded_vectors(translator, ids, rnnsearch_vector=args.rnnsearch_vector)
-            bad = np.flatnonzero(~np.isfinite(vectors).all(axis=1))
-            if len(bad):  # a broken network: its vectors mean nothing
-                raise InputError(
-                    path=args.input,
-                    line=n + int(bad[0]) + 1,
-                    message="the model's vector for this phrase is not finite (its network overflows or its "
-                    "weights are broken)",
-                )
-            writer.write(vectors)
-            for text, vector in zip(batch, vectors, strict=True):
-                if len(sample) < args.plot_points:
-                    sample.append((n, text, vector))
-                elif (k := rng.randrange(n + 1)) < args.plot_points:
-                    sample[k] = (n, text, vector)
-                n += 1
-        if n == 0:
-            raise InputError(path=args.input, message="no phrases to embed (the input is empty)")
+    texts = [] if args.plot else None  # the phrases of the block being embedded, for the plot's labels
+    with options.torch_threads(args.threads):
+        translator = Translator.load(args.checkpoint, device=args.device, dtype=args.dtype)
+        lines = (text for text, _ in read_lines(args.input, errors=args.encoding_errors))
+        read = _remembered(lines, texts)  # the lines as written label the plot
+        phrases = (unescape(t) for t in read) if args.unescape else read
+        n = 0
+        with NpyRowWriter(args.output, inputs=inputs) as writer:
+            blocks = translator.encode_stream(
+                phrases,
+                vector=args.rnnsearch_vector,
+                batch_tokens=args.batch_tokens,
+                max_input_tokens=args.max_input_tokens,
+                source_name=args.input,
+                warning_prefix=f"{PROG}: warning",
+            )
+            for vectors in blocks:
+                writer.write(vectors)
+                if texts is not None:
+                    for text, vector in zip(texts, vectors, strict=True):
+                        if len(sample) < args.plot_points:
+                            sample.append((n, text, vector))
+                        elif (k := rng.randrange(n + 1)) < args.plot_points:
+                            sample[k] = (n, text, vector)
+                        n += 1
+                    texts.clear()
+                else:
+                    n += len(vectors)
+            if n == 0:
+                raise InputError(path=args.input, message="no phrases to embed (the input is empty)")
     print(f"{PROG}: {n:,} phrases -> {args.output} {(n, writer.dim)}", file=sys.stderr)
     if args.plot:  # from the sample's own vectors: the output may be a pipe or a device, not to be read back
         sample.sort(key=lambda entry: entry[0])
@@ -140,47 +126,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def cut_long(ids: list[list[int]], max_tokens: int, *, path: str, first: int) -> list[list[int]]:
-    """Phrases (piece ids + EOS; the first one is line `first`) cut to max_tokens pieces + EOS, with a warning:
-    one huge line must not pad its whole batch to its length."""
-    for k, row in enumerate(ids):
-        if len(row) - 1 > max_tokens:
-            print(
-                f"{PROG}: warning: {path}:{first + k}: {len(row) - 1} pieces, embedding only the first {max_tokens} "
-                "(--max-input-tokens)",
-                file=sys.stderr,
-            )
-            ids[k] = row[:max_tokens] + [row[-1]]
-    return ids
-
-
-def phrase_vectors(translator: Translator, texts: list[str], *, rnnsearch_vector: str = "ends") -> np.ndarray:
-    """The representation of each phrase (see the module docstring): float32 (B, D)."""
-    return encoded_vectors(translator, translator.tokenizer.encode_src(texts), rnnsearch_vector=rnnsearch_vector)
-
-
-@torch.inference_mode()
-def encoded_vectors(translator: Translator, ids: list[list[int]], *, rnnsearch_vector: str = "ends") -> np.ndarray:
-    """`phrase_vectors` of phrases already encoded (source piece ids, each ending with EOS)."""
-    model = translator.model
-    device = next(model.parameters()).device
-    lengths = torch.tensor([len(x) for x in ids])
-    src = torch.zeros(len(ids), int(lengths.max()), dtype=torch.long)  # (B, S), PAD = 0
-    for b, x in enumerate(ids):
-        src[b, : len(x)] = torch.tensor(x)
-    enc = model.encode(src.to(device), lengths.to(device))
-    if translator.network.architecture == "rnnencdec":
-        vectors = enc.c  # (B, n)
-    else:
-        h, mask = enc.h, enc.mask  # (B, S, 2H), (B, S)
-        H = h.shape[-1] // 2
-        if rnnsearch_vector == "mean":
-            vectors = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-        else:
-            last = (lengths - 1).to(device)
-            forward_last = h[torch.arange(h.shape[0], device=device), last, :H]  # →h_T at each phrase's EOS
-            vectors = torch.cat([forward_last, h[:, 0, H:]], dim=-1)  # [→h_T; ←h_1]
-    return vectors.float().cpu().numpy()
+def _remembered(phrases: Iterable[str], texts: list[str] | None) -> Iterable[str]:
+    """`phrases`, each also appended to `texts` (when given) as it is read."""
+    for text in phrases:
+        if texts is not None:
+            texts.append(text)
+        yield text
 
 
 class NpyRowWriter:

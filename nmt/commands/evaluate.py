@@ -17,35 +17,29 @@ import sys
 
 from jsonargparse import ArgumentParser
 from sacrebleu.metrics import BLEU, CHRF, TER
-from tqdm import tqdm
 
 from nmt.commands import options
 from nmt.commands.options import CommandParser
-from nmt.commands.translate import (
-    add_model_arguments,
-    check_finite,
-    device_of,
-    encode_line,
-    length_batches,
-    load_model,
-    search_config,
-    torch_threads,
-    translate_batch,
-)
 from nmt.decoding import SearchConfig
 from nmt.errors import InputError
-from nmt.textio import atomic_output, check_output, read_lines, single_line
+from nmt.inference import Translator
+from nmt.textio import atomic_output, check_output, read_lines
+
+PROG = "nmt evaluate"
 
 
 def build_parser() -> ArgumentParser:
-    parser = CommandParser(prog="nmt evaluate", description=__doc__.split("\n\n")[0])
+    parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     parser.add_argument("--hyp", default=None, help="hypotheses, one per line (instead of --checkpoint/--src)")
     parser.add_argument("--src", default=None, help="source sentences to translate with --checkpoint")
     parser.add_argument("--ref", nargs="+", required=True, metavar="FILE", help="reference translation(s)")
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores (sacrebleu -lc)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
     parser.add_argument("--output", default=None, help="with --checkpoint: also write the translations here")
-    add_model_arguments(parser, checkpoint_required=False)
+    options.add_model_arguments(parser, checkpoint_required=False)
+    options.add_search_arguments(parser)
+    options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)
+    options.add_input_arguments(parser, doing="translated")
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -70,24 +64,19 @@ def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> N
     )
 
 
-def translate_texts(args, texts: list[str], config: SearchConfig) -> list[str]:
+def translate_texts(args: argparse.Namespace, texts: list[str], config: SearchConfig) -> list[str]:
     """Translate the --src lines with the checkpoint(s), in batches of similar length; in input order."""
-    model, tokenizer = load_model(args.checkpoint, args.ensemble, args.device, dtype=args.dtype)
-    options.check_beam_width(args.beam_size, tokenizer.tgt_vocab_size, args.checkpoint)
-    device = device_of(model)
-    sources = [
-        encode_line(tokenizer, text, number=n, path=args.src, max_tokens=args.max_input_tokens, prog="nmt evaluate")
-        for n, text in enumerate(texts, start=1)
-    ]
-    hypotheses: list[str] = [""] * len(sources)
+    translator = Translator.load(args.checkpoint, ensemble=args.ensemble, device=args.device, dtype=args.dtype)
+    options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
     show = sys.stderr.isatty() if args.progress is None else args.progress
-    with tqdm(total=len(sources), disable=not show, unit=" lines", file=sys.stderr, dynamic_ncols=True) as bar:
-        for batch in length_batches(sources, args.batch_tokens):
-            hyps = translate_batch(model, batch, config, device)
-            check_finite(batch, hyps, args.src)
-            for source, text in zip(batch, tokenizer.decode_tgt([h[0].tokens for h in hyps]), strict=True):
-                hypotheses[source.number - 1] = single_line(text)
-            bar.update(len(batch))
+    hypotheses: list[str] = []
+    with options.progress(show, total=len(texts)) as bar:
+        found = translator.translate(
+            texts, config, **options.translation_options(args, prog=PROG, source_name=args.src)
+        )
+        for translation in found:
+            hypotheses.append(translation.text)
+            bar.update(1)
     return hypotheses
 
 
@@ -119,8 +108,8 @@ def main(argv: list[str]) -> int:
         hyp_path, texts = args.src, read_texts(args.src, args.encoding_errors)
         for path, refs in zip(args.ref, references, strict=True):  # fail before the (long) translation
             check_line_counts(hyp_path, len(texts), path, len(refs))
-        with torch_threads(args.threads):
-            hypotheses = translate_texts(args, texts, search_config(args, parser))
+        with options.torch_threads(args.threads):
+            hypotheses = translate_texts(args, texts, options.search_config(args, parser))
         if args.output is not None:
             with atomic_output(args.output, inputs=inputs) as out:
                 out.writelines(h + "\n" for h in hypotheses)

@@ -15,10 +15,16 @@ from __future__ import annotations
 import argparse
 import math
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NoReturn
 
+import torch
 from jsonargparse import ArgumentParser
 
+from nmt.checkpoint import DTYPES
+from nmt.decoding import SearchConfig
 from nmt.errors import InputError
 
 MAX_BEAM_SIZE = 256
@@ -116,6 +122,140 @@ PIECES = count(1, MAX_PIECES, why_high=f"memory grows with batch × length; no m
 BATCH_TOKENS = count(1, MAX_BATCH_TOKENS, why_high="memory grows with it")
 DPI = count(MIN_DPI, MAX_DPI, why_low="text cannot be drawn that small", why_high="see also the pixel limit")
 INCHES = Range(float, MIN_INCHES, MAX_INCHES, why_low="nothing fits", why_high="see also the pixel limit")
+
+
+TRANSLATE_BATCH_TOKENS = 500
+"""Source pieces per batch of beam search (≈ 32 Multi30k sentences): the fastest on 1-2 CPU threads."""
+
+
+# -- the option groups every inference command shares ------------------------------------------------------------
+
+
+def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = True, ensemble: bool = True) -> None:
+    """--checkpoint (and --ensemble: further checkpoints decoded together)."""
+    parser.add_argument(
+        "--checkpoint", required=checkpoint_required, default=None, help="a checkpoint written by `nmt fit`"
+    )
+    if ensemble:
+        parser.add_argument(
+            "--ensemble",
+            nargs="+",
+            default=[],
+            metavar="CKPT",
+            help="further checkpoints (same SentencePiece model) decoded together with --checkpoint: "
+            "the mean of their log-probabilities",
+        )
+
+
+def add_runtime_arguments(parser: ArgumentParser, *, batch_tokens: int, dtype: bool = True) -> None:
+    """--device, --dtype, --threads, --batch-tokens: the same meaning and defaults in every command."""
+    parser.add_argument(
+        "--device", default="auto", help="where to run the model: auto (CUDA when present), cpu, cuda, cuda:1 …"
+    )
+    if dtype:
+        parser.add_argument(
+            "--dtype",
+            default="float32",
+            choices=list(DTYPES),
+            help="weights and activations: float32 (as trained) or bfloat16 (scores stay float32; about 2x faster "
+            "on GPUs and on CPUs with AVX-512 BF16 or AMX, much slower on CPUs without them)",
+        )
+    parser.add_argument(
+        "--threads",
+        type=THREADS,
+        default=0,
+        help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be much faster)",
+    )
+    parser.add_argument(
+        "--batch-tokens", type=BATCH_TOKENS, default=batch_tokens, help="pieces per batch (use more on a GPU)"
+    )
+
+
+def add_input_arguments(parser: ArgumentParser, *, doing: str) -> None:
+    """--max-input-tokens and --encoding-errors, for commands that read source lines."""
+    parser.add_argument(
+        "--max-input-tokens",
+        type=PIECES,
+        default=250,
+        help=f"longer lines are {doing} from their first this many pieces (with a warning)",
+    )
+    parser.add_argument(
+        "--encoding-errors",
+        default="strict",
+        choices=["strict", "replace"],
+        help="invalid UTF-8 in the input: stop with an error, or replace it with U+FFFD",
+    )
+
+
+_SEARCH = SearchConfig()
+
+
+def add_search_arguments(parser: ArgumentParser) -> None:
+    """The beam search's options (`SearchConfig`)."""
+    parser.add_argument("--beam-size", type=BEAM_SIZE, default=_SEARCH.beam_size, help="beam width (1 = greedy)")
+    parser.add_argument(
+        "--length-penalty",
+        default=_SEARCH.length_penalty,
+        choices=["none", "length", "gnmt"],
+        help="rank finished hypotheses by log_prob / lp(L): lp = 1, L^alpha or ((5+L)/6)^alpha",
+    )
+    parser.add_argument(
+        "--alpha", type=Range(float, 0.0, 10.0), default=_SEARCH.alpha, help="exponent of the length penalty"
+    )
+    parser.add_argument(
+        "--max-length-a",
+        type=Range(float, 0.0, 10.0),
+        default=_SEARCH.max_length_a,
+        help="output length limit a·|src| + b (|src| in pieces, EOS included)",
+    )
+    parser.add_argument("--max-length-b", type=count(0, 1000), default=_SEARCH.max_length_b, help="see --max-length-a")
+
+
+def search_config(args: argparse.Namespace, parser: ArgumentParser, n_best: int = 1) -> SearchConfig:
+    check_n_best(n_best, args.beam_size)
+    check_output_limit(args.max_length_a, args.max_length_b)
+    try:
+        return SearchConfig(
+            beam_size=args.beam_size,
+            length_penalty=args.length_penalty,
+            alpha=args.alpha,
+            max_length_a=args.max_length_a,
+            max_length_b=args.max_length_b,
+            n_best=n_best,
+        )
+    except ValueError as e:
+        parser.error(str(e))
+        raise  # parser.error exits
+
+
+def translation_options(args: argparse.Namespace, *, prog: str, source_name: str) -> dict:
+    """The keyword arguments of `Translator.translate` that translate and evaluate take from their options."""
+    return dict(
+        batch_tokens=args.batch_tokens,
+        max_input_tokens=args.max_input_tokens,
+        source_name=source_name,
+        warning_prefix=f"{prog}: warning",
+    )
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[None]:
+    """Use `threads` CPU threads (0: leave torch's setting) and restore the setting afterwards, since a command's
+    ``main`` may run in-process (tests, scripts)."""
+    before = torch.get_num_threads()
+    if threads > 0:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def progress(enabled: bool, total: int | None = None):
+    """Lines done, lines/s and (with a total) the ETA, on stderr."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, disable=not enabled, unit=" lines", file=sys.stderr, dynamic_ncols=True, mininterval=0.5)
 
 
 class CommandParser(ArgumentParser):

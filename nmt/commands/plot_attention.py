@@ -12,32 +12,18 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import NamedTuple
 
-import numpy as np
-import torch
 from jsonargparse import ArgumentParser
 
-from nmt.checkpoint import Translator, load_translator, resolve_device
 from nmt.commands import options
 from nmt.commands.options import CommandParser
-from nmt.data.tokenizer import BOS, EOS
-from nmt.decoding import SearchConfig, search
 from nmt.errors import InputError
-from nmt.plotting import DPI, EOS_LABEL, attention_heatmap, save_figure, supported_formats
+from nmt.inference import Translator
+from nmt.plotting import DPI, attention_heatmap, save_figure, supported_formats
 from nmt.textio import check_output
 
 PROG = "nmt plot-attention"
 MAX_PIECES = 200  # per side: beyond this the labels overlap, and drawing takes minutes
-
-
-class Alignment(NamedTuple):
-    """What the heatmap shows."""
-
-    src_pieces: list[str]  # (S) source pieces, EOS included
-    tgt_pieces: list[str]  # (T) target pieces, EOS included when the translation ended
-    alpha: np.ndarray  # (T, S) attention weights; row i sums to 1 over the source
-    translation: str  # the target sentence shown (the given one, or the model's translation)
 
 
 def build_parser() -> ArgumentParser:
@@ -51,31 +37,8 @@ def build_parser() -> ArgumentParser:
         "--size", type=options.INCHES, nargs=2, default=None, metavar=("W", "H"), help="inches (default: by length)"
     )
     p.add_argument("--dpi", type=options.DPI, default=DPI, help="pixels per inch of a raster output")
-    p.add_argument("--device", default="cpu", help="cpu, cuda, auto …")
+    p.add_argument("--device", default="auto", help="where to run the model: auto (CUDA when present), cpu, cuda …")
     return p
-
-
-@torch.inference_mode()
-def alignment(translator: Translator, src: str, tgt: str | None = None, *, beam_size: int = 1) -> Alignment:
-    """The attention weights of ``tgt`` given ``src`` (teacher-forced), or of the model's translation."""
-    model, tokenizer = translator.model, translator.tokenizer
-    device = next(model.parameters()).device
-    src_ids = tokenizer.encode_src([src])[0]  # pieces + EOS
-    src_t = torch.tensor([src_ids], device=device)  # (1, S)
-    lengths = torch.tensor([len(src_ids)], device=device)
-    if tgt is not None:
-        tgt_ids = tokenizer.encode_tgt([tgt])[0]
-        tgt_in = torch.tensor([[BOS, *tgt_ids]], device=device)  # (1, T): BOS y_1 … y_n predicts y_1 … EOS
-        alpha = model.teacher_forced(model.encode(src_t, lengths), tgt_in).alpha[0]  # (T, S)
-        tgt_pieces = [*tokenizer.tgt_pieces(tgt_ids), EOS_LABEL]
-        translation = tgt
-    else:
-        config = SearchConfig(beam_size=beam_size, n_best=1)
-        best = search(model, src_t, lengths, config, bos_id=BOS, eos_id=EOS)[0][0]
-        alpha = best.alpha  # (T, S): one row per output piece, and one for EOS when the translation ended
-        tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), *([EOS_LABEL] if best.complete else [])]
-        translation = tokenizer.decode_tgt([best.tokens])[0]
-    return Alignment(tokenizer.src_pieces(src_ids), tgt_pieces, alpha.float().cpu().numpy(), translation)
 
 
 def check_sentence(option: str, text: str | None) -> None:
@@ -100,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.size is not None:
         options.check_figure(*args.size, args.dpi, size_given=True, default_dpi=DPI)
     check_output(args.output, [args.checkpoint])
-    translator = load_translator(args.checkpoint, device=resolve_device(args.device))
-    if translator.network.architecture != "rnnsearch":
+    translator = Translator.load(args.checkpoint, device=args.device)
+    if not translator.has_attention:
         raise InputError(
             path=args.checkpoint,
             message=f"no attention to plot: this is a {translator.network.architecture} model (needs rnnsearch)",
@@ -113,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ):
         if text is not None and (n := len(encode([text])[0])) > MAX_PIECES:
             raise InputError(path=option, message=f"{n} pieces; a heatmap of more than {MAX_PIECES} is unreadable")
-    shown = alignment(translator, args.src, args.tgt, beam_size=args.beam_size)
+    shown = translator.attention(args.src, args.tgt, beam_size=args.beam_size)
     title = f"{args.src}\n{shown.translation}"
     fig = attention_heatmap(shown.alpha, shown.src_pieces, shown.tgt_pieces, title=title, size=args.size)
     options.check_figure(*fig.get_size_inches(), args.dpi, size_given=args.size is not None, default_dpi=DPI)

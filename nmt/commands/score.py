@@ -37,30 +37,29 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Literal
 
 import numpy as np
-import torch
 from jsonargparse import ArgumentParser, Namespace
 
-from nmt.checkpoint import load_translator, resolve_device
 from nmt.commands import options
 from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
-from nmt.scoring.moses import (
-    Hypothesis,
+from nmt.inference import Translator
+from nmt.inference.batching import chunks, prefetch
+from nmt.moses import (
     MalformedLine,
+    NBestEntry,
     format_value,
     parse_nbest_line,
     parse_phrase_line,
-    read_binary_lines,
     read_weights,
     unescape,
     weighted_total,
 )
-from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig, prefetch, windows
-from nmt.textio import atomic_output, check_output, read_lines
+from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig
+from nmt.textio import atomic_output, check_output, read_binary_lines, read_lines
 
 PROG = "nmt score"
 _WARNINGS_SHOWN = 5  # per kind; the rest are only counted
@@ -69,7 +68,7 @@ _LABEL = re.compile(r"[^\s=:|]+")  # an n-best feature label, without its "=" / 
 
 def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by `nmt fit`")
+    options.add_model_arguments(p, ensemble=False)
     inputs = p.add_argument_group("input (one of: --phrase-table; --src + --tgt; --tsv; --nbest + --src)")
     inputs.add_argument("--phrase-table", type=str | None, default=None, help="Moses phrase table, plain or .gz")
     inputs.add_argument("--src", type=str | None, default=None, help="source sentences, one a line")
@@ -117,9 +116,6 @@ def build_parser() -> ArgumentParser:
         help="significant digits of the values written",
     )
     p.add_argument(
-        "--batch-tokens", type=options.BATCH_TOKENS, default=ScoringConfig.batch_tokens, help="padded pieces per batch"
-    )
-    p.add_argument(
         "--window",
         type=options.count(1, options.MAX_WINDOW, why_high="the lines of a window are held in memory"),
         default=ScoringConfig.window,
@@ -143,13 +139,7 @@ def build_parser() -> ArgumentParser:
         default=ScoringConfig.floor,
         help="log p of a floored pair",
     )
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 …")
-    p.add_argument(
-        "--threads",
-        type=options.THREADS,
-        default=0,
-        help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be faster)",
-    )
+    options.add_runtime_arguments(p, batch_tokens=ScoringConfig.batch_tokens)
     p.add_argument("--progress", action="store_true", help="lines/s on stderr even when it is not a terminal")
     return p
 
@@ -222,12 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     weights = _weights(args) if mode == "nbest" else None
     inputs = [args.phrase_table, args.src, args.tgt, args.tsv, args.nbest, args.weights, args.checkpoint]
     check_output(args.output, inputs)  # before the model is loaded
-    threads = torch.get_num_threads()
-    if args.threads > 0:
-        torch.set_num_threads(args.threads)
-    try:
-        translator = load_translator(args.checkpoint, device=resolve_device(args.device))
-        scorer = PairScorer(translator, config=config, count_unk=args.unk_feature)
+    with options.torch_threads(args.threads):
+        translator = Translator.load(args.checkpoint, device=args.device, dtype=args.dtype)
+        scorer = translator.scorer(config, count_unk=args.unk_feature)
         report = Report(progress=args.progress)
         with atomic_output(args.output, inputs=inputs) as out:
             if mode == "table":
@@ -237,8 +224,6 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 _score_pairs(args, scorer, report, out)
         report.summary()
-    finally:
-        torch.set_num_threads(threads)  # main() may be called in-process (tests, scripts)
     return 0
 
 
@@ -283,14 +268,25 @@ def _oriented(args: Namespace, src: list[str], tgt: list[str]) -> tuple[list[str
     return (src, tgt) if args.direction == "src2tgt" else (tgt, src)
 
 
+def _preparer(args: Namespace, scorer: PairScorer) -> Callable[[tuple], tuple]:
+    """(lines, sources, targets) of a window -> (lines, the window tokenized and batched): the work done ahead,
+    in the reading thread, while the model scores the window before."""
+
+    def prepare(window: tuple) -> tuple:
+        lines, src, tgt = window
+        return lines, scorer.prepare(*_oriented(args, src, tgt))
+
+    return prepare
+
+
 # -- phrase tables ---------------------------------------------------------------------------------------------
 
 
 def _score_table(args: Namespace, scorer: PairScorer, report: Report, out: IO[bytes]) -> None:
     path = args.phrase_table
 
-    def prepared_windows() -> Iterator:
-        for window in windows(enumerate(read_binary_lines(path), start=1), scorer.config.window):
+    def read_windows() -> Iterator:
+        for window in chunks(enumerate(read_binary_lines(path), start=1), scorer.config.window):
             pairs, src, tgt = [], [], []
             for number, raw in window:
                 try:
@@ -303,10 +299,10 @@ def _score_table(args: Namespace, scorer: PairScorer, report: Report, out: IO[by
                 pairs.append((number, pair, None))
                 src.append(_model_text(args, pair.src))
                 tgt.append(_model_text(args, pair.tgt))
-            yield pairs, scorer.prepare(*_oriented(args, src, tgt))
+            yield pairs, src, tgt
 
     digits = args.digits
-    for pairs, prepared in prefetch(prepared_windows()):
+    for pairs, prepared in prefetch(read_windows(), _preparer(args, scorer)):
         scores = scorer.run(prepared)
         scored = [number for number, _, problem in pairs if problem is None]
         _check_finite(path, scored, scores)
@@ -360,15 +356,15 @@ def _pair_lines(args: Namespace) -> Iterator[tuple[int, str | None, str | None, 
 def _score_pairs(args: Namespace, scorer: PairScorer, report: Report, out: IO[str]) -> None:
     path = args.tsv or args.src
 
-    def prepared_windows() -> Iterator:
-        for window in windows(_pair_lines(args), scorer.config.window):
+    def read_windows() -> Iterator:
+        for window in chunks(_pair_lines(args), scorer.config.window):
             good = [(s, t) for _, s, t, problem in window if problem is None]
             src = [_model_text(args, s) for s, _ in good]
             tgt = [_model_text(args, t) for _, t in good]
-            yield window, scorer.prepare(*_oriented(args, src, tgt))
+            yield window, src, tgt
 
     digits = args.digits
-    for window, prepared in prefetch(prepared_windows()):
+    for window, prepared in prefetch(read_windows(), _preparer(args, scorer)):
         scores = scorer.run(prepared)
         scored = [number for number, *_, problem in window if problem is None]
         _check_finite(path, scored, scores)
@@ -430,8 +426,8 @@ def _score_nbest(
             )
         started[sentence_id], current = number, sentence_id
 
-    def prepared_windows() -> Iterator:
-        for window in windows(enumerate(read_binary_lines(path), start=1), scorer.config.window):
+    def read_windows() -> Iterator:
+        for window in chunks(enumerate(read_binary_lines(path), start=1), scorer.config.window):
             hyps, src, tgt = [], [], []
             for number, raw in window:
                 try:
@@ -459,10 +455,10 @@ def _score_nbest(
                 hyps.append((number, hyp, None))
                 src.append(sources[hyp.sentence_id])
                 tgt.append(_model_text(args, hyp.text))
-            yield hyps, scorer.prepare(*_oriented(args, src, tgt))
+            yield hyps, src, tgt
 
     ranker = _Reranker(out, weights, path=path)
-    for hyps, prepared in prefetch(prepared_windows()):
+    for hyps, prepared in prefetch(read_windows(), _preparer(args, scorer)):
         scores = scorer.run(prepared)
         scored = [number for number, _, problem in hyps if problem is None]
         _check_finite(path, scored, scores)
@@ -500,7 +496,7 @@ class _Reranker:
         else:
             self.out.write(raw)
 
-    def add(self, number: int, hyp: Hypothesis, new: dict[str, str], digits: int) -> None:
+    def add(self, number: int, hyp: NBestEntry, new: dict[str, str], digits: int) -> None:
         """`new`: the new features' values as they are written (the total is computed from those)."""
         if self.weights is None:
             self.out.write(hyp.rewrite(new.items()))

@@ -1,4 +1,5 @@
-"""A padded training batch and the collate function that builds it from token-id rows."""
+"""A padded training batch, the collate function that builds it from token-id rows, and the padding that every
+batch of ids goes through (training, validation, translation, scoring, embedding)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from torch import Tensor
 
 from nmt.data.tokenizer import BOS, EOS, PAD
 
-__all__ = ["Batch", "collate"]
+__all__ = ["Batch", "collate", "pad_rows"]
 
 
 @dataclass
@@ -60,8 +61,8 @@ def collate(rows: Sequence[tuple[Sequence[int], Sequence[int]]], indices: Sequen
         raise ValueError("cannot collate an empty batch")
     if len(rows) != len(indices):
         raise ValueError(f"{len(rows)} rows but {len(indices)} indices")
-    src, src_lengths = _pad([s for s, _ in rows], pad_id=pad_id, extra=0)  # (B, S)
-    y, tgt_lengths = _pad([t for _, t in rows], pad_id=pad_id, extra=1)  # (B, n_max + 1), last column PAD
+    src, src_lengths = pad_rows([s for s, _ in rows], pad_id=pad_id, extra=0)  # (B, S)
+    y, tgt_lengths = pad_rows([t for _, t in rows], pad_id=pad_id, extra=1)  # (B, n_max + 1), last column PAD
     batch_size = y.shape[0]
     tgt_in = np.empty_like(y)
     tgt_in[:, 0] = BOS
@@ -77,7 +78,7 @@ def collate(rows: Sequence[tuple[Sequence[int], Sequence[int]]], indices: Sequen
     )
 
 
-def _pad(seqs: Sequence[Sequence[int]], *, pad_id: int, extra: int) -> tuple[np.ndarray, np.ndarray]:
+def pad_rows(seqs: Sequence[Sequence[int]], *, pad_id: int, extra: int) -> tuple[np.ndarray, np.ndarray]:
     """Left-aligned (B, max_len + extra) int64 matrix of `seqs` filled with `pad_id`, and the (B,) lengths."""
     lengths = np.fromiter(map(len, seqs), dtype=np.int64, count=len(seqs))  # (B,)
     flat = np.fromiter(chain.from_iterable(seqs), dtype=np.int64, count=int(lengths.sum()))  # (sum,)

@@ -12,12 +12,10 @@ downloading and converting the whole dataset first.
 from __future__ import annotations
 
 import glob
-import gzip
 import hashlib
 import itertools
 import json
 import os
-import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -26,6 +24,7 @@ import datasets
 from datasets.exceptions import DatasetGenerationError
 
 from nmt.errors import InputError, find_input_error
+from nmt.textio import file_signature, read_binary_lines
 
 __all__ = ["Corpus", "corpus_fingerprint", "load_corpus"]
 
@@ -223,24 +222,14 @@ def _read_lines(path: Path) -> Iterator[str]:
     holds only blank lines is an error; blank lines among others are kept (the datamodule drops such
     training pairs).
     """
-    compressed = path.suffix == ".gz"
-    try:
-        stream = gzip.open(path, "rb") if compressed else open(path, "rb")
-    except OSError as error:
-        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from error
     number, blank = 0, 0
-    with stream:
-        try:
-            for number, raw in enumerate(stream, start=1):
-                if number == 1 and raw == _UTF8_BOM:  # nothing but a BOM: an empty file
-                    number = 0
-                    break
-                line = _decode_line(raw, path=path, number=number)
-                blank += not line.strip()
-                yield line
-        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-            what = "corrupt or truncated gzip data" if compressed else "read error"
-            raise InputError(path=path, line=number + 1, message=f"{what}: {error}") from error
+    for number, raw in enumerate(read_binary_lines(path), start=1):
+        if number == 1 and raw == _UTF8_BOM:  # nothing but a BOM: an empty file
+            number = 0
+            break
+        line = _decode_line(raw, path=path, number=number)
+        blank += not line.strip()
+        yield line
     if number == 0:
         raise InputError(path=path, message="file is empty")
     if blank == number:  # nothing to learn from or to evaluate on: surely the wrong file
@@ -360,11 +349,4 @@ def _resolved_data_files(corpus: Corpus, data_dir: str | os.PathLike[str]) -> li
 
 def _file_signatures(files: list[Path]) -> tuple[tuple[str, int, int], ...]:
     """(absolute path, size, mtime in ns) of each local file; raises `InputError` for a missing one."""
-    signatures = []
-    for path in files:
-        try:
-            stat = path.stat()
-        except OSError as error:
-            raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from error
-        signatures.append((os.fspath(path.resolve()), stat.st_size, stat.st_mtime_ns))
-    return tuple(signatures)
+    return tuple(file_signature(path) for path in files)

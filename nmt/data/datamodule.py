@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Literal
@@ -23,6 +24,7 @@ from nmt.data.corpus import Corpus, corpus_fingerprint, load_corpus
 from nmt.data.sampler import TokenBucketSampler
 from nmt.data.tokenizer import EOS, Tokenizer, TokenizerConfig, VocabularySizeError
 from nmt.errors import InputError
+from nmt.textio import file_signature, replacing
 
 __all__ = ["TranslationDataModule"]
 
@@ -30,6 +32,13 @@ Split = Literal["train", "val", "test"]
 
 DEFAULT_DATA_DIR = "data/multi30k"
 DATA_DIR_ENV = "NMT_DATA_DIR"
+# How to get the corpora of the shipped configs, by the name of their data directory: what the error for a
+# missing corpus file says.
+_CORPUS_SOURCES = {
+    "multi30k": "data/fetch_multi30k.sh fetches Multi30k "
+    "(its English and French ship in the repository's data/multi30k)",
+    "wmt14_en_fr": "data/prepare_wmt14_en_fr.py prepares WMT'14 English-French",
+}
 _DEFAULT_TOKENIZER = TokenizerConfig()  # frozen, so one shared default instance is safe
 # Bump when the layout or content of the cached artefacts changes, so old caches are not reused.
 _CACHE_VERSION = 3
@@ -144,7 +153,7 @@ class TranslationDataModule(L.LightningDataModule):
                 "version": _CACHE_VERSION,
                 "train": corpus_fingerprint(self.corpora["train"], data_dir=self.data_dir),
                 "tokenizer": asdict(config),
-                "model_files": [_file_signature(Path(p)) for p in config.model_files],
+                "model_files": [file_signature(p) for p in config.model_files],
             }
             self._root = self.cache_dir / _hash(record)
         return self._root
@@ -167,16 +176,21 @@ class TranslationDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """Build the missing artefacts (idempotent; Lightning runs it on one process per node)."""
-        if not self.tokenizer_dir.exists():
-            _write_atomically(self.tokenizer_dir, self._build_tokenizer().save)
-        tokenizer = Tokenizer.load(self.tokenizer_dir)
-        for split in self.corpora:
-            target = self.dataset_dir(split)
-            if not target.exists():
-                _write_atomically(target, lambda tmp, split=split: self._encode_split(split, tokenizer, tmp))
+        with self._missing_corpus_explained():
+            if not self.tokenizer_dir.exists():
+                _write_atomically(self.tokenizer_dir, self._build_tokenizer().save)
+            tokenizer = Tokenizer.load(self.tokenizer_dir)
+            for split in self.corpora:
+                target = self.dataset_dir(split)
+                if not target.exists():
+                    _write_atomically(target, lambda tmp, split=split: self._encode_split(split, tokenizer, tmp))
 
     def setup(self, stage: str | None = None) -> None:
         """Load the tokenizer and the splits `stage` needs, memory-mapped, with their length arrays."""
+        with self._missing_corpus_explained():
+            self._setup(stage)
+
+    def _setup(self, stage: str | None) -> None:
         if not self.tokenizer_dir.exists():
             raise RuntimeError(f"no tokenizer in {self.tokenizer_dir}: call prepare_data() first")
         self._tokenizer = Tokenizer.load(self.tokenizer_dir)
@@ -247,6 +261,24 @@ class TranslationDataModule(L.LightningDataModule):
         return self.references("val")
 
     # -- internals ----------------------------------------------------------------------------------------
+
+    @contextmanager
+    def _missing_corpus_explained(self) -> Iterator[None]:
+        """A corpus file that does not exist: the one-line error also says where it was looked for and how to
+        get the corpus (the Multi30k configs' data/multi30k is relative to the working directory)."""
+        try:
+            yield
+        except InputError as error:
+            corpora = {os.fspath(p) for c in self.corpora.values() for p in c.local_files(data_dir=self.data_dir)}
+            if not isinstance(error.__cause__, FileNotFoundError) or error.path not in corpora:
+                raise
+            where = f"data_dir {self.data_dir}"
+            if not Path(self.data_dir).is_absolute():
+                where += f", relative to the working directory {os.getcwd()}"
+            source = _CORPUS_SOURCES.get(Path(self.data_dir).name)
+            hint = f"{source}, or set" if source else "set"
+            message = f"{error.message} ({where}); {hint} --data.data_dir or {DATA_DIR_ENV} to the corpus directory"
+            raise InputError(path=error.path, line=error.line, message=message) from None
 
     def _vocab_sizes(self) -> tuple[int, int]:
         # The model is built before prepare_data runs, so the sizes cannot come from a trained tokenizer:
@@ -457,26 +489,16 @@ def _list_lengths(dataset: datasets.Dataset, column: str) -> np.ndarray:
 
 
 def _write_atomically(target: Path, write: Callable[[Path], None]) -> None:
-    """Run ``write(tmp_dir)`` then rename it to `target`, so a crash never leaves a half-built artefact."""
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.parent.mkdir(parents=True, exist_ok=True)
+    """Build a cache directory with ``write(tmp_dir)`` through the one atomic writer, so a crash never leaves a
+    half-built artefact. Two processes may build the same one at once: the first rename wins, the other's is
+    dropped."""
+    target.parent.mkdir(parents=True, exist_ok=True)
     try:
-        write(tmp)
-        os.rename(tmp, target)
-    except OSError:
+        with replacing(target, directory=True) as tmp:
+            write(tmp)
+    except InputError:
         if not target.exists():  # not another process winning the race: a real failure
             raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def _file_signature(path: Path) -> tuple[str, int, int]:
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from error
-    return os.fspath(path.resolve()), stat.st_size, stat.st_mtime_ns
 
 
 def _hash(record: object) -> str:

@@ -22,7 +22,8 @@ import numpy as np
 from datasets.exceptions import DatasetGenerationError
 
 from nmt.errors import InputError, find_input_error
-from nmt.scoring.moses import parse_phrase_line, read_binary_lines, unescape
+from nmt.moses import parse_phrase_line, unescape
+from nmt.textio import file_signature, read_binary_lines
 
 __all__ = ["load_phrase_table_pairs"]
 
@@ -49,11 +50,7 @@ def load_phrase_table_pairs(
     Raises InputError (file and line) for a line with fewer than 3 fields or a phrase that is not UTF-8.
     """
     path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
-    signature = (os.fspath(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    signature = file_signature(path)
     lines = read_binary_lines(os.fspath(path))
     empty = next(lines, None) is None
     lines.close()

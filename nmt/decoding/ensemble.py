@@ -1,8 +1,8 @@
 """Several models of the same vocabulary decoded as one.
 
-``Ensemble`` satisfies the search contract of ``nmt.model.base`` — ``encode``, ``initial_state``, ``step``
-— so ``search`` treats it like any model. Its encoder output and state are tuples with one entry per
-member (each the member's own tuple of (B, …) tensors); ``search.select_rows`` reorders such nestings.
+``Ensemble`` is a ``SearchModel`` (``nmt.model.base``: ``encode``, ``initial_state``, ``step``, ``pad_id``) made of
+``SearchModel``s, so ``search`` treats it like any model. Its encoder output and state are tuples with one entry
+per member (each the member's own tuple of (B, …) tensors); ``search.select_rows`` reorders such nestings.
 
 Combination: the ensemble's log p(y | ·) is the *mean of the members' log-probabilities*
 (1/M Σ_m log p_m(y | ·), the log of the geometric mean, not renormalised), as in Marian. It is not a
@@ -18,15 +18,17 @@ import torch
 from torch import Tensor, nn
 
 from nmt.errors import InputError
-from nmt.model.base import StepOutput
+from nmt.model.base import SearchModel, StepOutput
 
 
 class Ensemble(nn.Module):
-    def __init__(self, members: Sequence[nn.Module]) -> None:
+    def __init__(self, members: Sequence[SearchModel]) -> None:
+        """members: ``SearchModel``s that are ``nn.Module``s (a ``Seq2Seq``), so that the ensemble moves to a device
+        and switches to eval mode with them."""
         super().__init__()
         if not members:
             raise ValueError("an ensemble needs at least one member")
-        self.members = nn.ModuleList(members)
+        self.members = nn.ModuleList(members)  # type: ignore[arg-type]
         self.pad_id = members[0].pad_id
 
     def encode(self, src: Tensor, src_lengths: Tensor) -> tuple:
@@ -45,12 +47,12 @@ class Ensemble(nn.Module):
         return StepOutput(log_probs, tuple(o.state for o in outs), alpha)
 
 
-def check_same_vocabulary(translators: Sequence) -> None:
-    """Refuse to ensemble checkpoints whose SentencePiece models differ (``Translator``s from
-    ``nmt.checkpoint.load_translator``): word ids would mean different words in different members."""
-    first = translators[0]
+def check_same_vocabulary(members: Sequence) -> None:
+    """Refuse to ensemble checkpoints whose SentencePiece models differ (``LoadedModel``s from
+    ``nmt.checkpoint.load_model``): word ids would mean different words in different members."""
+    first = members[0]
     reference = first.tokenizer.to_bytes()
-    for other in translators[1:]:
+    for other in members[1:]:
         if other.tokenizer.to_bytes() != reference:
             raise InputError(
                 path=other.path,

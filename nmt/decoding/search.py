@@ -1,4 +1,4 @@
-"""Batched beam search over the model contract of ``nmt.model.base`` (encode / initial_state / step).
+"""Batched beam search over a ``SearchModel`` (``nmt.model.base``: encode / initial_state / step).
 
 All sentences of a batch are searched together: N sentences × k beams are the N·k rows of one decoder
 step. Each iteration of the loop in ``search`` is these steps:
@@ -38,6 +38,8 @@ from typing import Literal, NamedTuple, TypeVar
 
 import torch
 from torch import Tensor
+
+from nmt.model.base import SearchModel
 
 T = TypeVar("T")
 NEG_INF = float("-inf")
@@ -164,11 +166,11 @@ class _Finished:
 
 @torch.inference_mode()
 def search(
-    model, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
+    model: SearchModel, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch: src (B, S) long, padded; src_lengths (B,) (including the source EOS).
 
-    ``model`` is anything with the search contract of ``nmt.model.base`` (a ``Seq2Seq``, an ``Ensemble``).
+    ``model`` is a ``SearchModel`` (a ``Seq2Seq``, an ``Ensemble``).
     Returns, for each sentence, up to ``config.n_best`` hypotheses sorted by score, best first.
     """
     k = config.beam_size
@@ -183,7 +185,7 @@ def search(
 
 
 def _search(
-    model, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
+    model: SearchModel, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
 ) -> list[list[Hypothesis]]:
     B, k, device = src.shape[0], config.beam_size, src.device
     finished = _Finished(B, config, src_lengths.tolist())

@@ -9,6 +9,8 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from nmt.model.layers import reset_linear_
+
 _ROW_WISE_ENERGIES = contextvars.ContextVar("row_wise_energies", default=False)
 
 
@@ -37,6 +39,14 @@ class AdditiveAttention(nn.Module):
         self.W_a = nn.Linear(query_dim, attention_dim, bias=False)
         self.U_a = nn.Linear(key_dim, attention_dim, bias=False)
         self.v_a = nn.Parameter(torch.zeros(attention_dim))
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float | None = None) -> None:
+        """W_a and U_a from N(0, std²), v_a 0 (Bahdanau B.1, where std = 0.001). std None: PyTorch's default
+        for W_a and U_a."""
+        reset_linear_(self.W_a, std)
+        reset_linear_(self.U_a, std)
+        nn.init.zeros_(self.v_a)
 
     def keys(self, h: Tensor) -> Tensor:
         """Annotations h (B, S, key_dim) -> U_a h_j (B, S, attention_dim)."""

@@ -6,18 +6,21 @@
     logits = model(src, src_lengths, tgt_in)        # teacher-forced, all positions at once
 
 ``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first, so a beam search reorders them
-with one ``index_select`` each (``reorder``) without knowing what is inside. Modules keep no state
-between calls.
+with one ``index_select`` each (``nmt.decoding.search.select_rows``) without knowing what is inside. Modules
+keep no state between calls. ``SearchModel`` is the part of the contract that search and ensembles use;
+``Seq2Seq`` is the base class of the two networks.
 """
 
 from __future__ import annotations
 
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, Protocol, runtime_checkable
 
 import torch
 from torch import Tensor, nn
 
-T = TypeVar("T", bound=tuple)
+from nmt.model.attention import AdditiveAttention
+from nmt.model.gru import reset_gru_
+from nmt.model.layers import reset_linear_
 
 
 class StepOutput(NamedTuple):
@@ -31,9 +34,30 @@ class TeacherForced(NamedTuple):
     alpha: Tensor | None  # (B, T, S) attention weights, when the model has attention
 
 
-def reorder(tensors: T, index: Tensor) -> T:
-    """Select batch rows of every tensor of a state or encoder output: index (B',) long -> rows (B', …)."""
-    return type(tensors)(*(t.index_select(0, index) for t in tensors))
+@runtime_checkable
+class SearchModel(Protocol):
+    """What beam search (``nmt.decoding.search``) and ensembles (``nmt.decoding.ensemble``) use of a model: a
+    ``Seq2Seq`` is one, and so is an ``Ensemble`` of them.
+
+    ``enc`` and ``state`` are opaque to them: tuples (or nestings of tuples) of tensors with the batch first,
+    which they only pass back and reorder by rows. The vocabulary size is read off ``step``'s log-probs (B, V).
+    """
+
+    pad_id: int
+    """The id that pads ``src`` (an ensemble takes its first member's)."""
+
+    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple:
+        """src (B, S) long, padded with pad_id; src_lengths (B,) -> the encoder output."""
+        ...
+
+    def initial_state(self, enc: tuple) -> tuple:
+        """The decoder state before the first target word."""
+        ...
+
+    def step(self, y_prev: Tensor, state: tuple, enc: tuple) -> StepOutput:
+        """y_prev (B,) long, the previous target word (BOS first) -> log p(· | y_<t, x) (B, V), the next state
+        and the attention weights α (B, S) or None."""
+        ...
 
 
 class Seq2Seq(nn.Module):
@@ -69,21 +93,20 @@ class Seq2Seq(nn.Module):
 
     @torch.no_grad()
     def init_weights(self, *, std: float, attention_std: float) -> None:
-        """The papers' initialisation (Cho §4.1.1, Bahdanau B.1): recurrent matrices orthogonal (per gate
-        block), the alignment model's W_a and U_a from N(0, attention_std²), v_a and all biases 0, every
-        other weight from N(0, std²)."""
-        from nmt.model.gru import orthogonal_blocks_
+        """The papers' initialisation (Cho §4.1.1, Bahdanau B.1), module by module: recurrent matrices orthogonal
+        (per gate block), the alignment model's W_a and U_a from N(0, attention_std²), v_a and all biases 0, every
+        other weight from N(0, std²) (an embedding's padding row 0)."""
+        for module in self.children():
+            _reset(module, attention_std if isinstance(module, AdditiveAttention) else std)
 
-        for name, p in self.named_parameters():
-            leaf = name.rsplit(".", 1)[-1]
-            if "bias" in leaf or leaf == "v_a":
-                nn.init.zeros_(p)
-            elif leaf in ("U_rz", "U") or leaf.startswith("weight_hh"):
-                orthogonal_blocks_(p)
-            elif name.endswith(("W_a.weight", "U_a.weight")):
-                nn.init.normal_(p, 0.0, attention_std)
-            else:
-                nn.init.normal_(p, 0.0, std)
-        for module in self.modules():
-            if isinstance(module, nn.Embedding) and module.padding_idx is not None:
-                module.weight[module.padding_idx].zero_()
+
+def _reset(module: nn.Module, std: float) -> None:
+    """The papers' initialisation of one part of a network, with N(0, std²) for its non-recurrent weights: torch's
+    own layers here, the model's modules (``Embedding``, ``GRUEncoder``, the GRU cells, ``AdditiveAttention``,
+    ``MaxoutOutput``) by their ``reset_parameters(std=…)``; a module without parameters (dropout) has none to set."""
+    if isinstance(module, nn.Linear):
+        reset_linear_(module, std)
+    elif isinstance(module, nn.GRU):
+        reset_gru_(module, std)
+    elif any(True for _ in module.parameters()):
+        module.reset_parameters(std=std)

@@ -1,11 +1,9 @@
-"""The network's hyper-parameters (the ``model.network`` section of a config) and the model factory."""
+"""The network's hyper-parameters (the ``model.network`` section of a config); ``factory.build_model`` builds one."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-
-from nmt.model.base import Seq2Seq
 
 
 @dataclass
@@ -40,14 +38,3 @@ class NetworkConfig:
     """Standard deviation of the paper initialisation."""
     attention_init_std: float = 0.001
     """Standard deviation of W_a and U_a in the paper initialisation."""
-
-
-def build_model(config: NetworkConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Seq2Seq:
-    from nmt.model.rnnencdec import RNNEncoderDecoder
-    from nmt.model.rnnsearch import RNNSearch
-
-    cls = {"rnnencdec": RNNEncoderDecoder, "rnnsearch": RNNSearch}[config.architecture]
-    model = cls(config=config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=pad_id)
-    if config.init == "paper":
-        model.init_weights(std=config.init_std, attention_std=config.attention_init_std)
-    return model

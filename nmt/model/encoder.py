@@ -6,7 +6,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.model.gru import PaperGRUCell, run_recurrence
+from nmt.model.gru import PaperGRUCell, reset_gru_, run_recurrence
+from nmt.model.layers import reset_linear_
 
 
 class GRUEncoder(nn.Module):
@@ -28,6 +29,17 @@ class GRUEncoder(nn.Module):
             self.rnn = nn.GRU(emb_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
         else:
             raise ValueError(f"unknown GRU cell {cell!r}: expected 'paper' or 'cudnn'")
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float | None = None) -> None:
+        """Input matrices from N(0, std²) and biases 0 (the papers), recurrent matrices orthogonal per gate block.
+        std None: PyTorch's default (the paper cell's recurrent matrices stay orthogonal)."""
+        if self.cell_type == "cudnn":
+            reset_gru_(self.rnn, std)
+            return
+        reset_linear_(self.W, std)
+        for cell in self.cells:
+            cell.reset_parameters()
 
     def forward(self, x: Tensor, lengths: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """x (B, S, E) embedded source; lengths (B,); mask (B, S) bool, False at padding.

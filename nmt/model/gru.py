@@ -31,7 +31,10 @@ class PaperGRUCell(nn.Module):
         self.U = nn.Parameter(torch.empty(hidden_dim, hidden_dim))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, std: float | None = None) -> None:
+        """Recurrent matrices orthogonal per gate block (Cho §4.1.1), in either initialisation. ``std`` (of the
+        paper initialisation's Gaussian weights) does not apply: the cell holds no input-side weights."""
+        del std
         orthogonal_blocks_(self.U_rz)
         orthogonal_blocks_(self.U)
 
@@ -70,7 +73,10 @@ class CuDNNGRUCell(nn.Module):
         self.bias_hh = nn.Parameter(torch.zeros(3 * hidden_dim))
         self.reset_parameters()
 
-    def reset_parameters(self) -> None:
+    def reset_parameters(self, std: float | None = None) -> None:
+        """[U_r; U_z; U_n] orthogonal per gate block, the recurrent bias 0, in either initialisation (``std``, as
+        for ``PaperGRUCell``, does not apply)."""
+        del std
         orthogonal_blocks_(self.weight_hh)
         nn.init.zeros_(self.bias_hh)
 
@@ -112,6 +118,20 @@ def orthogonal_blocks_(weight: Tensor) -> Tensor:
     for block in weight.split(H, dim=0):
         nn.init.orthogonal_(block)
     return weight
+
+
+@torch.no_grad()
+def reset_gru_(rnn: nn.GRU, std: float | None = None) -> None:
+    """The papers' initialisation of an ``nn.GRU``: its recurrent matrices orthogonal per gate block, its input
+    matrices from N(0, std²), its biases 0. std None: PyTorch's default."""
+    if std is None:
+        rnn.reset_parameters()
+        return
+    for w_ih, w_hh, *biases in rnn.all_weights:  # one list per layer and direction
+        nn.init.normal_(w_ih, 0.0, std)
+        orthogonal_blocks_(w_hh)
+        for bias in biases:
+            nn.init.zeros_(bias)
 
 
 def run_recurrence(

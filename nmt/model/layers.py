@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
+
+from nmt.model.config import NetworkConfig
+
+
+@torch.no_grad()
+def reset_linear_(layer: nn.Linear, std: float | None = None) -> None:
+    """The papers' initialisation of a linear map: its weight from N(0, std²), its bias 0. std None: PyTorch's
+    default."""
+    if std is None:
+        layer.reset_parameters()
+        return
+    nn.init.normal_(layer.weight, 0.0, std)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
 
 
 class Embedding(nn.Module):
@@ -13,6 +28,18 @@ class Embedding(nn.Module):
         super().__init__()
         self.lookup = nn.Embedding(vocab_size, rank or dim, padding_idx=pad_id)
         self.expand = nn.Linear(rank, dim, bias=False) if rank else None
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float | None = None) -> None:
+        """Every weight from N(0, std²) (the papers), the padding row 0. std None: PyTorch's default."""
+        if std is None:
+            self.lookup.reset_parameters()
+        else:
+            nn.init.normal_(self.lookup.weight, 0.0, std)
+            if self.lookup.padding_idx is not None:
+                self.lookup.weight[self.lookup.padding_idx].zero_()
+        if self.expand is not None:
+            reset_linear_(self.expand, std)
 
     def forward(self, ids: Tensor) -> Tensor:
         """ids (...,) long -> (..., dim)."""
@@ -55,7 +82,7 @@ class MaxoutOutput(nn.Module):
             self.W_o = nn.Linear(units, vocab_size)
 
     @classmethod
-    def for_network(cls, config, *, state_dim: int, ctx_dim: int, vocab_size: int) -> MaxoutOutput:  # noqa: ANN001
+    def for_network(cls, config: NetworkConfig, *, state_dim: int, ctx_dim: int, vocab_size: int) -> MaxoutOutput:
         """The layer a NetworkConfig describes (maxout units, pool, output rank, dropout)."""
         return cls(
             state_dim=state_dim,
@@ -67,6 +94,14 @@ class MaxoutOutput(nn.Module):
             rank=config.output_rank,
             dropout=config.dropout,
         )
+
+    @torch.no_grad()
+    def reset_parameters(self, std: float | None = None) -> None:
+        """Every weight (O_h, O_y, O_c, W_o) from N(0, std²) (the papers), every bias 0. std None: PyTorch's
+        default."""
+        for layer in self.modules():
+            if isinstance(layer, nn.Linear):
+                reset_linear_(layer, std)
 
     def project_context(self, c: Tensor) -> Tensor:
         """c (..., ctx_dim) -> O_c c (..., units·pool)."""

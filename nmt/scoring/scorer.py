@@ -46,21 +46,18 @@ words of the output that contain a piece the vocabulary cannot represent, i.e. `
 
 from __future__ import annotations
 
-import queue
 import re
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, TypeVar
+from typing import Literal, NamedTuple
 
 import numpy as np
 import torch
 
-from nmt.checkpoint import Translator
-from nmt.data.tokenizer import BOS, EOS, PAD
+from nmt.data.batch import collate
+from nmt.data.tokenizer import EOS, PAD, Tokenizer
+from nmt.loss import gold_log_probs
 from nmt.model.attention import batch_invariant_energies
-
-T = TypeVar("T")
 
 ROW_BLOCK = 32
 """Batches (and output-layer chunks) have a multiple of this many rows: at least the rows for which BLAS uses its
@@ -117,15 +114,23 @@ class Prepared(NamedTuple):
 
 
 class PairScorer:
-    """Scores text pairs with a loaded model: ``PairScorer(translator).score(inputs, outputs)``.
+    """Scores text pairs with a model: ``PairScorer(model, tokenizer).score(inputs, outputs)`` (or
+    ``nmt.Translator.score``).
 
     `inputs` go to the encoder (the model's source side), `outputs` are scored as the decoder's target; a
     caller scoring in the reverse direction swaps them. ``prepare`` (tokenize, sort, batch: plain Python)
     and ``run`` (the network) are separate so that the next window can be prepared while this one runs.
     """
 
-    def __init__(self, translator: Translator, *, config: ScoringConfig | None = None, count_unk: bool = False):
-        self.model, self.tokenizer = translator.model, translator.tokenizer
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        tokenizer: Tokenizer,
+        *,
+        config: ScoringConfig | None = None,
+        count_unk: bool = False,
+    ) -> None:
+        self.model, self.tokenizer = model, tokenizer
         self.config = config or ScoringConfig()
         self.device = next(self.model.parameters()).device
         self.unfaithful: list[bool] | None = None  # per target id: <unk> or a byte-fallback piece
@@ -210,22 +215,11 @@ class PairScorer:
         if n % ROW_BLOCK:  # rows that complete the batch to whole blocks: the first input, an empty output
             src_ids = src_ids + [src_ids[0]] * (-n % ROW_BLOCK)
             tgt_ids = tgt_ids + [[]] * (-n % ROW_BLOCK)
-        B = len(src_ids)
-        src_lengths = np.fromiter(map(len, src_ids), dtype=np.int64, count=B)
-        tgt_lengths = np.fromiter(map(len, tgt_ids), dtype=np.int64, count=B) + 1  # y_1..y_T EOS
-        src = np.full((B, int(src_lengths.max())), PAD, dtype=np.int64)
-        tgt_in = np.full((B, int(tgt_lengths.max())), PAD, dtype=np.int64)  # BOS y_1 … y_T
-        tgt_out = np.full_like(tgt_in, PAD)  # y_1 … y_T EOS
-        tgt_in[:, 0] = BOS
-        for b in range(B):
-            src[b, : src_lengths[b]] = src_ids[b]
-            tgt_in[b, 1 : tgt_lengths[b]] = tgt_ids[b]
-            tgt_out[b, : tgt_lengths[b] - 1] = tgt_ids[b]
-            tgt_out[b, tgt_lengths[b] - 1] = EOS
+        batch = collate(list(zip(src_ids, tgt_ids, strict=True)), range(len(src_ids)))  # as in training
         to = dict(device=self.device, non_blocking=True)
-        src_t, tgt_in_t, tgt_out_t = (torch.from_numpy(a).to(**to) for a in (src, tgt_in, tgt_out))
+        src_t, tgt_in_t, tgt_out_t = (t.to(**to) for t in (batch.src, batch.tgt_in, batch.tgt_out))
         with batch_invariant_energies():  # the attention's energies as a row-wise sum (see the module docstring)
-            enc = self.model.encode(src_t, torch.from_numpy(src_lengths).to(**to))
+            enc = self.model.encode(src_t, batch.src_lengths.to(**to))
             features = self.model.teacher_forced(enc, tgt_in_t).features  # (B, T, units)
         mask = tgt_out_t != PAD
         mask[n:] = False  # the filler rows' outputs are not scored
@@ -239,60 +233,8 @@ class PairScorer:
             if m % ROW_BLOCK:  # the last chunk: completed with copies of its first position, then dropped
                 chunk = torch.cat([chunk, chunk[:1].expand(-m % ROW_BLOCK, -1)])
             logits = self.model.logits(chunk).float()[:m]  # (m, V)
-            token_lp[a : a + m] = logits.gather(1, gold[a : a + m, None]).squeeze(1) - logits.logsumexp(-1)
-        sums = torch.zeros(B, dtype=torch.float64, device=self.device).index_add_(0, rows, token_lp.double())
+            token_lp[a : a + m] = gold_log_probs(logits, gold[a : a + m])
+        sums = torch.zeros(batch.batch_size, dtype=torch.float64, device=self.device).index_add_(
+            0, rows, token_lp.double()
+        )
         return sums[:n].cpu().numpy()
-
-
-# -- streaming helpers ---------------------------------------------------------------------------------------
-
-
-def windows(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """Consecutive lists of `size` items (the last one shorter)."""
-    window: list[T] = []
-    for item in items:
-        window.append(item)
-        if len(window) == size:
-            yield window
-            window = []
-    if window:
-        yield window
-
-
-def prefetch(items: Iterator[T], depth: int = 2) -> Iterator[T]:
-    """Run `items` (reading, parsing, `prepare`) in a background thread, up to `depth` items ahead, while
-    the caller consumes (runs the network: torch releases the GIL). Exceptions reach the caller in order."""
-    q: queue.Queue = queue.Queue(maxsize=depth)
-    stop = threading.Event()
-    done = object()
-
-    def put(entry: tuple) -> bool:
-        while not stop.is_set():
-            try:
-                q.put(entry, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False  # the consumer has gone
-
-    def produce() -> None:
-        try:
-            for item in items:
-                if not put((item, None)):
-                    return
-            put((done, None))
-        except BaseException as error:  # re-raised in the consumer
-            put((done, error))
-
-    thread = threading.Thread(target=produce, name="nmt-score-reader", daemon=True)
-    thread.start()
-    try:
-        while True:
-            item, error = q.get()
-            if item is done:
-                if error is not None:
-                    raise error
-                return
-            yield item
-    finally:
-        stop.set()

@@ -1,4 +1,6 @@
-"""Moses phrase-table and n-best lines, parsed and rewritten byte for byte.
+"""The Moses text formats: phrase-table and n-best lines, parsed and rewritten byte for byte; Moses escapes;
+feature weights (moses.ini). No model here: training data (``nmt.data.phrase_table``) and scoring
+(``nmt score``) both read these files, and this module imports only ``nmt.errors`` and ``nmt.textio``.
 
 A line is kept as the bytes it was read as (line end included). Parsing only finds *where* the fields
 are; writing splices new bytes in at those offsets, so every other byte of the line — odd spacing, a
@@ -31,16 +33,12 @@ fail on it later, far from the cause.
 
 from __future__ import annotations
 
-import gzip
 import math
 import re
-import sys
-import zlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from nmt.errors import InputError
-from nmt.textio import stdin_binary
 
 SEPARATOR = b"|||"
 _BOM = b"\xef\xbb\xbf"
@@ -48,30 +46,6 @@ _BOM = b"\xef\xbb\xbf"
 
 class MalformedLine(InputError):
     """A line without the fields its format needs (``--skip-malformed`` copies such lines through)."""
-
-
-def read_binary_lines(path: str) -> Iterator[bytes]:
-    """The lines of a plain or gzip'd file ('-': stdin) as bytes, line ends included, exactly as stored."""
-    if path == "-":
-        stdin = stdin_binary()
-        try:
-            yield from stdin
-        finally:
-            if stdin is not sys.stdin.buffer:
-                stdin.close()
-        return
-    try:
-        stream = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-    except OSError as error:
-        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
-    number = 0
-    with stream:
-        try:
-            for line in stream:
-                number += 1
-                yield line
-        except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
-            raise InputError(path=path, line=number + 1, message=f"corrupt or truncated gzip data ({error})") from None
 
 
 _ESCAPES = {
@@ -176,7 +150,7 @@ def parse_phrase_line(line: bytes, *, path: str, number: int, errors: str = "str
 
 
 @dataclass(frozen=True, slots=True)
-class Hypothesis:
+class NBestEntry:
     """One n-best line: the sentence id, the hypothesis text, and where its features and total are."""
 
     raw: bytes
@@ -209,7 +183,7 @@ class Hypothesis:
         return b"%s %s%s%s%s" % (self.raw[:at], new, self.raw[at:t0], total.encode(), self.raw[t1:])
 
 
-def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "strict") -> Hypothesis:
+def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "strict") -> NBestEntry:
     """Parse one n-best line (with its line end). Raises InputError for a line that is not
     ``id ||| hypothesis ||| features ||| total …`` or whose id is not an integer."""
     bounds = _field_bounds(line, 4)
@@ -239,7 +213,7 @@ def parse_nbest_line(line: bytes, *, path: str, number: int, errors: str = "stri
     token = stripped.split(None, 1)[0] if stripped.strip() else b""
     _check_number(token, "total score", path=path, number=number)
     first_label = line[f0:f1].split(None, 1)[0] if line[f0:f1].strip() else b""
-    return Hypothesis(
+    return NBestEntry(
         raw=line,
         sentence_id=sentence_id,
         text=_decode(line[h0:h1].strip(), path=path, number=number, errors=errors),

@@ -1,0 +1,6 @@
+"""Inference with a trained model: `Translator` (translate, score, encode, attention) and the one path from text
+lines to padded batches it uses (`batching`)."""
+
+from nmt.inference.translator import Alignment, Candidate, Translation, Translator
+
+__all__ = ["Alignment", "Candidate", "Translation", "Translator"]
