@@ -1,5 +1,5 @@
 """Hostile input × every entry point: each case is fed to each command that reads that kind of file, and the
-outcome is the one the README's "Hostile input" table promises.
+outcome is the one the "Hostile input" table of docs/hostile-input.md promises.
 
 An outcome is either
 - ``OK``: exit 0 and a line-exact output (output line i, or array row i, belongs to input line i), or

@@ -1,4 +1,4 @@
-"""Hostile outputs × every command that writes one: the README's "Hostile input" table, output rows.
+"""Hostile outputs × every command that writes one: the "Hostile input" table of docs/hostile-input.md, output rows.
 
 - An output that is one of the command's inputs under any name (the same path, another spelling of it, a symbolic
   or a hard link, the checkpoint) is refused before anything is written: the input survives.

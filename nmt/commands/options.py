@@ -7,7 +7,7 @@ while the command line is parsed, before any file is read or any model loaded, a
 parse error into an `InputError` naming the option, which the CLI prints). Limits that depend on another
 option or on the model — ``--n-best`` at most ``--beam-size``, a beam no wider than the target vocabulary, the
 pixels of a figure — are checked by the functions below as soon as what they need is known. The limits are
-listed in the README ("Hostile input").
+listed in docs/hostile-input.md.
 """
 
 from __future__ import annotations
@@ -37,7 +37,6 @@ MAX_BATCH_TOKENS = 100_000
 MAX_WINDOW = 200_000
 MAX_DIGITS = 17
 """Significant digits of a float64: more would print noise."""
-MAX_EMBED_BATCH = 1024
 MAX_PLOT_POINTS = 100_000
 MIN_DPI, MAX_DPI = 10, 2400
 MIN_INCHES, MAX_INCHES = 0.5, 500.0
