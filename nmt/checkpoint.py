@@ -8,6 +8,7 @@ and each problem is one `InputError` naming it.
 
 `nmt fit|validate|test --ckpt_path` read a training checkpoint the same way before Lightning does
 (`read_training_checkpoint`), and compare it with the network they have built (`check_training_checkpoint`).
+`export_checkpoint` (``nmt export``) writes the inference part of a checkpoint alone: weights and metadata.
 """
 
 from __future__ import annotations
@@ -70,7 +71,10 @@ def load_model(
     """Build the model and tokenizer stored in a checkpoint, its weights cast to ``dtype`` (float32 as trained,
     or bfloat16 for faster inference: see ``DTYPES``). Raises InputError with a one-line reason."""
     path = str(path)
-    ckpt = _read(path)
+    return _loaded(path, _read(path), device=device, dtype=dtype)
+
+
+def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch.dtype) -> LoadedModel:
     meta = _metadata(path, ckpt)
     written_by = f"checkpoint written by nmt {meta.get('version')}"
     network = _network(path, meta["network"], written_by)
@@ -95,6 +99,38 @@ def load_model(
     return LoadedModel(model=model, tokenizer=tokenizer, network=network, path=path)
 
 
+def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[str], *, dtype: str = "float32") -> None:
+    """Write the inference part of checkpoint `path` to `output`: the model's weights (in `dtype`, one of
+    `EXPORT_DTYPES`) and the metadata every inference command needs (network, vocabularies, SentencePiece
+    models), without the optimizer state, the loops and the callbacks' state that only resuming needs. The
+    file is an nmt checkpoint like any other for `load_model`; `nmt fit/validate/test --ckpt_path` refuse it.
+    Everything is checked as `load_model` checks it before anything is written; the file appears complete or
+    not at all."""
+    from nmt.textio import replacing
+
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    path = os.fspath(path)
+    ckpt = _read(path)
+    loaded = _loaded(path, ckpt, device="cpu", dtype=torch.float32)  # every check of inference loading
+    weights = DTYPES[dtype]
+    state = {
+        f"model.{name}": (tensor.to(weights) if tensor.is_floating_point() else tensor).clone()
+        for name, tensor in loaded.model.state_dict().items()
+    }
+    assert isinstance(ckpt, dict)
+    origin = {"dtype": dtype, "from": os.path.basename(path)}
+    origin |= {key: ckpt[key] for key in ("epoch", "global_step") if isinstance(ckpt.get(key), int)}
+    exported = {"state_dict": state, "nmt": {**ckpt["nmt"], "exported": origin}}
+    with replacing(output) as partial:
+        torch.save(exported, partial)
+
+
+EXPORT_DTYPES = ("float32", "bfloat16")
+"""What `export_checkpoint` can store the weights in (bfloat16: half the size; inference casts them to its
+--dtype when it loads them)."""
+
+
 class TrainingCheckpoint(NamedTuple):
     """What `nmt fit|validate|test --ckpt_path` need to know of a checkpoint before Lightning loads it."""
 
@@ -113,6 +149,12 @@ def read_training_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint
     path = os.fspath(path)
     ckpt = _read(path)
     meta = _metadata(path, ckpt)
+    if "exported" in meta:
+        raise InputError(
+            path=path,
+            message="an inference-only file written by nmt export (weights and vocabularies, no training state): "
+            "the inference commands read it; give --ckpt_path the training checkpoint it was exported from",
+        )
     written_by = f"checkpoint written by nmt {meta.get('version')}"
     network = _network(path, meta["network"], written_by)
     shapes = {}

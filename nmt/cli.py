@@ -36,6 +36,8 @@ TOOLS = {
     "embed": "nmt.commands.embed",
     "plot-attention": "nmt.commands.plot_attention",
     "plot-curves": "nmt.commands.plot_curves",
+    "serve": "nmt.commands.serve",
+    "export": "nmt.commands.export",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # The modules whose classes a training config may name (class_path, and any other import path jsonargparse

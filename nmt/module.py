@@ -20,7 +20,7 @@ from nmt.data.tokenizer import BOS, EOS, PAD
 from nmt.decoding import Hypothesis, SearchConfig, search
 from nmt.errors import TrainingDiverged
 from nmt.loss import smoothed_cross_entropy
-from nmt.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, release_free_memory
+from nmt.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, forget_tokenized_lines, release_free_memory
 from nmt.model import NetworkConfig, build_model
 from nmt.resume import collect_rng_states, restore_rng_states
 
@@ -243,6 +243,7 @@ class TranslationModule(L.LightningModule):
         hypotheses, refs = [decoded[i] for i in indices], [all_refs[i] for i in indices]
         bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
         bleu_score, chrf_score = bleu.corpus_score(hypotheses, [refs]), chrf.corpus_score(hypotheses, [refs])
+        forget_tokenized_lines()  # sacrebleu would keep every line of every validation (nmt.memory)
         self.log(f"{stage}/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
         self.log(f"{stage}/chrf", chrf_score.score, sync_dist=False)
         subset = "" if len(indices) == len(all_refs) else f" over {len(indices)} of {len(all_refs)} sentences"

@@ -278,6 +278,7 @@ def bench_memory(*, config: Path, scale: int, steps: int, warmup: int, threads: 
 
 def bench_epochs(config: Path, *, epochs: int, data_dir: Path, overrides: list[str]) -> dict:
     """Resident memory of a real `nmt fit` run, epoch by epoch (validation included)."""
+    import gc
     import tempfile
 
     import lightning as L
@@ -300,6 +301,13 @@ def bench_epochs(config: Path, *, epochs: int, data_dir: Path, overrides: list[s
             self.ends.append(round(now / 2**20, 1))
             self.peaks.append(round(max(self.peak, now) / 2**20, 1))
             self.peak = 0
+            # One line per epoch on stderr, so that a long run that is stopped still tells its story; the
+            # object and tensor counts tell a leak (they grow) from fragmentation (they stay).
+            objects = gc.get_objects()
+            tensors = sum(1 for o in objects if isinstance(o, torch.Tensor))
+            epoch = {"epoch": trainer.current_epoch, "step": trainer.global_step, "rss_mib": self.ends[-1]}
+            epoch |= {"peak_mib": self.peaks[-1], **rss_now_mib(), "objects": len(objects), "tensors": tensors}
+            print(json.dumps(epoch), file=sys.stderr, flush=True)
 
     with tempfile.TemporaryDirectory(prefix="nmt-bench-epochs-") as tmp:
         cli = train_cli(
@@ -355,11 +363,16 @@ def in_child(args: list[str], threads: int) -> dict:
         HF_HUB_OFFLINE="1",
         PYTHONPATH=str(ROOT),
     )
+    # stderr goes straight through: the child's warnings, errors and per-epoch progress lines are seen live.
     result = subprocess.run(
-        [sys.executable, __file__, *args, "--threads", str(threads)], env=env, cwd=ROOT, capture_output=True, text=True
+        [sys.executable, __file__, *args, "--threads", str(threads)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     if result.returncode != 0:
-        raise SystemExit(f"benchmark {' '.join(args)} failed:\n{result.stderr[-3000:]}")
+        raise SystemExit(f"benchmark {' '.join(args)} failed (exit {result.returncode}; its messages are above)")
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

@@ -62,3 +62,40 @@ def test_large_tensors_bypass_the_heaps_once_heap_growth_is_bounded():
     assert found["accepted"] is True and found["trimmed"] is True
     assert found["bounded"] >= found["large"], found  # now an mmap of its own, handed back on free
     assert found["small"] == 0, found  # below the threshold: the heaps, as before
+
+
+def _tokenized_lines_held() -> int:
+    """Lines sacrebleu's tokenizer caches hold now (class-level lru_caches, shared by every BLEU object)."""
+    from sacrebleu.tokenizers.tokenizer_13a import Tokenizer13a
+    from sacrebleu.tokenizers.tokenizer_re import TokenizerRegexp
+
+    return sum(cls.__call__.cache_info().currsize for cls in (Tokenizer13a, TokenizerRegexp))
+
+
+def test_validation_leaves_no_tokenized_lines_behind(tmp_path: Path) -> None:
+    """Each validation's BLEU used to leave its hypotheses and references in sacrebleu's caches (about 2,000
+    lines per Multi30k validation, kept all run long: the slow climb of a run's memory)."""
+    import lightning as L
+    from factories import MULTI30K
+    from test_training import TINY
+
+    from nmt.cli import train_cli
+
+    held_after: list[int] = []
+
+    class AfterValidation(L.Callback):
+        def on_validation_end(self, trainer, pl_module) -> None:
+            held_after.append(_tokenized_lines_held())
+
+    options = (
+        f"--config {TINY} --data.data_dir {MULTI30K} --data.cache_dir {tmp_path / 'cache'} "
+        "--data.train.limit 100 --data.val.limit 30 --trainer.max_steps 5 --trainer.val_check_interval 2 "
+        "--trainer.num_sanity_val_steps 0 --trainer.logger false --trainer.enable_checkpointing false "
+        f"--trainer.callbacks=[] --trainer.enable_progress_bar false --trainer.default_root_dir {tmp_path}"
+    )
+    cli = train_cli(options.split(), run=False)
+    cli.trainer.callbacks.append(AfterValidation())
+    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+
+    assert len(held_after) == 2  # validated twice, each time computing BLEU over 30 sentences
+    assert held_after == [0, 0]

@@ -146,8 +146,9 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
         )
 
 
-def add_runtime_arguments(parser: ArgumentParser, *, batch_tokens: int, dtype: bool = True) -> None:
-    """--device, --dtype, --threads, --batch-tokens: the same meaning and defaults in every command."""
+def add_runtime_arguments(parser: ArgumentParser, *, batch_tokens: int | None, dtype: bool = True) -> None:
+    """--device, --dtype, --threads, --batch-tokens (batch_tokens None: none, the command batches otherwise): the
+    same meaning and defaults in every command."""
     parser.add_argument(
         "--device", default="auto", help="where to run the model: auto (CUDA when present), cpu, cuda, cuda:1 …"
     )
@@ -165,19 +166,23 @@ def add_runtime_arguments(parser: ArgumentParser, *, batch_tokens: int, dtype: b
         default=0,
         help="CPU threads for torch (0: torch's default, all cores; on a busy machine 1 can be much faster)",
     )
-    parser.add_argument(
-        "--batch-tokens", type=BATCH_TOKENS, default=batch_tokens, help="pieces per batch (use more on a GPU)"
-    )
+    if batch_tokens is not None:
+        parser.add_argument(
+            "--batch-tokens", type=BATCH_TOKENS, default=batch_tokens, help="pieces per batch (use more on a GPU)"
+        )
 
 
-def add_input_arguments(parser: ArgumentParser, *, doing: str) -> None:
-    """--max-input-tokens and --encoding-errors, for commands that read source lines."""
+def add_input_arguments(parser: ArgumentParser, *, doing: str, encoding: bool = True) -> None:
+    """--max-input-tokens and (encoding: bytes are decoded here) --encoding-errors, for commands that read source
+    lines."""
     parser.add_argument(
         "--max-input-tokens",
         type=PIECES,
         default=250,
         help=f"longer lines are {doing} from their first this many pieces (with a warning)",
     )
+    if not encoding:
+        return
     parser.add_argument(
         "--encoding-errors",
         default="strict",

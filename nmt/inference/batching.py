@@ -35,21 +35,26 @@ class Source(NamedTuple):
     ids: list[int]  # source pieces followed by EOS; empty for a blank line (which the model never sees)
 
 
-def cut_to(ids: list[int], max_tokens: int, *, where: str, doing: str, warning_prefix: str = "warning") -> list[int]:
+def cut_to(
+    ids: list[int], max_tokens: int, *, where: str, doing: str, warning_prefix: str | None = "warning"
+) -> list[int]:
     """`ids` (pieces + EOS) cut to their first `max_tokens` pieces + EOS, with a warning on stderr naming
-    `where` (FILE:LINE): one huge line must not pad its whole batch to its length."""
+    `where` (FILE:LINE): one huge line must not pad its whole batch to its length. warning_prefix None: no
+    warning (a caller that tells its user itself: the server answers with a warning field)."""
     if len(ids) - 1 <= max_tokens:
         return ids
-    print(
-        f"{warning_prefix}: {where}: {len(ids) - 1} pieces, {doing} only the first {max_tokens} (--max-input-tokens)",
-        file=sys.stderr,
-        flush=True,
-    )
+    if warning_prefix is not None:
+        print(
+            f"{warning_prefix}: {where}: {len(ids) - 1} pieces, {doing} only the first {max_tokens} "
+            "(--max-input-tokens)",
+            file=sys.stderr,
+            flush=True,
+        )
     return ids[:max_tokens] + [EOS]
 
 
 def encode_line(
-    tokenizer: Tokenizer, text: str, *, number: int, max_tokens: int, path: str, warning_prefix: str = "warning"
+    tokenizer: Tokenizer, text: str, *, number: int, max_tokens: int, path: str, warning_prefix: str | None = "warning"
 ) -> Source:
     """One line -> its source pieces + EOS (a blank line: no pieces); a truncation warning names path:number."""
     if not text.strip():

@@ -137,15 +137,15 @@ class Translator:
         batch_tokens: int = 500,
         max_input_tokens: int = 250,
         source_name: str = "<input>",
-        warning_prefix: str = "warning",
+        warning_prefix: str | None = "warning",
     ) -> Iterator[Translation]:
         """Translate `lines`, yielding one `Translation` per line in input order, each as soon as it and every
         line before it are done. Lines are read ahead (in a thread) and the ones already read are batched by
         length, so a list is translated in sorted batches and a pipe answers each line as it comes.
 
         A blank line gets one empty candidate; a line longer than `max_input_tokens` pieces is translated from
-        its first pieces (``WARNING_PREFIX: SOURCE_NAME:LINE: …`` on stderr). A NaN or infinite score (a broken
-        model) raises `InputError` naming the line."""
+        its first pieces (``WARNING_PREFIX: SOURCE_NAME:LINE: …`` on stderr; none with warning_prefix None). A NaN
+        or infinite score (a broken model) raises `InputError` naming the line."""
         for ready in self.translate_batches(
             lines,
             search,
@@ -164,7 +164,7 @@ class Translator:
         batch_tokens: int = 500,
         max_input_tokens: int = 250,
         source_name: str = "<input>",
-        warning_prefix: str = "warning",
+        warning_prefix: str | None = "warning",
     ) -> Iterator[list[Translation]]:
         """`translate`, yielding after each batch the translations it made ready (in input order; often none,
         when an earlier line is still to come): a writer flushes once per batch rather than once per line."""
@@ -244,7 +244,7 @@ class Translator:
         max_input_tokens: int = 250,
         window: int = 4096,
         source_name: str = "<input>",
-        warning_prefix: str = "warning",
+        warning_prefix: str | None = "warning",
     ) -> Iterator[np.ndarray]:
         """The encoder's vector of each phrase, float32 (n, D) blocks in input order (see `encode`)."""
         if isinstance(self.model, Ensemble):

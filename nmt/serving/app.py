@@ -1,0 +1,371 @@
+"""The HTTP API of `nmt serve` (FastAPI): LibreTranslate's endpoints, nmt's own ``/v1`` endpoints, health and
+metrics. The model runs in one thread (`nmt.serving.batcher.Batcher`) that decodes concurrent requests
+together; the handlers only parse, check, submit and format.
+
+    POST /translate       LibreTranslate: {"q": str | [str], "source", "target", "format": "text", "alternatives"}
+    GET  /languages       LibreTranslate: [{"code", "name", "targets"}]
+    POST /v1/translate    {"q", "beam_size", "n_best", "length_penalty", "alpha", "scores", "alignment"}
+    POST /v1/score        {"source": [str], "target": [str]} -> log p(target | source) of each pair
+    GET  /health          200 once the model is loaded, 503 before
+    GET  /metrics         Prometheus text
+
+A bad request is answered 4xx with ``{"error": "FIELD: what is wrong", "field": FIELD}``; the model loads in the
+background after the server starts listening, and requests before it is ready are answered 503.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import re
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from urllib.parse import parse_qsl
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from nmt.decoding import SearchConfig
+from nmt.inference import Candidate, Translation, Translator
+from nmt.serving.batcher import Batcher, Job
+from nmt.serving.languages import language_name
+from nmt.serving.metrics import Metrics
+from nmt.serving.schemas import (
+    ApiError,
+    LibreTranslateRequest,
+    ScoreRequest,
+    TranslateRequest,
+    validated,
+)
+
+_LINE_BREAK = re.compile(r"\r\n|\r|\n")
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """What `nmt serve`'s options fix for every request."""
+
+    source_lang: str
+    target_lang: str
+    search: SearchConfig  # a request's search unless it asks otherwise (/v1/translate)
+    max_beam_size: int  # the widest beam (and the most n-best) a request may ask for
+    max_sentences: int  # sentences (lines) or pairs in one request
+    max_request_bytes: int
+    max_input_tokens: int  # longer sentences are translated from their first pieces, with a warning
+    max_batch_tokens: int  # source pieces decoded together
+    max_wait_ms: float  # under load, how long a batch waits for more requests
+
+
+class _Model:
+    """The translator and its batcher, once loaded (in a thread, so that /health answers meanwhile)."""
+
+    def __init__(self) -> None:
+        self.translator: Translator | None = None
+        self.batcher: Batcher | None = None
+        self.loaded = threading.Event()
+
+    def ready(self) -> tuple[Translator, Batcher]:
+        if self.translator is None or self.batcher is None:
+            raise ApiError(503, "model", "the model is still loading; retry when GET /health answers 200")
+        return self.translator, self.batcher
+
+
+def create_app(
+    settings: ServeSettings,
+    load: Callable[[], Translator],
+    *,
+    on_ready: Callable[[Translator, float], None] = lambda translator, seconds: None,
+    on_load_error: Callable[[BaseException], None] = lambda error: None,
+) -> FastAPI:
+    """The app; `load` runs in a thread once the server has started (see `nmt.commands.serve`)."""
+    model = _Model()
+    metrics = Metrics(queued=lambda: model.batcher.queued if model.batcher else 0, loaded=model.loaded.is_set)
+
+    def load_model() -> None:
+        start = time.perf_counter()
+        try:
+            translator = load()
+        except BaseException as error:  # told to the command, which stops the server
+            on_load_error(error)
+            return
+        model.batcher = Batcher(
+            translator,
+            max_batch_tokens=settings.max_batch_tokens,
+            max_wait_ms=settings.max_wait_ms,
+            max_input_tokens=settings.max_input_tokens,
+            on_batch=metrics.batch,
+        )
+        model.translator = translator
+        model.loaded.set()
+        on_ready(translator, time.perf_counter() - start)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        threading.Thread(target=load_model, name="nmt-serve-loader", daemon=True).start()
+        yield
+        # Shutting down: uvicorn has stopped accepting and answered every request in flight.
+        if model.batcher is not None:
+            await asyncio.to_thread(model.batcher.close)
+
+    app = FastAPI(title="nmt", summary="Neural machine translation (RNN encoder-decoder)", lifespan=lifespan)
+    app.add_middleware(_Measured, metrics=metrics)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: Request, error: ApiError) -> JSONResponse:
+        return JSONResponse(error.body(), status_code=error.status)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        field = "method" if error.status_code == 405 else "path"
+        return JSONResponse({"error": f"{field}: {error.detail}", "field": field}, status_code=error.status_code)
+
+    @app.exception_handler(Exception)
+    async def internal_error(request: Request, error: Exception) -> JSONResponse:
+        return JSONResponse({"error": f"internal error: {error}", "field": "model"}, status_code=500)
+
+    async def translate(lines: list[str], search: SearchConfig, where: list[str]) -> tuple[list[Translation], list]:
+        """Translations of `lines` (in order) and a warning for each line cut to max_input_tokens."""
+        translator, batcher = model.ready()
+        tokens, warnings = 0, []
+        for ids, name in zip(translator.tokenizer.encode_src(lines), where, strict=True):
+            tokens += max(1, len(ids))
+            if len(ids) - 1 > settings.max_input_tokens:
+                warnings.append(f"{name}: {len(ids) - 1} pieces, translated only the first {settings.max_input_tokens}")
+        job = Job(lines=lines, tokens=tokens, search=search)
+        return await asyncio.wrap_future(batcher.submit(job)), warnings
+
+    # -- LibreTranslate ----------------------------------------------------------------------------------------
+
+    @app.post("/translate")
+    async def libre_translate(request: Request) -> dict:
+        req = validated(LibreTranslateRequest, await _read_body(request, settings.max_request_bytes))
+        _check_pair(req.source, req.target, settings)
+        texts = _texts(req.q, settings)
+        lines, where, spans = [], [], []
+        for i, text in enumerate(texts):
+            parts = _LINE_BREAK.split(text)
+            spans.append((len(lines), len(lines) + len(parts)))
+            lines += parts
+            where += [f"q[{i}]" if len(parts) == 1 else f"q[{i}] line {k + 1}" for k in range(len(parts))]
+        _check_count("q", len(lines), settings, what="lines")
+        n_best = 1 + req.alternatives
+        _check_beam("alternatives", n_best, settings)
+        search = dataclasses.replace(settings.search, n_best=n_best, beam_size=max(settings.search.beam_size, n_best))
+        translations, warnings = await translate(lines, search, where)
+        metrics.sentences.labels("/translate").inc(len(lines))
+        joined = [_joined(translations[a:b], n_best) for a, b in spans]  # per text: best, then the alternatives
+        one = isinstance(req.q, str)
+        body: dict = {"translatedText": joined[0][0] if one else [j[0] for j in joined]}
+        if req.alternatives:
+            body["alternatives"] = joined[0][1:] if one else [j[1:] for j in joined]
+        if warnings:
+            body["warnings"] = warnings
+        return body
+
+    @app.get("/languages")
+    async def languages() -> list[dict]:
+        source, target = settings.source_lang, settings.target_lang
+        return [
+            {"code": source, "name": language_name(source), "targets": [target]},
+            {"code": target, "name": language_name(target), "targets": []},
+        ]
+
+    # -- nmt's own API -----------------------------------------------------------------------------------------
+
+    @app.post("/v1/translate")
+    async def v1_translate(request: Request) -> dict:
+        req = validated(TranslateRequest, await _read_body(request, settings.max_request_bytes))
+        lines = _texts(req.q, settings)
+        _check_count("q", len(lines), settings, what="sentences")
+        for i, line in enumerate(lines):
+            if _LINE_BREAK.search(line):
+                raise ApiError(400, f"q[{i}]", "holds a line break: send one sentence per item")
+        beam_size = req.beam_size or settings.search.beam_size
+        _check_beam("beam_size", beam_size, settings)
+        if req.n_best > beam_size:
+            raise ApiError(400, "n_best", f"{req.n_best} is more than the beam size ({beam_size})")
+        translator, _ = model.ready()
+        if req.alignment and not translator.has_attention:
+            raise ApiError(400, "alignment", "needs an attention model (rnnsearch); this server's has none")
+        if beam_size > translator.tokenizer.tgt_vocab_size:
+            vocab = translator.tokenizer.tgt_vocab_size
+            raise ApiError(400, "beam_size", f"{beam_size} is wider than the target vocabulary ({vocab} pieces)")
+        changes = {"beam_size": beam_size, "n_best": req.n_best}
+        changes |= {k: v for k, v in (("length_penalty", req.length_penalty), ("alpha", req.alpha)) if v is not None}
+        search = dataclasses.replace(settings.search, **changes)
+        translations, warnings = await translate(lines, search, [f"q[{i}]" for i in range(len(lines))])
+        metrics.sentences.labels("/v1/translate").inc(len(lines))
+
+        def described(c: Candidate) -> dict:
+            item: dict = {"text": c.text}
+            if req.scores:
+                item |= {"score": c.score, "log_prob": c.log_prob}
+            if req.alignment:
+                item["alignment"] = [list(link) for link in c.alignment()]
+            return item
+
+        items = []
+        for t in translations:
+            item = described(t.candidates[0])
+            if req.n_best > 1:
+                item["n_best"] = [described(c) for c in t.candidates]
+            items.append(item)
+        return {"translations": items, "warnings": warnings}
+
+    @app.post("/v1/score")
+    async def v1_score(request: Request) -> dict:
+        req = validated(ScoreRequest, await _read_body(request, settings.max_request_bytes))
+        _check_count("source", len(req.source), settings, what="pairs")
+        if len(req.target) != len(req.source):
+            raise ApiError(400, "target", f"{len(req.target)} targets for {len(req.source)} sources")
+        translator, batcher = model.ready()
+        if len(translator.members) > 1:
+            raise ApiError(400, "source", "scoring takes one model; this server decodes an ensemble")
+        tok = translator.tokenizer
+        pieces = [*tok.encode_src(req.source), *tok.encode_tgt(req.target)]
+        tokens = sum(len(ids) for ids in pieces)
+        job = Job(lines=req.source, tokens=tokens, targets=req.target)
+        scores = await asyncio.wrap_future(batcher.submit(job))
+        metrics.sentences.labels("/v1/score").inc(len(scores))
+        return {"scores": scores}
+
+    # -- operations --------------------------------------------------------------------------------------------
+
+    @app.get("/health")
+    async def health() -> JSONResponse:
+        if model.loaded.is_set():
+            return JSONResponse({"status": "ready"})
+        return JSONResponse({"status": "loading"}, status_code=503)
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
+
+    return app
+
+
+# -- request checks ----------------------------------------------------------------------------------------------
+
+
+def _texts(q: str | list[str], settings: ServeSettings) -> list[str]:
+    texts = [q] if isinstance(q, str) else list(q)
+    if not texts:
+        raise ApiError(400, "q", "an empty list: nothing to translate")
+    return texts
+
+
+def _check_count(field: str, n: int, settings: ServeSettings, *, what: str) -> None:
+    if n == 0:
+        raise ApiError(400, field, f"an empty list: no {what}")
+    if n > settings.max_sentences:
+        raise ApiError(413, field, f"{n} {what}; at most {settings.max_sentences} per request (--max-sentences)")
+
+
+def _check_beam(field: str, size: int, settings: ServeSettings) -> None:
+    if size > settings.max_beam_size:
+        raise ApiError(400, field, f"a beam of {size}; this server allows at most {settings.max_beam_size}")
+
+
+def _check_pair(source: str, target: str, settings: ServeSettings) -> None:
+    pair = f"{settings.source_lang}→{settings.target_lang}"
+    if source not in (settings.source_lang, "auto"):
+        raise ApiError(400, "source", f"{source!r} is not served: this server translates {pair}")
+    if target != settings.target_lang:
+        raise ApiError(400, "target", f"{target!r} is not served: this server translates {pair}")
+
+
+def _joined(translations: list[Translation], n_best: int) -> list[str]:
+    """The text of each rank (best, then the alternatives) for the lines of one multi-line text: rank k joins
+    each line's k-th candidate (its last one where a line has fewer)."""
+    return ["\n".join(t.candidates[min(k, len(t.candidates) - 1)].text for t in translations) for k in range(n_best)]
+
+
+async def _read_body(request: Request, limit: int) -> dict:
+    """The request's fields from its JSON or form body, read up to `limit` bytes."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "body", f"{declared} bytes; at most {limit} per request (--max-request-bytes)")
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw += chunk
+        if len(raw) > limit:
+            raise ApiError(413, "body", f"more than {limit} bytes; at most {limit} per request (--max-request-bytes)")
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    # A JSON body sent as a form (`curl -d '{…}'` without -H 'Content-Type: application/json') is still JSON.
+    if kind in _FORMS and not bytes(raw).lstrip().startswith(b"{"):
+        return await _form_fields(request, bytes(raw), kind)
+    if not raw.strip():
+        raise ApiError(400, "body", "empty: send a JSON object")
+    try:
+        return json.loads(raw)
+    except UnicodeDecodeError:
+        raise ApiError(400, "body", "not UTF-8") from None
+    except json.JSONDecodeError as e:
+        raise ApiError(400, "body", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+
+
+async def _form_fields(request: Request, raw: bytes, kind: str) -> dict:
+    """A form's fields; a field given more than once (q=…&q=…) is a list."""
+    if kind == "multipart/form-data":
+        from starlette.formparsers import MultiPartParser
+
+        async def body():
+            yield raw
+
+        try:
+            pairs = list((await MultiPartParser(request.headers, body()).parse()).multi_items())
+        except Exception as e:  # the parser's own exceptions vary by version
+            raise ApiError(400, "body", f"invalid multipart form: {e}") from None
+        if any(not isinstance(value, str) for _, value in pairs):
+            raise ApiError(400, "body", "file uploads are not accepted")
+    else:
+        try:
+            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
+        except UnicodeDecodeError:
+            raise ApiError(400, "body", "not UTF-8") from None
+    fields: dict = {}
+    for key, value in pairs:
+        fields.setdefault(key, []).append(value)
+    return {key: values[0] if len(values) == 1 else values for key, values in fields.items()}
+
+
+class _Measured:
+    """ASGI middleware: every request's latency and status code, by endpoint (unknown paths count as "other",
+    so that a scan of random URLs cannot grow the metrics without bound)."""
+
+    ENDPOINTS = frozenset({"/translate", "/languages", "/v1/translate", "/v1/score", "/health", "/metrics"})
+
+    def __init__(self, app, metrics: Metrics) -> None:
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = 500
+        endpoint = scope["path"] if scope["path"] in self.ENDPOINTS else "other"
+        counted = endpoint != "/metrics"
+
+        async def sending(message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        if counted:
+            self.metrics.in_flight.inc()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            if counted:
+                self.metrics.in_flight.dec()
+            self.metrics.requests.labels(endpoint, str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)

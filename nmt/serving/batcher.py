@@ -1,0 +1,194 @@
+"""Requests from many clients decoded together: one thread owns the model and takes the queued requests in
+batches.
+
+A request is a `Job` (the lines of one HTTP request, with its search settings, or its pairs to score). The
+worker thread takes the first job in the queue and every other job already queued, up to `max_batch_tokens`
+source pieces, groups them by what they ask for (translations with one `SearchConfig`, or scores) and runs
+each group as one call of `nmt.Translator`, which sorts the lines by length into token batches. Each job gets
+its own results back, in its own order, through a `concurrent.futures.Future` its HTTP handler awaits.
+
+Waiting for more requests (`max_wait_ms`) happens only under load, when requests were already queued as the
+previous batch ended: then the clients just answered are about to send again, and a few milliseconds gather
+them into the next batch. An idle server answers a lone request at once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+from nmt.decoding import SearchConfig
+from nmt.inference import Translation, Translator
+from nmt.scoring.scorer import PairScores
+
+_STOP = object()
+
+
+@dataclass(eq=False)
+class Job:
+    """One request's work: `lines` to translate with `search`, or (`lines`, `targets`) pairs to score."""
+
+    lines: list[str]
+    tokens: int  # source pieces, what counts against max_batch_tokens
+    search: SearchConfig | None = None  # None: a scoring job
+    targets: list[str] | None = None
+    result: Future = field(default_factory=Future)
+
+    @property
+    def kind(self) -> tuple:
+        """Jobs of one kind run as one call of the translator."""
+        return ("score",) if self.search is None else ("translate", *dataclasses.astuple(self.search))
+
+
+@dataclass
+class BatchStats:
+    """What one batch held, for the metrics."""
+
+    jobs: int
+    sentences: int
+    tokens: int
+    seconds: float
+
+
+class Batcher:
+    """The one thread that runs the model; `submit` is safe from any thread (the event loop's)."""
+
+    def __init__(
+        self,
+        translator: Translator,
+        *,
+        max_batch_tokens: int,
+        max_wait_ms: float,
+        max_input_tokens: int,
+        on_batch: Callable[[BatchStats], None] = lambda stats: None,
+    ) -> None:
+        self.translator = translator
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait = max_wait_ms / 1000
+        self.max_input_tokens = max_input_tokens
+        self.on_batch = on_batch
+        self._queue: queue.Queue = queue.Queue()
+        self._held: Job | None = None  # taken from the queue but over the budget: first in the next batch
+        self._thread = threading.Thread(target=self._run, name="nmt-serve-batcher", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Job) -> Future:
+        self._queue.put(job)
+        return job.result
+
+    @property
+    def queued(self) -> int:
+        return self._queue.qsize() + (self._held is not None)
+
+    def close(self) -> None:
+        """Finish the jobs already submitted, then end the thread."""
+        self._queue.put(_STOP)
+        self._thread.join()
+
+    # -- the worker thread ---------------------------------------------------------------------------------------
+
+    def _run(self) -> None:
+        under_load = False
+        while True:
+            jobs = self._gather(wait_for_more=under_load)
+            if not jobs:
+                return
+            start = time.perf_counter()
+            try:
+                for group in _groups(jobs):
+                    self._work(group)
+            except BaseException as error:  # the thread must outlive any request, or every later one would hang
+                for job in jobs:
+                    if not job.result.done():
+                        job.result.set_exception(error)
+            self.on_batch(
+                BatchStats(
+                    jobs=len(jobs),
+                    sentences=sum(len(j.lines) for j in jobs),
+                    tokens=sum(j.tokens for j in jobs),
+                    seconds=time.perf_counter() - start,
+                )
+            )
+            under_load = not self._queue.empty() or self._held is not None
+
+    def _gather(self, *, wait_for_more: bool) -> list[Job]:
+        """The next batch: the first job (waiting for it), then what is queued within the token budget; under
+        load, also what arrives within max_wait. Empty once `close` was called and everything is done."""
+        if self._held is not None:
+            first, self._held = self._held, None
+        else:
+            first = self._queue.get()
+            if first is _STOP:
+                return []
+        jobs, tokens = [first], first.tokens
+        deadline = time.monotonic() + (self.max_wait if wait_for_more else 0.0)
+        while tokens < self.max_batch_tokens:
+            remaining = deadline - time.monotonic()
+            try:
+                job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if job is _STOP:
+                self._queue.put(_STOP)  # seen again once the jobs before it are done
+                break
+            if tokens + job.tokens > self.max_batch_tokens:
+                self._held = job
+                break
+            jobs.append(job)
+            tokens += job.tokens
+        return jobs
+
+    def _work(self, jobs: Sequence[Job]) -> None:
+        """One call of the translator for jobs that ask for the same thing; each gets its own slice back."""
+        lines = [line for job in jobs for line in job.lines]
+        try:
+            if jobs[0].search is None:
+                targets = [t for job in jobs for t in job.targets or []]
+                scores = self.translator.score(lines, targets)
+                results: list = [_slice_scores(scores, i) for i in range(len(lines))]
+            else:
+                results = list(
+                    self.translator.translate(
+                        lines,
+                        jobs[0].search,
+                        batch_tokens=self.max_batch_tokens,
+                        max_input_tokens=self.max_input_tokens,
+                        source_name="request",
+                        warning_prefix=None,  # the response tells its client which lines were cut
+                    )
+                )
+        except Exception as error:  # every waiting request learns what went wrong
+            for job in jobs:
+                job.result.set_exception(error)
+            return
+        start = 0
+        for job in jobs:
+            job.result.set_result(_renumbered(results[start : start + len(job.lines)]))
+            start += len(job.lines)
+
+
+def _groups(jobs: Sequence[Job]) -> list[list[Job]]:
+    """Jobs by what they ask for, in the order each kind first came."""
+    groups: dict[tuple, list[Job]] = {}
+    for job in jobs:
+        groups.setdefault(job.kind, []).append(job)
+    return list(groups.values())
+
+
+def _slice_scores(scores: PairScores, i: int) -> dict:
+    return {
+        "log_prob": float(scores.logprob[i]),
+        "tokens": int(scores.n_tokens[i]),
+        "truncated": bool(scores.truncated[i]),
+        "empty": bool(scores.empty[i]),
+    }
+
+
+def _renumbered(results: list) -> list:
+    """A job's translations numbered from 1 within the job (they were numbered within the batch)."""
+    return [r._replace(line=n) if isinstance(r, Translation) else r for n, r in enumerate(results, start=1)]

@@ -1,0 +1,296 @@
+"""``nmt serve`` end to end: a real server in a subprocess on a free loopback port, real clients (LibreTranslate's
+own Python client, and plain HTTP for the /v1 endpoints); the answers are what ``nmt translate`` writes."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from libretranslatepy import LibreTranslateAPI
+
+from nmt.cli import main
+from nmt.inference import Translator
+from tests.factories import multi30k_lines, tiny_checkpoint
+
+pytestmark = pytest.mark.slow  # starts servers in subprocesses: not in the fast tier
+
+ROOT = Path(__file__).resolve().parents[1]
+LINES = multi30k_lines("test_2016_flickr", "en", 48)
+LIMITS = ["--max-sentences", "20", "--max-request-bytes", "4000", "--max-input-tokens", "60", "--max-beam-size", "8"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory) -> Path:
+    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch", seed=3)
+
+
+@contextmanager
+def serving(checkpoint: Path, *options: str) -> Iterator[tuple[subprocess.Popen, str]]:
+    """`nmt serve` on a free port; (the process, its base URL) once GET /health answers 200."""
+    command = [sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
+    command += ["--source-lang", "en", "--target-lang", "fr", "--threads", "1", *options]
+    process = subprocess.Popen(command, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        first = process.stderr.readline()
+        found = re.search(r"listening on (http://\S+) ", first)
+        assert found, first + process.stderr.read()
+        url = found.group(1)
+        deadline = time.monotonic() + 120
+        while request(url, "GET", "/health")[0] != 200:
+            assert process.poll() is None and time.monotonic() < deadline, process.stderr.read()
+            time.sleep(0.05)
+        yield process, url
+    finally:
+        if process.poll() is None:
+            process.kill()
+        process.wait(timeout=30)
+        process.stderr.close()
+
+
+def request(url: str, method: str, path: str, body: object = None, *, raw: bytes | None = None, kind: str = ""):
+    """(status, decoded JSON or text) of one HTTP request."""
+    data = raw if raw is not None else None if body is None else json.dumps(body).encode()
+    headers = {"Content-Type": kind or "application/json"} if data is not None else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url + path, data, headers, method=method)) as reply:
+            status, text, kind = reply.status, reply.read().decode(), reply.headers.get_content_type()
+    except urllib.error.HTTPError as e:
+        status, text, kind = e.code, e.read().decode(), e.headers.get_content_type()
+    except urllib.error.URLError:
+        return 0, None  # not listening (yet, or any more)
+    return status, json.loads(text) if kind == "application/json" else text
+
+
+def cli_translate(tmp_path: Path, checkpoint: Path, lines: list[str], *options: str) -> list[str]:
+    """`nmt translate` of `lines` with the server's --max-input-tokens (LIMITS) and `options`."""
+    source, output = tmp_path / "in.txt", tmp_path / "out.txt"
+    source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+    args = ["translate", "--checkpoint", str(checkpoint), "--input", str(source), "--output", str(output)]
+    assert main([*args, "--threads", "1", "--no-progress", "--max-input-tokens", "60", *options]) == 0
+    return output.read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def server(checkpoint) -> Iterator[str]:
+    with serving(checkpoint, *LIMITS) as (_, url):
+        yield url
+
+
+def test_libretranslate_client_gets_what_nmt_translate_writes(server, checkpoint, tmp_path):
+    client = LibreTranslateAPI(server)
+    assert client.languages() == [
+        {"code": "en", "name": "English", "targets": ["fr"]},
+        {"code": "fr", "name": "French", "targets": []},
+    ]
+    expected = cli_translate(tmp_path, checkpoint, LINES[:6])
+    assert [client.translate(line, "en", "fr") for line in LINES[:6]] == expected
+    # A list, as JSON; a multi-line text is translated line by line and keeps its line breaks.
+    status, body = request(server, "POST", "/translate", {"q": LINES[:3], "source": "en", "target": "fr"})
+    assert (status, body) == (200, {"translatedText": expected[:3]})
+    status, body = request(server, "POST", "/translate", {"q": "\n".join(LINES[:2]), "source": "auto", "target": "fr"})
+    assert (status, body) == (200, {"translatedText": "\n".join(expected[:2])})
+
+
+def test_v1_translate_gives_the_cli_n_best_scores_and_alignments(server, checkpoint, tmp_path):
+    options = {"beam_size": 4, "n_best": 3, "scores": True, "alignment": True}
+    status, body = request(server, "POST", "/v1/translate", {"q": LINES[:5], **options})
+    assert status == 200 and body["warnings"] == []
+    cli = cli_translate(tmp_path, checkpoint, LINES[:5], "--beam-size", "4", "--n-best", "3", "--scores", "--alignment")
+    served = []
+    for i, item in enumerate(body["translations"]):
+        assert {k: item[k] for k in ("text", "score", "log_prob", "alignment")} == item["n_best"][0]
+        for c in item["n_best"]:
+            pharaoh = " ".join(f"{s}-{t}" for s, t in c["alignment"])
+            served.append(f"{i} ||| {c['text']} ||| {c['score']:.4f} ||| {c['log_prob']:.4f} ||| {pharaoh}")
+    assert served == cli
+
+
+def test_v1_score_gives_the_models_log_probabilities(server, checkpoint):
+    targets = multi30k_lines("test_2016_flickr", "fr", 6)
+    status, body = request(server, "POST", "/v1/score", {"source": LINES[:6], "target": targets})
+    assert status == 200
+    expected = Translator.load(checkpoint, device="cpu").score(LINES[:6], targets)
+    assert [s["log_prob"] for s in body["scores"]] == pytest.approx(expected.logprob.tolist(), rel=1e-6)
+    assert [s["tokens"] for s in body["scores"]] == expected.n_tokens.tolist()
+
+
+def test_sixteen_clients_at_once_each_get_their_own_answers_in_order(server, checkpoint, tmp_path):
+    expected = dict(zip(LINES, cli_translate(tmp_path, checkpoint, LINES), strict=True))
+    start = threading.Barrier(16)
+    answers: dict[int, list] = {}
+
+    def client(k: int) -> None:
+        mine = [LINES[(3 * k + j) % len(LINES)] for j in range(3)]  # overlapping sets, each in its own order
+        start.wait()
+        got = []
+        for n in range(4):
+            q = mine[n % 3 :] + mine[: n % 3]
+            status, body = request(server, "POST", "/v1/translate", {"q": q})
+            got.append((q, status, [t["text"] for t in body["translations"]]))
+        answers[k] = got
+
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=300)
+    assert sorted(answers) == list(range(16))
+    for got in answers.values():
+        for q, status, texts in got:
+            assert status == 200 and texts == [expected[line] for line in q]
+    metrics = request(server, "GET", "/metrics")[1]
+    batches = float(re.search(r"^nmt_batch_requests_count (\S+)", metrics, re.M).group(1))
+    requests = float(re.search(r'^nmt_requests_total\{code="200",endpoint="/v1/translate"\} (\S+)', metrics, re.M)[1])
+    assert batches < requests  # concurrent requests were decoded together
+
+
+TOO_LONG = " ".join(["word"] * 100)
+BAD_REQUESTS = [
+    # (path, body or raw bytes, content type, status, field)
+    ("/translate", b"{not json", "application/json", 400, "body"),
+    ("/translate", b"\xff\xfe\x00", "application/json", 400, "body"),
+    ("/translate", b"", "application/json", 400, "body"),
+    ("/translate", [1, 2], "", 400, "body"),
+    ("/translate", {"q": 5, "source": "en", "target": "fr"}, "", 400, "q"),
+    ("/translate", {"q": ["a", 7], "source": "en", "target": "fr"}, "", 400, "q[1]"),
+    ("/translate", {"q": [], "source": "en", "target": "fr"}, "", 400, "q"),
+    ("/translate", {"q": "a"}, "", 400, "source"),
+    ("/translate", {"q": "a", "source": "de", "target": "fr"}, "", 400, "source"),
+    ("/translate", {"q": "a", "source": "en", "target": "de"}, "", 400, "target"),
+    ("/translate", {"q": "a", "source": "en", "target": "fr", "format": "html"}, "", 400, "format"),
+    ("/translate", {"q": "a", "source": "en", "target": "fr", "alternatives": 99}, "", 400, "alternatives"),
+    ("/translate", {"q": ["a"] * 21, "source": "en", "target": "fr"}, "", 413, "q"),
+    ("/translate", {"q": "a" * 5000, "source": "en", "target": "fr"}, "", 413, "body"),
+    ("/v1/translate", {"q": "a", "checkpoint": "/etc/passwd"}, "", 400, "checkpoint"),
+    ("/v1/translate", {"q": "a", "beam_size": 0}, "", 400, "beam_size"),
+    ("/v1/translate", {"q": "a", "beam_size": 9}, "", 400, "beam_size"),
+    ("/v1/translate", {"q": "a", "beam_size": 2, "n_best": 3}, "", 400, "n_best"),
+    ("/v1/translate", {"q": ["a", "b\nc"]}, "", 400, "q[1]"),
+    ("/v1/translate", {"q": "a", "scores": "maybe"}, "", 400, "scores"),
+    ("/v1/score", {"source": ["a", "b"], "target": ["x"]}, "", 400, "target"),
+    ("/v1/score", {"source": [], "target": []}, "", 400, "source"),
+    ("/v1/score", {"source": "a", "target": "b"}, "", 400, "source"),
+    ("/nowhere", {"q": "a"}, "", 404, "path"),
+    ("/health", {"q": "a"}, "", 405, "method"),
+]
+
+
+@pytest.mark.parametrize(("path", "body", "kind", "status", "field"), BAD_REQUESTS)
+def test_bad_requests_are_answered_4xx_naming_the_field(server, path, body, kind, status, field):
+    raw = body if isinstance(body, bytes) else None
+    got, answer = request(server, "POST", path, None if raw is not None else body, raw=raw, kind=kind)
+    assert got == status, answer
+    assert answer["field"] == field and answer["error"].startswith(f"{field}: ")
+
+
+def test_a_sentence_too_long_is_translated_from_its_start_with_a_warning(server):
+    status, body = request(server, "POST", "/v1/translate", {"q": ["A dog.", TOO_LONG]})
+    assert status == 200 and len(body["translations"]) == 2
+    assert re.fullmatch(r"q\[1\]: \d+ pieces, translated only the first 60", body["warnings"][0])
+    status, body = request(server, "POST", "/translate", {"q": TOO_LONG, "source": "en", "target": "fr"})
+    assert status == 200 and re.fullmatch(r"q\[0\]: \d+ pieces, translated only the first 60", body["warnings"][0])
+
+
+def test_metrics_are_prometheus_text(server):
+    request(server, "GET", "/languages")
+    status, text = request(server, "GET", "/metrics")
+    assert status == 200
+    assert re.search(r'^nmt_requests_total\{code="200",endpoint="/languages"\} [1-9]', text, re.M)
+    for name in ("nmt_request_seconds_bucket", "nmt_batch_sentences_bucket", "nmt_model_loaded 1.0"):
+        assert name in text
+
+
+def test_sigterm_answers_the_requests_in_flight_then_exits_0(checkpoint):
+    with serving(checkpoint, "--beam-size", "8", "--max-sentences", "48") as (process, url):
+        results: list = []
+
+        def client() -> None:
+            results.append(request(url, "POST", "/v1/translate", {"q": LINES})[0])
+
+        threads = [threading.Thread(target=client) for _ in range(6)]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while "nmt_requests_in_flight 6.0" not in request(url, "GET", "/metrics")[1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        for t in threads:
+            t.join(timeout=120)
+        assert process.wait(timeout=60) == 0
+        assert results == [200] * 6
+        assert request(url, "GET", "/health")[0] == 0  # no longer listening
+
+
+def test_health_answers_503_until_the_model_is_loaded(checkpoint):
+    """In-process, so that loading can be held back: the real app on a real uvicorn server."""
+    import uvicorn
+
+    from nmt.decoding import SearchConfig
+    from nmt.serving.app import ServeSettings, create_app
+
+    release = threading.Event()
+
+    def load() -> Translator:
+        release.wait(60)
+        return Translator.load(checkpoint, device="cpu")
+
+    settings = ServeSettings("en", "fr", SearchConfig(), 8, 20, 4000, 60, 500, 5.0)
+    listening = socket.create_server(("127.0.0.1", 0))
+    url = f"http://127.0.0.1:{listening.getsockname()[1]}"
+    server = uvicorn.Server(uvicorn.Config(create_app(settings, load), log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [listening]})
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while request(url, "GET", "/health")[0] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert request(url, "GET", "/health") == (503, {"status": "loading"})
+        status, body = request(url, "POST", "/translate", {"q": "A dog.", "source": "en", "target": "fr"})
+        assert (status, body["field"]) == (503, "model")
+        release.set()
+        while request(url, "GET", "/health")[0] != 200:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert request(url, "POST", "/translate", {"q": "A dog.", "source": "en", "target": "fr"})[0] == 200
+    finally:
+        release.set()
+        server.should_exit = True
+        thread.join(timeout=60)
+
+
+def test_a_bad_checkpoint_stops_the_server_with_one_line(tmp_path):
+    broken = tmp_path / "broken.ckpt"
+    broken.write_bytes(b"not a checkpoint")
+    command = [sys.executable, "-m", "nmt", "serve", "--checkpoint", str(broken), "--port", "0"]
+    result = subprocess.run(
+        [*command, "--source-lang", "en", "--target-lang", "fr"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"nmt serve: error: {broken}: ") and "Traceback" not in result.stderr
+
+
+def test_a_port_in_use_is_one_line(checkpoint):
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = str(taken.getsockname()[1])
+    command = [sys.executable, "-m", "nmt", "serve", "--checkpoint", str(checkpoint), "--port", port]
+    result = subprocess.run(
+        [*command, "--source-lang", "en", "--target-lang", "fr"], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    taken.close()
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"nmt serve: error: --port: 127.0.0.1:{port}: Address already in use"
