@@ -133,7 +133,10 @@ TRANSLATE_BATCH_TOKENS = 500
 def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = True, ensemble: bool = True) -> None:
     """--checkpoint (and --ensemble: further checkpoints decoded together)."""
     parser.add_argument(
-        "--checkpoint", required=checkpoint_required, default=None, help="a checkpoint written by `nmt fit`"
+        "--checkpoint",
+        required=checkpoint_required,
+        default=None,
+        help="a checkpoint written by `nmt fit` (or `nmt export`)",
     )
     if ensemble:
         parser.add_argument(

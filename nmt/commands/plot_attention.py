@@ -28,7 +28,9 @@ MAX_PIECES = 200  # per side: beyond this the labels overlap, and drawing takes 
 
 def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", required=True, help="an attention (rnnsearch) checkpoint written by `nmt fit`")
+    p.add_argument(
+        "--checkpoint", required=True, help="an attention (rnnsearch) checkpoint written by `nmt fit` (or `nmt export`)"
+    )
     p.add_argument("--src", required=True, help="the source sentence")
     p.add_argument("--tgt", default=None, help="a target sentence to align (default: the model's translation)")
     p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")

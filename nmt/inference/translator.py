@@ -108,9 +108,10 @@ class Translator:
         device: str | torch.device = "auto",
         dtype: str | torch.dtype = "float32",
     ) -> Translator:
-        """The checkpoint at `path` (written by `nmt fit`), and `ensemble`'s, decoded together (the mean of their
-        log-probabilities). device: "auto" (CUDA when there is one), "cpu", "cuda", "cuda:1" …; dtype: float32
-        (as trained) or bfloat16 (see `nmt.checkpoint.DTYPES`). A bad file raises `InputError` naming it."""
+        """The checkpoint at `path` (written by `nmt fit` or `nmt export`), and `ensemble`'s, decoded together (the
+        mean of their log-probabilities). device: "auto" (CUDA when there is one), "cpu", "cuda", "cuda:1" …;
+        dtype: float32 (as trained) or bfloat16 (see `nmt.checkpoint.DTYPES`). A bad file raises `InputError`
+        naming it."""
         target = resolve_device(device) if isinstance(device, str) else device
         weights = DTYPES[dtype] if isinstance(dtype, str) else dtype
         return cls([load_model(p, device=target, dtype=weights) for p in [path, *ensemble]])
