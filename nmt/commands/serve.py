@@ -144,7 +144,6 @@ def _bound(host: str, port: int) -> socket.socket:
     except OSError as e:
         option = "--port" if e.errno == errno.EADDRINUSE else "--host"
         raise InputError(path=option, message=f"{host}:{port}: {e.strerror or e}") from None
-    listening.set_inheritable(True)
     return listening
 
 

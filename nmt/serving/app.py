@@ -146,7 +146,7 @@ def create_app(
     async def libre_translate(request: Request) -> dict:
         req = validated(LibreTranslateRequest, await _read_body(request, settings.max_request_bytes))
         _check_pair(req.source, req.target, settings)
-        texts = _texts(req.q, settings)
+        texts = _texts(req.q)
         lines, where, spans = [], [], []
         for i, text in enumerate(texts):
             parts = _LINE_BREAK.split(text)
@@ -181,7 +181,7 @@ def create_app(
     @app.post("/v1/translate")
     async def v1_translate(request: Request) -> dict:
         req = validated(TranslateRequest, await _read_body(request, settings.max_request_bytes))
-        lines = _texts(req.q, settings)
+        lines = _texts(req.q)
         _check_count("q", len(lines), settings, what="sentences")
         for i, line in enumerate(lines):
             if _LINE_BREAK.search(line):
@@ -253,7 +253,7 @@ def create_app(
 # -- request checks ----------------------------------------------------------------------------------------------
 
 
-def _texts(q: str | list[str], settings: ServeSettings) -> list[str]:
+def _texts(q: str | list[str]) -> list[str]:
     texts = [q] if isinstance(q, str) else list(q)
     if not texts:
         raise ApiError(400, "q", "an empty list: nothing to translate")
