@@ -9,6 +9,11 @@ Prints one JSON object per measurement:
   does after loading): sentences/s.
 - ``one line``: each line translated alone by a loaded model, one call per line: the latency a server cannot
   beat for a lone request (p50, p99).
+- ``groups``: the lines decoded N at a time in input order by a loaded model, for each N of ``--clients``: the
+  most a server can do for N clients that each send one line and wait for its answer (at most N lines are
+  ever waiting, so no batch holds more).
+- ``command``: ``nmt translate --input FILE`` as a user runs it (start, model loading, the file, writing):
+  sentences/s of the whole command.
 - ``serve``: a server (`nmt serve`, a subprocess on a free loopback port) and N client threads, each sending
   the lines one per request (LibreTranslate's ``POST /translate``, a kept-alive connection per client) until
   every line is sent once: sentences/s, latency p50/p99, and the mean requests per batch from ``/metrics``.
@@ -26,6 +31,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -38,10 +44,13 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-def baselines(checkpoint: str, lines: list[str], *, threads: int, beam_size: int, batch_tokens: int) -> None:
+def baselines(
+    checkpoint: str, lines: list[str], *, threads: int, beam_size: int, batch_tokens: int, clients: list[int]
+) -> None:
     import torch
 
     from nmt import SearchConfig, Translator
+    from nmt.inference.batching import encode_line
 
     torch.set_num_threads(threads)
     translator = Translator.load(checkpoint, device="cpu")
@@ -59,6 +68,32 @@ def baselines(checkpoint: str, lines: list[str], *, threads: int, beam_size: int
         latencies.append(time.perf_counter() - start)
     p50, p99 = (round(1000 * percentile(latencies, q), 1) for q in (0.5, 0.99))
     print(json.dumps({"bench": "one line", "sentences": len(lines), "p50_ms": p50, "p99_ms": p99}), flush=True)
+    sources = [
+        encode_line(translator.tokenizer, text, number=n, max_tokens=250, path="input", warning_prefix=None)
+        for n, text in enumerate(lines, start=1)
+    ]
+    for n in sorted({c for c in clients if c > 1}):
+        start = time.perf_counter()
+        for a in range(0, len(sources), n):
+            translator.translate_sources(sources[a : a + n], search, batch_tokens=batch_tokens)
+        seconds = time.perf_counter() - start
+        rate = round(len(lines) / seconds, 1)
+        found = {"bench": "groups", "lines_per_group": n, "sentences": len(lines), "sentences_per_s": rate}
+        print(json.dumps(found), flush=True)
+
+
+def command_baseline(checkpoint: str, lines: list[str], *, threads: int, beam_size: int, batch_tokens: int) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp, "input.txt")
+        source.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        command = [sys.executable, "-m", "nmt", "translate", "--checkpoint", checkpoint, "--input", str(source)]
+        command += ["--output", str(Path(tmp, "output.txt")), "--beam-size", str(beam_size), "--threads", str(threads)]
+        command += ["--batch-tokens", str(batch_tokens), "--no-progress"]
+        start = time.perf_counter()
+        subprocess.run(command, check=True, cwd=ROOT)
+        seconds = time.perf_counter() - start
+    print(json.dumps({"bench": "command", "sentences": len(lines), "seconds": round(seconds, 2),
+                      "sentences_per_s": round(len(lines) / seconds, 1)}), flush=True)  # fmt: skip
 
 
 def start_server(checkpoint: str, *, threads: int, beam_size: int, extra: list[str]) -> tuple[subprocess.Popen, str]:
@@ -151,9 +186,9 @@ def main() -> None:
 
     lines = [text for text, _ in read_lines(args.input)][: args.lines]
     if not args.skip_baselines:
-        baselines(
-            args.checkpoint, lines, threads=args.threads, beam_size=args.beam_size, batch_tokens=args.batch_tokens
-        )
+        settings = {"threads": args.threads, "beam_size": args.beam_size, "batch_tokens": args.batch_tokens}
+        baselines(args.checkpoint, lines, clients=args.clients, **settings)
+        command_baseline(args.checkpoint, lines, **settings)
     extra = ["--max-batch-tokens", str(args.batch_tokens), "--max-sentences", "1000"]
     if args.max_wait_ms is not None:
         extra += ["--max-wait-ms", str(args.max_wait_ms)]

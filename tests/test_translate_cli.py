@@ -280,3 +280,27 @@ def test_missing_output_directory_is_a_one_line_error(tmp_path):
     )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "output directory does not exist" in result.stderr
+
+
+def test_translate_sources_equals_translate_of_the_same_lines(checkpoints):
+    """The server's entry point (lines encoded by the caller, no reader thread) gives what `translate` gives,
+    in the order of its sources whatever their lengths, blank and over-long lines included."""
+    from nmt.decoding import SearchConfig
+    from nmt.inference.batching import encode_line
+
+    translator = Translator.load(checkpoints["rnnsearch"], device="cpu")
+    lines = [LINES[2], LINES[0] + " " + LINES[1], "", "Dogs.", LINES[3] * 3]
+    search = SearchConfig(beam_size=3, n_best=2, max_length_a=1, max_length_b=3)
+    expected = list(translator.translate(lines, search, batch_tokens=20, max_input_tokens=12, warning_prefix=None))
+    sources = [
+        encode_line(translator.tokenizer, text, number=n, max_tokens=12, path="request", warning_prefix=None)
+        for n, text in enumerate(lines, start=1)
+    ]
+    got = translator.translate_sources(sources, search, batch_tokens=20)
+    assert [t.line for t in got] == [1, 2, 3, 4, 5]
+    assert [[(c.text, c.tokens, c.score) for c in t.candidates] for t in got] == [
+        [(c.text, c.tokens, c.score) for c in t.candidates] for t in expected
+    ]
+    assert got[2].candidates[0].tokens == []  # the blank line
+    with pytest.raises(ValueError, match="distinct number"):
+        translator.translate_sources([sources[0], sources[0]], search)

@@ -52,7 +52,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--max-wait-ms",
         type=Range(float, 0.0, 1000.0),
-        default=5.0,
+        default=20.0,
         help="under load, how long a batch waits for more requests (an idle server answers at once)",
     )
     options.add_input_arguments(parser, doing="translated", encoding=False)

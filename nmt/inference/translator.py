@@ -187,15 +187,44 @@ class Translator:
         done: dict[int, Translation] = {}
         next_line = 1
         for window in read_ahead(lines, encode, full=full):
-            for batch in token_batches(window, batch_tokens, length=lambda s: len(s.ids)):
-                for source, found in zip(batch, self._search(batch, config), strict=True):
-                    _check_finite(found, source_name, source.number)
-                    done[source.number] = Translation(source.number, self._candidates(found, len(source.ids)))
+            for translated in self._translated_batches(window, config, batch_tokens, source_name):
+                done.update((t.line, t) for t in translated)
                 ready = []
                 while next_line in done:
                     ready.append(done.pop(next_line))
                     next_line += 1
                 yield ready
+
+    def translate_sources(
+        self,
+        sources: Sequence[Source],
+        search: SearchConfig | None = None,
+        *,
+        batch_tokens: int = 500,
+        source_name: str = "<input>",
+    ) -> list[Translation]:
+        """Translations of lines already encoded (`nmt.inference.batching.encode_line`: pieces + EOS, cut to
+        length; no pieces for a blank line), in the order given, each numbered as its `Source`. No reader thread
+        and no second tokenization: what a caller that has counted the pieces itself (the server) wants."""
+        by_number = {
+            t.line: t
+            for translated in self._translated_batches(sources, search or SearchConfig(), batch_tokens, source_name)
+            for t in translated
+        }
+        if len(by_number) != len(sources):
+            raise ValueError("translate_sources needs a distinct number for each source")
+        return [by_number[s.number] for s in sources]
+
+    def _translated_batches(
+        self, sources: Sequence[Source], config: SearchConfig, batch_tokens: int, source_name: str
+    ) -> Iterator[list[Translation]]:
+        """The sources sorted by length into token batches, each batch's translations as it is searched."""
+        for batch in token_batches(sources, batch_tokens, length=lambda s: len(s.ids)):
+            translated = []
+            for source, found in zip(batch, self._search(batch, config), strict=True):
+                _check_finite(found, source_name, source.number)
+                translated.append(Translation(source.number, self._candidates(found, len(source.ids))))
+            yield translated
 
     def _search(self, batch: Sequence[Source], config: SearchConfig) -> list[list[Hypothesis]]:
         """Search all non-blank sources of a batch at once; a blank line gets one empty hypothesis."""

@@ -32,6 +32,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from nmt.decoding import SearchConfig
 from nmt.inference import Candidate, Translation, Translator
+from nmt.inference.batching import Source, cut_to
 from nmt.serving.batcher import Batcher, Job
 from nmt.serving.languages import language_name
 from nmt.serving.metrics import Metrics
@@ -98,7 +99,6 @@ def create_app(
             translator,
             max_batch_tokens=settings.max_batch_tokens,
             max_wait_ms=settings.max_wait_ms,
-            max_input_tokens=settings.max_input_tokens,
             on_batch=metrics.batch,
         )
         model.translator = translator
@@ -132,12 +132,17 @@ def create_app(
     async def translate(lines: list[str], search: SearchConfig, where: list[str]) -> tuple[list[Translation], list]:
         """Translations of `lines` (in order) and a warning for each line cut to max_input_tokens."""
         translator, batcher = model.ready()
-        tokens, warnings = 0, []
-        for ids, name in zip(translator.tokenizer.encode_src(lines), where, strict=True):
-            tokens += max(1, len(ids))
-            if len(ids) - 1 > settings.max_input_tokens:
-                warnings.append(f"{name}: {len(ids) - 1} pieces, translated only the first {settings.max_input_tokens}")
-        job = Job(lines=lines, tokens=tokens, search=search)
+        limit, sources, warnings = settings.max_input_tokens, [], []
+        for number, (text, ids, name) in enumerate(
+            zip(lines, translator.tokenizer.encode_src(lines), where, strict=True), start=1
+        ):
+            if not text.strip():
+                ids = []  # a blank line: an empty translation, the model never sees it
+            elif len(ids) - 1 > limit:
+                warnings.append(f"{name}: {len(ids) - 1} pieces, translated only the first {limit}")
+                ids = cut_to(ids, limit, where=name, doing="translating", warning_prefix=None)
+            sources.append(Source(number, ids))
+        job = Job(tokens=sum(max(1, len(s.ids)) for s in sources), sources=sources, search=search)
         return await asyncio.wrap_future(batcher.submit(job)), warnings
 
     # -- LibreTranslate ----------------------------------------------------------------------------------------

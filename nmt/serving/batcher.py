@@ -1,15 +1,17 @@
 """Requests from many clients decoded together: one thread owns the model and takes the queued requests in
 batches.
 
-A request is a `Job` (the lines of one HTTP request, with its search settings, or its pairs to score). The
-worker thread takes the first job in the queue and every other job already queued, up to `max_batch_tokens`
-source pieces, groups them by what they ask for (translations with one `SearchConfig`, or scores) and runs
-each group as one call of `nmt.Translator`, which sorts the lines by length into token batches. Each job gets
-its own results back, in its own order, through a `concurrent.futures.Future` its HTTP handler awaits.
+A request is a `Job` (the lines of one HTTP request, tokenized by its handler, with its search settings, or its
+pairs to score). The worker thread takes the first job in the queue and every other job already queued, up to
+`max_batch_tokens` source pieces, groups them by what they ask for (translations with one `SearchConfig`, or
+scores) and runs each group as one call of `nmt.Translator`, which sorts the lines by length into token
+batches. Each job gets its own results back, in its own order, through a `concurrent.futures.Future` its HTTP
+handler awaits.
 
-Waiting for more requests (`max_wait_ms`) happens only under load, when requests were already queued as the
-previous batch ended: then the clients just answered are about to send again, and a few milliseconds gather
-them into the next batch. An idle server answers a lone request at once.
+Waiting for more requests (`max_wait_ms`) happens only under load, when the previous batch held several
+requests or others were queued as it ended: then the clients just answered are about to send again, and the
+wait gathers them into the next batch (without it the first of them would leave alone, and the batches would
+alternate between one request and all the others). An idle server answers a lone request at once.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from dataclasses import dataclass, field
 
 from nmt.decoding import SearchConfig
 from nmt.inference import Translation, Translator
+from nmt.inference.batching import Source
 from nmt.scoring.scorer import PairScores
 
 _STOP = object()
@@ -31,13 +34,20 @@ _STOP = object()
 
 @dataclass(eq=False)
 class Job:
-    """One request's work: `lines` to translate with `search`, or (`lines`, `targets`) pairs to score."""
+    """One request's work: `sources` (encoded lines) to translate with `search`, or (`lines`, `targets`) pairs to
+    score."""
 
-    lines: list[str]
     tokens: int  # source pieces, what counts against max_batch_tokens
+    sources: list[Source] = field(default_factory=list)
     search: SearchConfig | None = None  # None: a scoring job
-    targets: list[str] | None = None
+    lines: list[str] = field(default_factory=list)
+    targets: list[str] = field(default_factory=list)
     result: Future = field(default_factory=Future)
+
+    @property
+    def size(self) -> int:
+        """Sentences, or pairs."""
+        return len(self.sources) if self.search is not None else len(self.lines)
 
     @property
     def kind(self) -> tuple:
@@ -64,13 +74,11 @@ class Batcher:
         *,
         max_batch_tokens: int,
         max_wait_ms: float,
-        max_input_tokens: int,
         on_batch: Callable[[BatchStats], None] = lambda stats: None,
     ) -> None:
         self.translator = translator
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000
-        self.max_input_tokens = max_input_tokens
         self.on_batch = on_batch
         self._queue: queue.Queue = queue.Queue()
         self._held: Job | None = None  # taken from the queue but over the budget: first in the next batch
@@ -109,12 +117,13 @@ class Batcher:
             self.on_batch(
                 BatchStats(
                     jobs=len(jobs),
-                    sentences=sum(len(j.lines) for j in jobs),
+                    sentences=sum(j.size for j in jobs),
                     tokens=sum(j.tokens for j in jobs),
                     seconds=time.perf_counter() - start,
                 )
             )
-            under_load = not self._queue.empty() or self._held is not None
+            # Busy: several clients were just answered (they are about to send again) or requests are waiting.
+            under_load = len(jobs) > 1 or not self._queue.empty() or self._held is not None
 
     def _gather(self, *, wait_for_more: bool) -> list[Job]:
         """The next batch: the first job (waiting for it), then what is queued within the token budget; under
@@ -145,22 +154,15 @@ class Batcher:
 
     def _work(self, jobs: Sequence[Job]) -> None:
         """One call of the translator for jobs that ask for the same thing; each gets its own slice back."""
-        lines = [line for job in jobs for line in job.lines]
         try:
             if jobs[0].search is None:
-                targets = [t for job in jobs for t in job.targets or []]
-                scores = self.translator.score(lines, targets)
+                lines = [line for job in jobs for line in job.lines]
+                scores = self.translator.score(lines, [t for job in jobs for t in job.targets])
                 results: list = [_slice_scores(scores, i) for i in range(len(lines))]
-            else:
-                results = list(
-                    self.translator.translate(
-                        lines,
-                        jobs[0].search,
-                        batch_tokens=self.max_batch_tokens,
-                        max_input_tokens=self.max_input_tokens,
-                        source_name="request",
-                        warning_prefix=None,  # the response tells its client which lines were cut
-                    )
+            else:  # numbered across the batch; each job's are numbered from 1 again below
+                sources = [Source(n, s.ids) for n, s in enumerate((s for job in jobs for s in job.sources), start=1)]
+                results = self.translator.translate_sources(
+                    sources, jobs[0].search, batch_tokens=self.max_batch_tokens, source_name="request"
                 )
         except Exception as error:  # every waiting request learns what went wrong
             for job in jobs:
@@ -168,8 +170,8 @@ class Batcher:
             return
         start = 0
         for job in jobs:
-            job.result.set_result(_renumbered(results[start : start + len(job.lines)]))
-            start += len(job.lines)
+            job.result.set_result(_renumbered(results[start : start + job.size]))
+            start += job.size
 
 
 def _groups(jobs: Sequence[Job]) -> list[list[Job]]:

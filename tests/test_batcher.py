@@ -1,0 +1,121 @@
+"""The server's batching queue (`nmt.serving.batcher.Batcher`) with a stand-in translator that records the
+batches it is given: which requests are decoded together, and that each gets its own answers."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from nmt.decoding import SearchConfig
+from nmt.inference import Candidate, Translation
+from nmt.inference.batching import Source
+from nmt.serving.batcher import Batcher, Job
+
+
+class RecordingTranslator:
+    """Answers each source with its own ids as text; the first `hold` calls wait until released."""
+
+    def __init__(self, hold: int = 0) -> None:
+        self.batches: list[int] = []
+        self.started = threading.Semaphore(0)
+        self.release = threading.Semaphore(0)
+        self.hold = hold
+
+    def translate_sources(self, sources, search, *, batch_tokens, source_name):
+        self.batches.append(len(sources))
+        self.started.release()
+        if len(self.batches) <= self.hold:
+            assert self.release.acquire(timeout=30)
+        return [Translation(s.number, [Candidate(" ".join(map(str, s.ids)), s.ids, 0.0, 0.0, None)]) for s in sources]
+
+
+def job(*ids: int) -> Job:
+    return Job(tokens=len(ids), sources=[Source(1, [i]) for i in ids], search=SearchConfig(beam_size=1))
+
+
+def test_each_request_gets_its_own_answers_in_order():
+    translator = RecordingTranslator(hold=1)
+    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=200)
+    try:
+        first = batcher.submit(job(1))
+        assert translator.started.acquire(timeout=10)
+        others = [batcher.submit(job(10 * n, 10 * n + 1, 10 * n + 2)) for n in range(1, 5)]
+        translator.release.release()
+        assert [t.text for t in first.result(timeout=10)] == ["1"]
+        for n, future in enumerate(others, start=1):
+            got = future.result(timeout=10)
+            assert [t.text for t in got] == [str(10 * n), str(10 * n + 1), str(10 * n + 2)]
+            assert [t.line for t in got] == [1, 2, 3]  # numbered within the request
+        assert translator.batches == [1, 12]  # the four queued while the first ran: one batch
+    finally:
+        batcher.close()
+
+
+def test_a_lone_request_on_an_idle_server_is_not_kept_waiting():
+    translator = RecordingTranslator()
+    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=5_000)
+    try:
+        start = time.perf_counter()
+        batcher.submit(job(1)).result(timeout=10)
+        assert time.perf_counter() - start < 2.0  # far below max_wait
+    finally:
+        batcher.close()
+
+
+def test_after_a_batch_of_several_requests_the_next_batch_waits_for_their_clients():
+    """Clients just answered together send again a few milliseconds apart: the first of them must not leave
+    alone (then the rest would be a second batch, and the batches would alternate between one and many)."""
+    translator = RecordingTranslator(hold=2)
+    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=1_000)
+    try:
+        first = batcher.submit(job(1))
+        assert translator.started.acquire(timeout=10)
+        together = [batcher.submit(job(2)), batcher.submit(job(3))]  # queued while the first runs
+        translator.release.release()
+        first.result(timeout=10)
+        assert translator.started.acquire(timeout=10)  # the batch of two has started
+        translator.release.release()
+        for future in together:
+            future.result(timeout=10)
+        # The queue is empty now, but two clients were just answered: they send again, 50 ms apart.
+        again = [batcher.submit(job(4))]
+        time.sleep(0.05)
+        again.append(batcher.submit(job(5)))
+        assert [f.result(timeout=10)[0].text for f in again] == ["4", "5"]
+        assert translator.batches == [1, 2, 2]
+    finally:
+        batcher.close()
+
+
+def test_a_request_over_the_token_budget_starts_the_next_batch():
+    translator = RecordingTranslator(hold=1)
+    batcher = Batcher(translator, max_batch_tokens=4, max_wait_ms=200)
+    try:
+        first = batcher.submit(job(1))
+        assert translator.started.acquire(timeout=10)
+        queued = [batcher.submit(job(2, 3)), batcher.submit(job(4, 5)), batcher.submit(job(6))]
+        translator.release.release()
+        first.result(timeout=10)
+        assert [[t.text for t in f.result(timeout=10)] for f in queued] == [["2", "3"], ["4", "5"], ["6"]]
+        assert translator.batches == [1, 4, 1]
+    finally:
+        batcher.close()
+
+
+def test_a_failing_batch_fails_its_requests_and_the_next_ones_are_served():
+    class Failing(RecordingTranslator):
+        def translate_sources(self, sources, search, **kwargs):
+            if not self.batches:
+                self.batches.append(len(sources))
+                raise RuntimeError("out of memory")
+            return super().translate_sources(sources, search, **kwargs)
+
+    batcher = Batcher(Failing(), max_batch_tokens=100, max_wait_ms=0)
+    try:
+        with pytest.raises(RuntimeError, match="out of memory"):
+            batcher.submit(job(1)).result(timeout=10)
+        assert batcher.submit(job(2)).result(timeout=10)[0].text == "2"
+    finally:
+        batcher.close()
