@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager
 
 import pytest
 
@@ -35,12 +38,22 @@ def job(*ids: int) -> Job:
     return Job(tokens=len(ids), sources=[Source(1, [i]) for i in ids], search=SearchConfig(beam_size=1))
 
 
-def test_each_request_gets_its_own_answers_in_order():
-    translator = RecordingTranslator(hold=1)
-    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=200)
+@contextmanager
+def busy(translator: RecordingTranslator, **options) -> Iterator[tuple[Batcher, Future]]:
+    """A batcher whose first batch (one request, `job(1)`) is running, held by the translator: what is submitted
+    now waits in the queue until `translator.release`."""
+    batcher = Batcher(translator, **options)
     try:
         first = batcher.submit(job(1))
         assert translator.started.acquire(timeout=10)
+        yield batcher, first
+    finally:
+        batcher.close()
+
+
+def test_each_request_gets_its_own_answers_in_order():
+    translator = RecordingTranslator(hold=1)
+    with busy(translator, max_batch_tokens=100, max_wait_ms=200) as (batcher, first):
         others = [batcher.submit(job(10 * n, 10 * n + 1, 10 * n + 2)) for n in range(1, 5)]
         translator.release.release()
         assert [t.text for t in first.result(timeout=10)] == ["1"]
@@ -49,8 +62,6 @@ def test_each_request_gets_its_own_answers_in_order():
             assert [t.text for t in got] == [str(10 * n), str(10 * n + 1), str(10 * n + 2)]
             assert [t.line for t in got] == [1, 2, 3]  # numbered within the request
         assert translator.batches == [1, 12]  # the four queued while the first ran: one batch
-    finally:
-        batcher.close()
 
 
 def test_a_lone_request_on_an_idle_server_is_not_kept_waiting():
@@ -68,10 +79,7 @@ def test_after_a_batch_of_several_requests_the_next_batch_waits_for_their_client
     """Clients just answered together send again a few milliseconds apart: the first of them must not leave
     alone (then the rest would be a second batch, and the batches would alternate between one and many)."""
     translator = RecordingTranslator(hold=2)
-    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=1_000)
-    try:
-        first = batcher.submit(job(1))
-        assert translator.started.acquire(timeout=10)
+    with busy(translator, max_batch_tokens=100, max_wait_ms=1_000) as (batcher, first):
         together = [batcher.submit(job(2)), batcher.submit(job(3))]  # queued while the first runs
         translator.release.release()
         first.result(timeout=10)
@@ -85,23 +93,16 @@ def test_after_a_batch_of_several_requests_the_next_batch_waits_for_their_client
         again.append(batcher.submit(job(5)))
         assert [f.result(timeout=10)[0].text for f in again] == ["4", "5"]
         assert translator.batches == [1, 2, 2]
-    finally:
-        batcher.close()
 
 
 def test_a_request_over_the_token_budget_starts_the_next_batch():
     translator = RecordingTranslator(hold=1)
-    batcher = Batcher(translator, max_batch_tokens=4, max_wait_ms=200)
-    try:
-        first = batcher.submit(job(1))
-        assert translator.started.acquire(timeout=10)
+    with busy(translator, max_batch_tokens=4, max_wait_ms=200) as (batcher, first):
         queued = [batcher.submit(job(2, 3)), batcher.submit(job(4, 5)), batcher.submit(job(6))]
         translator.release.release()
         first.result(timeout=10)
         assert [[t.text for t in f.result(timeout=10)] for f in queued] == [["2", "3"], ["4", "5"], ["6"]]
         assert translator.batches == [1, 4, 1]
-    finally:
-        batcher.close()
 
 
 def test_a_failing_batch_fails_its_requests_and_the_next_ones_are_served():
