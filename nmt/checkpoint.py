@@ -29,6 +29,7 @@ from nmt import __version__
 from nmt.data.tokenizer import PAD, Tokenizer
 from nmt.errors import InputError
 from nmt.model import NetworkConfig, Seq2Seq, build_model
+from nmt.model.int8 import dequantize_linear_layers_, quantize_linear_layers_
 
 CHECKPOINT_FORMAT = 1
 # A torch.load(weights_only=True) refusal that names a global (a function or class) the pickle asks for:
@@ -36,8 +37,10 @@ CHECKPOINT_FORMAT = 1
 _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 # Inference dtypes (--dtype). bfloat16: weights and activations in bf16, the output distribution and every
 # score in float32 (the models' log_softmax, the search's sums); about twice as fast where the hardware has bf16
-# matrix instructions (GPUs, CPUs with AVX-512 BF16 or AMX), much slower on CPUs without them.
+# matrix instructions (GPUs, CPUs with AVX-512 BF16 or AMX), much slower on CPUs without them. int8: the linear
+# layers' weights and products in int8, everything else float32 (`nmt.model.int8`): what pays on CPUs without bf16.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+INFERENCE_DTYPES = (*DTYPES, "int8")
 # Network options that only shape training (regularisation, the initial weights): a checkpoint still fits a network
 # that differs in them. Every other option changes which weights there are or their shapes.
 _TRAINING_ONLY_OPTIONS = frozenset({"dropout", "init", "init_std", "attention_init_std"})
@@ -66,15 +69,15 @@ def checkpoint_metadata(network: NetworkConfig, src_vocab_size: int, tgt_vocab_s
 
 
 def load_model(
-    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32
+    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
 ) -> LoadedModel:
     """Build the model and tokenizer stored in a checkpoint, its weights cast to ``dtype`` (float32 as trained,
-    or bfloat16 for faster inference: see ``DTYPES``). Raises InputError with a one-line reason."""
+    bfloat16, or "int8": see ``INFERENCE_DTYPES``). Raises InputError with a one-line reason."""
     path = str(path)
     return _loaded(path, _read(path), device=device, dtype=dtype)
 
 
-def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch.dtype) -> LoadedModel:
+def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch.dtype | str) -> LoadedModel:
     meta = _metadata(path, ckpt)
     written_by = f"checkpoint written by nmt {meta.get('version')}"
     network = _network(path, meta["network"], written_by)
@@ -94,8 +97,18 @@ def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch
         model = build_model(network, src_vocab_size=sizes[0], tgt_vocab_size=sizes[1], pad_id=PAD)
     except (TypeError, ValueError, RuntimeError) as e:
         raise InputError(path=path, message=f"cannot build its network ({_first_line(e)}); {written_by}") from None
+    stored_int8 = isinstance(meta.get("exported"), dict) and meta["exported"].get("dtype") == "int8"
+    if stored_int8:  # its linear layers hold int8 weights and scales: build them so before loading
+        quantize_linear_layers_(model)
     model.load_state_dict(_weights(path, ckpt["state_dict"], model.state_dict(), network, written_by))
-    model.to(device=device, dtype=dtype).eval()
+    if dtype == "int8":
+        if not stored_int8:
+            quantize_linear_layers_(model)
+        model.to(device=device).eval()
+    else:
+        if stored_int8:  # computed in float: the int8 weights times their scales
+            dequantize_linear_layers_(model)
+        model.to(device=device, dtype=DTYPES[dtype] if isinstance(dtype, str) else dtype).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, network=network, path=path)
 
 
@@ -112,8 +125,8 @@ def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[st
         raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
     path = os.fspath(path)
     ckpt = _read(path)
-    loaded = _loaded(path, ckpt, device="cpu", dtype=torch.float32)  # every check of inference loading
-    weights = DTYPES[dtype]
+    loaded = _loaded(path, ckpt, device="cpu", dtype=dtype if dtype == "int8" else "float32")  # every check
+    weights = DTYPES.get(dtype, torch.float32)  # int8: what is not int8 stays float32
     state = {
         f"model.{name}": (tensor.to(weights) if tensor.is_floating_point() else tensor).clone()
         for name, tensor in loaded.model.state_dict().items()
@@ -126,9 +139,10 @@ def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[st
         torch.save(exported, partial)
 
 
-EXPORT_DTYPES = ("float32", "bfloat16")
-"""What `export_checkpoint` can store the weights in (bfloat16: half the size; inference casts them to its
---dtype when it loads them)."""
+EXPORT_DTYPES = ("float32", "bfloat16", "int8")
+"""What `export_checkpoint` can store the weights in (bfloat16: half the size; int8: the linear layers' weights in
+int8 with a scale per row, as ``--dtype int8`` computes with them, the rest float32). Inference casts them to its
+--dtype when it loads them (an int8 file run in float computes with its int8 weights times their scales)."""
 
 
 class TrainingCheckpoint(NamedTuple):
@@ -336,6 +350,10 @@ def _weights(path: str, state_dict: dict, expected: dict, network: NetworkConfig
             raise InputError(
                 path=path,
                 message=f"weight {name} has shape {shape}, the network expects {tuple(expected[name].shape)}",
+            )
+        if tensor.is_floating_point() != expected[name].is_floating_point():  # int8 weights where floats belong
+            raise InputError(
+                path=path, message=f"weight {name} is {tensor.dtype}, the network expects {expected[name].dtype}"
             )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
             raise InputError(

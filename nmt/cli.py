@@ -38,6 +38,7 @@ TOOLS = {
     "plot-curves": "nmt.commands.plot_curves",
     "serve": "nmt.commands.serve",
     "export": "nmt.commands.export",
+    "shortlist": "nmt.commands.shortlist",
 }
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 # The modules whose classes a training config may name (class_path, and any other import path jsonargparse

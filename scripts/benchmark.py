@@ -2,7 +2,7 @@
 
     python scripts/benchmark.py                     # everything below, each in its own process
     python scripts/benchmark.py train --config configs/multi30k_en_fr_attention.yaml [--steps 60 --warmup 10]
-    python scripts/benchmark.py translate [--checkpoint CKPT] [--beam-size 5 --batch-sentences 32] [--dtype D]
+    python scripts/benchmark.py translate --checkpoint CKPT [--shortlist lex.tsv] [--onmt-checkpoint PT] [--repeat 3]
     python scripts/benchmark.py score               # phrase pairs/s and peak RSS (scripts/bench_scoring.py)
     python scripts/benchmark.py memory [--epochs 3] [--precision bf16-mixed]   # training RSS epoch by epoch
     python scripts/benchmark.py scale [--scale 20 --steps 200]   # preprocessing and training RSS, 1x vs 20x
@@ -11,11 +11,10 @@
 train: the real `nmt fit` path (LightningCLI, the config's data pipeline, model and optimizer) for
 warmup + steps updates without validation, logging or checkpoints; target tokens/s (non-padding target
 tokens, EOS included, BOS not — the peers' definition) over the updates after the warm-up.
-translate: beam search over test_2016_flickr.en (1,000 sentences) in batches of 32 consecutive sentences,
-as the peers' harness decodes; sentences/s of the search itself and of the whole `nmt translate` command,
-in float32 and in bfloat16 (`--dtype`, one of them).
-Without --checkpoint the model has random weights (speed then depends on degenerate hypothesis lengths,
-which the output reports). Every measurement reports its process's peak RSS. Threads are pinned (--threads).
+translate: the whole `nmt translate` command, beam 5, on test_2016_flickr.en (1,000 sentences): sentences/s
+(median of --repeat runs, taken in rotation) and BLEU, in float32, bfloat16 and int8, each also with
+--shortlist when a table is given, and OpenNMT-py's `decode_speed.sh` (../shared/bench/peers) on
+--onmt-checkpoint, back to back. Threads are pinned (--threads); other measurements report their peak RSS.
 memory: a real training run of the config (validation included, no checkpoints or logs) for --epochs epochs, in
 float32 and in bf16-mixed (or --precision): the resident memory after each epoch and its peak within each, so
 that growth over a run shows (after epoch 2 it should stay within a few per cent).
@@ -33,16 +32,21 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import itertools
 import json
 import os
 import resource
+import shutil
+import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT / "data" / "multi30k"  # the English and French text ships with the repository
+PEERS_HARNESS = ROOT.parent / "shared" / "bench" / "peers"  # OpenNMT-py and JoeyNMT, set up by its setup.sh
 CONFIGS = {
     "rnnsearch": ROOT / "configs" / "multi30k_en_fr_attention.yaml",
     "rnnencdec": ROOT / "configs" / "multi30k_en_fr_cho.yaml",
@@ -139,81 +143,73 @@ def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overri
 
 
 def bench_translate(
-    checkpoint: Path | None, *, beam_size: int, batch_sentences: int, lines: int, dtype: str = "float32"
-) -> dict:
+    checkpoint: Path,
+    *,
+    shortlist: Path | None,
+    beam_size: int,
+    lines: int,
+    threads: int,
+    repeat: int,
+    dtypes: list[str],
+    onmt_checkpoint: Path | None,
+    peers: Path,
+) -> list[dict]:
+    """The whole `nmt translate` command (start-up, loading, reading, decoding, writing) on the first `lines` lines of
+    test_2016_flickr, beam `beam_size`, for each dtype with and without `shortlist`, and OpenNMT-py's
+    `decode_speed.sh` on `onmt_checkpoint`, each `repeat` times in rotation (so that a noisy minute spreads over
+    all of them); the median wall time, sentences/s and BLEU of each."""
     import sacrebleu
-    import torch
 
-    from nmt.checkpoint import DTYPES, load_translator
-    from nmt.data.batch import collate
-    from nmt.data.tokenizer import BOS, EOS
-    from nmt.decoding import SearchConfig, search
-
-    if checkpoint is None:
-        sys.path.insert(0, str(ROOT / "scripts"))
-        from bench_scoring import random_checkpoint
-
-        checkpoint = random_checkpoint(
-            Path("/tmp/nmt-bench/multi30k-rnnsearch-enfr.ckpt"), src_lang="en", tgt_lang="fr"
-        )
+    work = Path(tempfile.mkdtemp(prefix="nmt-bench-translate-"))
+    source, output = work / "test.en", work / "hyp.fr"
     with gzip.open(MULTI30K / "test_2016_flickr.en.gz", "rt", encoding="utf-8") as f:
-        sources = [line.rstrip("\n") for line in f][:lines]
+        source.write_text("".join(itertools.islice(f, lines)), encoding="utf-8")
     with gzip.open(MULTI30K / "test_2016_flickr.fr.gz", "rt", encoding="utf-8") as f:
-        references = [line.rstrip("\n") for line in f][:lines]
-    translator = load_translator(checkpoint, dtype=DTYPES[dtype])
-    config = SearchConfig(beam_size=beam_size)
-    hypotheses: list[str] = []
-    pieces = 0
-    start = time.perf_counter()
-    for i in range(0, len(sources), batch_sentences):
-        ids = translator.tokenizer.encode_src(sources[i : i + batch_sentences])
-        batch = collate([(s, []) for s in ids], list(range(len(ids))))
-        best = [
-            h[0].tokens for h in search(translator.model, batch.src, batch.src_lengths, config, bos_id=BOS, eos_id=EOS)
-        ]
-        pieces += sum(len(t) for t in best)
-        hypotheses.extend(translator.tokenizer.decode_tgt(best))
-    search_s = time.perf_counter() - start
-
-    # the whole command, as a user runs it (start-up, model load, reading, writing)
-    out = Path("/tmp/nmt-bench/translate.out")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable,
-        "-m",
-        "nmt",
-        "translate",
-        "--checkpoint",
-        str(checkpoint),
-        "--input",
-        "-",
-        "--output",
-        str(out),
-        "--beam-size",
-        str(beam_size),
-        "--dtype",
-        dtype,
-        "--no-progress",
-    ]
-    cli_start = time.perf_counter()
-    subprocess.run(command, input="\n".join(sources) + "\n", text=True, check=True, cwd=ROOT)
-    cli_s = time.perf_counter() - cli_start
-    return {
-        "bench": "translate",
-        "checkpoint": str(checkpoint),
-        "beam_size": beam_size,
-        "dtype": dtype,
-        "batch_sentences": batch_sentences,
-        "threads": torch.get_num_threads(),
-        "sentences": len(sources),
-        "search_s": round(search_s, 2),
-        "sents_per_s_search": round(len(sources) / search_s, 1),
-        "cli_wall_s": round(cli_s, 2),
-        "sents_per_s_cli": round(len(sources) / cli_s, 1),
-        "hyp_pieces_per_sentence": round(pieces / len(sources), 2),
-        "bleu": round(sacrebleu.corpus_bleu(hypotheses, [references]).score, 2),
-        "peak_rss_mib": peak_rss_mib(),
-    }
+        references = [line.rstrip("\n") for line in itertools.islice(f, lines)]
+    runs: dict[str, list[str] | None] = {}
+    for dtype in dtypes:
+        for table in [None, shortlist] if shortlist else [None]:
+            extra = [] if table is None else ["--shortlist", str(table)]
+            runs[f"nmt {dtype}" + ("" if table is None else " + shortlist")] = [
+                sys.executable, "-m", "nmt", "translate", "--checkpoint", str(checkpoint), "--input", str(source),
+                "--output", str(output), "--beam-size", str(beam_size), "--dtype", dtype, "--threads", str(threads),
+                "--no-progress", *extra,
+            ]  # fmt: skip
+    if onmt_checkpoint is not None:
+        runs["OpenNMT-py"] = None
+    env = dict(os.environ, PEERS=str(peers), THREADS=str(threads), NSENT=str(lines))
+    seconds: dict[str, list[float]] = {name: [] for name in runs}
+    bleu: dict[str, float] = {}
+    for _ in range(repeat):
+        for name, command in runs.items():
+            if command is None:  # the peers' harness: its own RESULT line
+                done = subprocess.run(
+                    ["bash", str(PEERS_HARNESS / "decode_speed.sh"), "onmt", str(onmt_checkpoint), str(lines)],
+                    env=env, capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                result = json.loads(done.stdout.strip().splitlines()[-1].split("RESULT ", 1)[1])
+                seconds[name].append(result["wall_s"])
+                bleu[name] = result["bleu"]
+                continue
+            start = time.perf_counter()
+            subprocess.run(command, cwd=ROOT, check=True, stderr=subprocess.DEVNULL)
+            seconds[name].append(time.perf_counter() - start)
+            hypotheses = output.read_text(encoding="utf-8").splitlines()
+            bleu[name] = sacrebleu.corpus_bleu(hypotheses, [references]).score
+    shutil.rmtree(work, ignore_errors=True)
+    results = []
+    for name, times in seconds.items():
+        wall = statistics.median(times)
+        results.append({
+            "bench": "translate", "run": name, "sentences": lines, "beam_size": beam_size, "threads": threads,
+            "wall_s": round(wall, 2), "sents_per_s": round(lines / wall, 1), "bleu": round(bleu[name], 2),
+            "runs_s": [round(t, 2) for t in times],
+        })  # fmt: skip
+    if onmt_checkpoint is not None:
+        onmt = next(r for r in results if r["run"] == "OpenNMT-py")["sents_per_s"]
+        for r in results:
+            r["x_onmt"] = round(r["sents_per_s"] / onmt, 2)
+    return results
 
 
 def bench_prepare(config: Path, *, data_dir: Path, overrides: list[str]) -> dict:
@@ -389,13 +385,18 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=10, help="train: untimed updates first")
     parser.add_argument("--data-dir", type=Path, default=MULTI30K)
     parser.add_argument("--override", action="append", default=[], help="train: extra `nmt fit` option, repeatable")
-    parser.add_argument("--checkpoint", type=Path, help="translate: a trained checkpoint (default: random weights)")
+    parser.add_argument("--checkpoint", type=Path, help="translate: a trained checkpoint (required)")
+    parser.add_argument("--shortlist", type=Path, help="translate: also each dtype with this `nmt shortlist` table")
+    parser.add_argument("--onmt-checkpoint", type=Path, help="translate: also OpenNMT-py's decode_speed.sh on it")
+    parser.add_argument("--peers", type=Path, default=Path(os.environ.get("PEERS", "/tmp/nmt-peers")),
+                        help="translate: where the peers' setup.sh put its venvs and data")  # fmt: skip
+    parser.add_argument("--repeat", type=int, default=3, help="translate: runs of each, the median is reported")
     parser.add_argument("--beam-size", type=int, default=5)
-    parser.add_argument("--batch-sentences", type=int, default=32)
     parser.add_argument("--lines", type=int, default=1000, help="translate: test sentences")
     parser.add_argument(
-        "--dtype", choices=["float32", "bfloat16"], help="translate: the inference dtype (default: both, in turn)"
-    )
+        "--dtype", action="append", choices=["float32", "bfloat16", "int8"],
+        help="translate: an inference dtype, repeatable (default: all three)",
+    )  # fmt: skip
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scale", type=int, default=20, help="scale: how many times Multi30k is repeated")
     parser.add_argument("--epochs", type=int, default=3, help="memory: training epochs")
@@ -440,34 +441,26 @@ def main() -> None:
     if args.what == "ddp":
         bench_ddp(steps=args.steps, warmup=args.warmup, threads=args.threads)
         return
-    if args.what == "translate" and args.dtype is not None:
-        result = bench_translate(
-            args.checkpoint,
-            beam_size=args.beam_size,
-            batch_sentences=args.batch_sentences,
-            lines=args.lines,
-            dtype=args.dtype,
-        )
-        print(json.dumps(result))
-        return
     common = ["--steps", str(args.steps), "--warmup", str(args.warmup), "--data-dir", str(args.data_dir)]
     if args.what in ("all", "train"):
         for config in CONFIGS.values():
             print(json.dumps(in_child(["train", "--config", str(config), *common], args.threads)), flush=True)
     if args.what in ("all", "translate"):
-        translate = [
-            "translate",
-            "--beam-size",
-            str(args.beam_size),
-            "--batch-sentences",
-            str(args.batch_sentences),
-            "--lines",
-            str(args.lines),
-        ]
-        if args.checkpoint:
-            translate += ["--checkpoint", str(args.checkpoint)]
-        for dtype in [args.dtype] if args.dtype else ["float32", "bfloat16"]:
-            print(json.dumps(in_child([*translate, "--dtype", dtype], args.threads)), flush=True)
+        if args.checkpoint is None:
+            raise SystemExit("translate: give --checkpoint (a trained model: an untrained one decodes garbage lengths)")
+        results = bench_translate(
+            args.checkpoint,
+            shortlist=args.shortlist,
+            beam_size=args.beam_size,
+            lines=args.lines,
+            threads=args.threads,
+            repeat=args.repeat,
+            dtypes=args.dtype or ["float32", "bfloat16", "int8"],
+            onmt_checkpoint=args.onmt_checkpoint,
+            peers=args.peers,
+        )
+        for result in results:
+            print(json.dumps(result), flush=True)
     if args.what in ("all", "score"):
         subprocess.run(
             [sys.executable, str(ROOT / "scripts" / "bench_scoring.py"), "--threads", str(args.threads)],

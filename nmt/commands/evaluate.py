@@ -40,6 +40,7 @@ def build_parser() -> ArgumentParser:
     options.add_search_arguments(parser)
     options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)
     options.add_input_arguments(parser, doing="translated")
+    options.add_shortlist_arguments(parser)
     parser.add_argument(
         "--progress",
         action=argparse.BooleanOptionalAction,
@@ -68,11 +69,12 @@ def translate_texts(args: argparse.Namespace, texts: list[str], config: SearchCo
     """Translate the --src lines with the checkpoint(s), in batches of similar length; in input order."""
     translator = Translator.load(args.checkpoint, ensemble=args.ensemble, device=args.device, dtype=args.dtype)
     options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
+    shortlist = options.load_shortlist(args, translator)
     show = sys.stderr.isatty() if args.progress is None else args.progress
     hypotheses: list[str] = []
     with options.progress(show, total=len(texts)) as bar:
         found = translator.translate(
-            texts, config, **options.translation_options(args, prog=PROG, source_name=args.src)
+            texts, config, **options.translation_options(args, prog=PROG, source_name=args.src, shortlist=shortlist)
         )
         for translation in found:
             hypotheses.append(translation.text)

@@ -1,6 +1,6 @@
 """``nmt export``: an inference-only copy of a training checkpoint.
 
-    nmt export CKPT OUT [--dtype float32|bfloat16]
+    nmt export CKPT OUT [--dtype float32|bfloat16|int8]
 
 A training checkpoint holds the weights, Adam's two moments of every weight, the loops' progress and the
 callbacks' state: about three times what translating needs. OUT holds the weights (in --dtype) and what
@@ -33,8 +33,8 @@ def build_parser() -> ArgumentParser:
         "--dtype",
         default="float32",
         choices=list(EXPORT_DTYPES),
-        help="the stored weights: float32 (as trained) or bfloat16 (half the size; the commands' --dtype decides "
-        "what they compute in)",
+        help="the stored weights: float32 (as trained), bfloat16 (half the size) or int8 (the linear layers' weights "
+        "as --dtype int8 computes with them, the rest float32); the commands' --dtype decides what they compute in",
     )
     return parser
 

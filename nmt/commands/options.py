@@ -18,14 +18,18 @@ import re
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import torch
 from jsonargparse import ArgumentParser
 
-from nmt.checkpoint import DTYPES
+from nmt.checkpoint import INFERENCE_DTYPES
 from nmt.decoding import SearchConfig
+from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
+
+if TYPE_CHECKING:
+    from nmt.inference import Translator
 
 MAX_BEAM_SIZE = 256
 """Widest beam (also the most ``--n-best`` hypotheses): memory and time grow in proportion to it."""
@@ -159,9 +163,10 @@ def add_runtime_arguments(parser: ArgumentParser, *, batch_tokens: int | None, d
         parser.add_argument(
             "--dtype",
             default="float32",
-            choices=list(DTYPES),
-            help="weights and activations: float32 (as trained) or bfloat16 (scores stay float32; about 2x faster "
-            "on GPUs and on CPUs with AVX-512 BF16 or AMX, much slower on CPUs without them)",
+            choices=list(INFERENCE_DTYPES),
+            help="weights and activations: float32 (as trained); bfloat16 (scores stay float32; about 2x faster "
+            "on GPUs and on CPUs with AVX-512 BF16 or AMX, much slower on CPUs without them); int8 (the linear "
+            "layers' weights and products in int8, the rest and every score float32: faster on any CPU)",
         )
     parser.add_argument(
         "--threads",
@@ -235,13 +240,56 @@ def search_config(args: argparse.Namespace, parser: ArgumentParser, n_best: int 
         raise  # parser.error exits
 
 
-def translation_options(args: argparse.Namespace, *, prog: str, source_name: str) -> dict:
+def add_shortlist_arguments(parser: ArgumentParser) -> None:
+    """--shortlist and its sizes (translate, evaluate)."""
+    parser.add_argument(
+        "--shortlist",
+        default=None,
+        metavar="TABLE",
+        help="decode each batch over a vocabulary shortlist: the pieces TABLE (written by nmt shortlist) lists "
+        "for its source pieces, and the most frequent ones; faster, and the probabilities are renormalised over it, "
+        "so it is refused with --scores and --n-best (exact log-probabilities)",
+    )
+    parser.add_argument(
+        "--shortlist-first",
+        type=count(0, 1_000_000),
+        default=SHORTLIST_FIRST,
+        metavar="K",
+        help="the K most frequent target pieces are always in the shortlist",
+    )
+    parser.add_argument(
+        "--shortlist-per-word",
+        type=count(0, 1_000_000),
+        default=SHORTLIST_PER_WORD,
+        metavar="N",
+        help="and the N best translations of each source piece of the batch",
+    )
+
+
+def load_shortlist(args: argparse.Namespace, translator: Translator) -> Shortlist | None:
+    """The shortlist --shortlist names, for the translator's vocabulary (None without one)."""
+    if args.shortlist is None:
+        return None
+    for option in ("scores", "n_best"):
+        if getattr(args, option, None):
+            raise InputError(
+                path="--shortlist",
+                message=f"--{option.replace('_', '-')} asks for exact log-probabilities; a shortlist renormalises "
+                "them over part of the vocabulary (leave out one or the other)",
+            )
+    return translator.load_shortlist(args.shortlist, first=args.shortlist_first, per_word=args.shortlist_per_word)
+
+
+def translation_options(
+    args: argparse.Namespace, *, prog: str, source_name: str, shortlist: Shortlist | None = None
+) -> dict:
     """The keyword arguments of `Translator.translate` that translate and evaluate take from their options."""
     return dict(
         batch_tokens=args.batch_tokens,
         max_input_tokens=args.max_input_tokens,
         source_name=source_name,
         warning_prefix=f"{prog}: warning",
+        shortlist=shortlist,
     )
 
 

@@ -51,6 +51,7 @@ def build_parser() -> ArgumentParser:
     options.add_search_arguments(parser)
     options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)
     options.add_input_arguments(parser, doing="translated")
+    options.add_shortlist_arguments(parser)
     parser.add_argument(
         "--n-best",
         type=options.N_BEST,
@@ -98,12 +99,15 @@ def main(argv: list[str]) -> int:
         if args.alignment:
             translator.require_attention("--alignment")
         options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
+        shortlist = options.load_shortlist(args, translator)
         show_progress = args.output != "-" if args.progress is None else args.progress
         with atomic_output(args.output, inputs=inputs) as out, options.progress(show_progress) as bar:
             # Lines are read once the output is open: a bad output path stops us before any thread runs.
             lines = (text for text, _ in read_lines(args.input, errors=args.encoding_errors))
             ready_groups = translator.translate_batches(
-                lines, config, **options.translation_options(args, prog=PROG, source_name=args.input)
+                lines,
+                config,
+                **options.translation_options(args, prog=PROG, source_name=args.input, shortlist=shortlist),
             )
             for ready in ready_groups:
                 for translation in ready:

@@ -38,9 +38,13 @@ class Ensemble(nn.Module):
     def initial_state(self, enc: tuple) -> tuple:
         return tuple(m.initial_state(e) for m, e in zip(self.members, enc, strict=True))
 
-    def step(self, y_prev: Tensor, state: tuple, enc: tuple) -> StepOutput:
+    def output_rows(self, ids: Tensor) -> tuple:
+        return tuple(m.output_rows(ids) for m in self.members)
+
+    def step(self, y_prev: Tensor, state: tuple, enc: tuple, output_rows: tuple | None = None) -> StepOutput:
         """y_prev (B,) -> mean of the members' log-probs (B, V), their states, mean α (B, S) or None."""
-        outs = [m.step(y_prev, s, e) for m, s, e in zip(self.members, state, enc, strict=True)]
+        rows = output_rows or (None,) * len(self.members)
+        outs = [m.step(y_prev, s, e, r) for m, s, e, r in zip(self.members, state, enc, rows, strict=True)]
         log_probs = torch.stack([o.log_probs for o in outs]).mean(dim=0)
         alphas = [o.alpha for o in outs]
         alpha = None if any(a is None for a in alphas) else torch.stack(alphas).mean(dim=0)

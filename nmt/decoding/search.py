@@ -27,7 +27,9 @@ N·k·S source positions exceed ``MAX_ROWS`` / ``MAX_POSITIONS`` is searched in 
 so a wide beam costs time, never memory beyond that bound, whatever the batch size.
 
 Greedy search is k = 1. Nothing is masked: the search follows the model's distribution over its whole
-vocabulary (a trained model gives PAD and BOS no mass: they are never targets).
+vocabulary (a trained model gives PAD and BOS no mass: they are never targets), or, given ``vocab`` (a shortlist,
+``nmt.decoding.shortlist``), over those target ids only: the output layer, its softmax and the top-k then cost
+len(vocab)/V of theirs, and the distribution is renormalised over them.
 """
 
 from __future__ import annotations
@@ -166,26 +168,44 @@ class _Finished:
 
 @torch.inference_mode()
 def search(
-    model: SearchModel, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
+    model: SearchModel,
+    src: Tensor,
+    src_lengths: Tensor,
+    config: SearchConfig,
+    *,
+    bos_id: int,
+    eos_id: int,
+    vocab: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch: src (B, S) long, padded; src_lengths (B,) (including the source EOS).
 
-    ``model`` is a ``SearchModel`` (a ``Seq2Seq``, an ``Ensemble``).
+    ``model`` is a ``SearchModel`` (a ``Seq2Seq``, an ``Ensemble``). ``vocab``: the sorted target ids the search
+    may choose from (EOS among them), or None for the whole vocabulary.
     Returns, for each sentence, up to ``config.n_best`` hypotheses sorted by score, best first.
     """
     k = config.beam_size
+    if vocab is not None and not bool((vocab == eos_id).any()):
+        raise ValueError("a search vocabulary must contain EOS")
+    rows = None if vocab is None else model.output_rows(vocab)  # once per batch, not once a step
     per_slice = max(1, min(MAX_ROWS // k, MAX_POSITIONS // (k * max(1, src.shape[1]))))
-    if src.shape[0] <= per_slice:
-        return _search(model, src, src_lengths, config, bos_id=bos_id, eos_id=eos_id)
     results: list[list[Hypothesis]] = []
     for a in range(0, src.shape[0], per_slice):  # memory stays that of one slice
         b = a + per_slice
-        results += _search(model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id)
+        results += _search(model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab,
+                           output_rows=rows)  # fmt: skip
     return results
 
 
 def _search(
-    model: SearchModel, src: Tensor, src_lengths: Tensor, config: SearchConfig, *, bos_id: int, eos_id: int
+    model: SearchModel,
+    src: Tensor,
+    src_lengths: Tensor,
+    config: SearchConfig,
+    *,
+    bos_id: int,
+    eos_id: int,
+    vocab: Tensor | None,
+    output_rows: object,
 ) -> list[list[Hypothesis]]:
     B, k, device = src.shape[0], config.beam_size, src.device
     finished = _Finished(B, config, src_lengths.tolist())
@@ -201,12 +221,14 @@ def _search(
     y_prev = torch.full((B * k,), bos_id, dtype=torch.long, device=device)
 
     for t in range(max(finished.max_len)):
-        out = model.step(y_prev, state, enc)
+        out = model.step(y_prev, state, enc) if vocab is None else model.step(y_prev, state, enc, output_rows)
         # 2. score
         N, V = len(beam.sentence), out.log_probs.shape[-1]
         scores = (beam.log_prob.unsqueeze(-1) + out.log_probs.view(N, k, V)).view(N, k * V)
         # 3. select
         cand = _best_candidates(scores, k, V)
+        if vocab is not None:  # positions in the shortlist -> target ids
+            cand = cand._replace(token=vocab[cand.token])
         # 4. retire
         at_limit = [t + 1 >= finished.max_len[s] for s in beam.sentence]
         _retire(cand, beam, out.alpha, at_limit, t, eos_id, finished)

@@ -24,9 +24,10 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
-from nmt.checkpoint import DTYPES, LoadedModel, load_model, resolve_device
+from nmt.checkpoint import INFERENCE_DTYPES, LoadedModel, load_model, resolve_device
 from nmt.data.tokenizer import BOS, EOS, Tokenizer
 from nmt.decoding import Ensemble, Hypothesis, SearchConfig, check_same_vocabulary, search
+from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
 from nmt.inference.batching import Source, chunks, cut_to, encode_line, pad_sources, read_ahead, token_batches
 from nmt.model import NetworkConfig
@@ -110,11 +111,12 @@ class Translator:
     ) -> Translator:
         """The checkpoint at `path` (written by `nmt fit` or `nmt export`), and `ensemble`'s, decoded together (the
         mean of their log-probabilities). device: "auto" (CUDA when there is one), "cpu", "cuda", "cuda:1" …;
-        dtype: float32 (as trained) or bfloat16 (see `nmt.checkpoint.DTYPES`). A bad file raises `InputError`
-        naming it."""
+        dtype: float32 (as trained), bfloat16 or int8 (see `nmt.checkpoint.INFERENCE_DTYPES`). A bad file raises
+        `InputError` naming it."""
+        if isinstance(dtype, str) and dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
         target = resolve_device(device) if isinstance(device, str) else device
-        weights = DTYPES[dtype] if isinstance(dtype, str) else dtype
-        return cls([load_model(p, device=target, dtype=weights) for p in [path, *ensemble]])
+        return cls([load_model(p, device=target, dtype=dtype) for p in [path, *ensemble]])
 
     @property
     def has_attention(self) -> bool:
@@ -139,6 +141,7 @@ class Translator:
         max_input_tokens: int = 250,
         source_name: str = "<input>",
         warning_prefix: str | None = "warning",
+        shortlist: Shortlist | None = None,
     ) -> Iterator[Translation]:
         """Translate `lines`, yielding one `Translation` per line in input order, each as soon as it and every
         line before it are done. Lines are read ahead (in a thread) and the ones already read are batched by
@@ -146,7 +149,9 @@ class Translator:
 
         A blank line gets one empty candidate; a line longer than `max_input_tokens` pieces is translated from
         its first pieces (``WARNING_PREFIX: SOURCE_NAME:LINE: …`` on stderr; none with warning_prefix None). A NaN
-        or infinite score (a broken model) raises `InputError` naming the line."""
+        or infinite score (a broken model) raises `InputError` naming the line. With a `shortlist`
+        (`nmt.decoding.shortlist`) each batch chooses among its target pieces only, and scores are renormalised
+        over them."""
         for ready in self.translate_batches(
             lines,
             search,
@@ -154,6 +159,7 @@ class Translator:
             max_input_tokens=max_input_tokens,
             source_name=source_name,
             warning_prefix=warning_prefix,
+            shortlist=shortlist,
         ):
             yield from ready
 
@@ -166,6 +172,7 @@ class Translator:
         max_input_tokens: int = 250,
         source_name: str = "<input>",
         warning_prefix: str | None = "warning",
+        shortlist: Shortlist | None = None,
     ) -> Iterator[list[Translation]]:
         """`translate`, yielding after each batch the translations it made ready (in input order; often none,
         when an earlier line is still to come): a writer flushes once per batch rather than once per line."""
@@ -187,7 +194,7 @@ class Translator:
         done: dict[int, Translation] = {}
         next_line = 1
         for window in read_ahead(lines, encode, full=full):
-            for translated in self._translated_batches(window, config, batch_tokens, source_name):
+            for translated in self._translated_batches(window, config, batch_tokens, source_name, shortlist):
                 done.update((t.line, t) for t in translated)
                 ready = []
                 while next_line in done:
@@ -202,13 +209,16 @@ class Translator:
         *,
         batch_tokens: int = 500,
         source_name: str = "<input>",
+        shortlist: Shortlist | None = None,
     ) -> list[Translation]:
         """Translations of lines already encoded (`nmt.inference.batching.encode_line`: pieces + EOS, cut to
         length; no pieces for a blank line), in the order given, each numbered as its `Source`. No reader thread
         and no second tokenization: what a caller that has counted the pieces itself (the server) wants."""
         by_number = {
             t.line: t
-            for translated in self._translated_batches(sources, search or SearchConfig(), batch_tokens, source_name)
+            for translated in self._translated_batches(
+                sources, search or SearchConfig(), batch_tokens, source_name, shortlist
+            )
             for t in translated
         }
         if len(by_number) != len(sources):
@@ -216,25 +226,42 @@ class Translator:
         return [by_number[s.number] for s in sources]
 
     def _translated_batches(
-        self, sources: Sequence[Source], config: SearchConfig, batch_tokens: int, source_name: str
+        self,
+        sources: Sequence[Source],
+        config: SearchConfig,
+        batch_tokens: int,
+        source_name: str,
+        shortlist: Shortlist | None = None,
     ) -> Iterator[list[Translation]]:
         """The sources sorted by length into token batches, each batch's translations as it is searched."""
         for batch in token_batches(sources, batch_tokens, length=lambda s: len(s.ids)):
             translated = []
-            for source, found in zip(batch, self._search(batch, config), strict=True):
+            for source, found in zip(batch, self._search(batch, config, shortlist), strict=True):
                 _check_finite(found, source_name, source.number)
                 translated.append(Translation(source.number, self._candidates(found, len(source.ids))))
             yield translated
 
-    def _search(self, batch: Sequence[Source], config: SearchConfig) -> list[list[Hypothesis]]:
+    def _search(
+        self, batch: Sequence[Source], config: SearchConfig, shortlist: Shortlist | None = None
+    ) -> list[list[Hypothesis]]:
         """Search all non-blank sources of a batch at once; a blank line gets one empty hypothesis."""
         results: list[list[Hypothesis]] = [[Hypothesis([], 0.0, 0.0)] for _ in batch]
         todo = [i for i, s in enumerate(batch) if s.ids]
         if todo:
-            src, lengths = pad_sources([batch[i].ids for i in todo], self.device)
-            for i, hyps in zip(todo, search(self.model, src, lengths, config, bos_id=BOS, eos_id=EOS), strict=True):
+            ids = [batch[i].ids for i in todo]
+            src, lengths = pad_sources(ids, self.device)
+            vocab = None if shortlist is None else shortlist.ids(ids, self.device)
+            found = search(self.model, src, lengths, config, bos_id=BOS, eos_id=EOS, vocab=vocab)
+            for i, hyps in zip(todo, found, strict=True):
                 results[i] = hyps
         return results
+
+    def load_shortlist(
+        self, path: str, *, first: int = SHORTLIST_FIRST, per_word: int = SHORTLIST_PER_WORD
+    ) -> Shortlist:
+        """The vocabulary shortlist of a lexical table (``nmt shortlist``) for this model: the `first` most frequent
+        target pieces and each source piece's `per_word` best translations. A bad table raises `InputError`."""
+        return Shortlist.read(path, self.tokenizer, first=first, per_word=per_word)
 
     def _candidates(self, found: list[Hypothesis], src_length: int) -> list[Candidate]:
         texts = self.tokenizer.decode_tgt([h.tokens for h in found])

@@ -54,9 +54,15 @@ class SearchModel(Protocol):
         """The decoder state before the first target word."""
         ...
 
-    def step(self, y_prev: Tensor, state: tuple, enc: tuple) -> StepOutput:
+    def output_rows(self, ids: Tensor) -> object:
+        """What ``step`` needs to compute the output distribution over target ids `ids` (sorted) only: made once
+        per batch, passed to every step (a vocabulary shortlist, ``nmt.decoding.shortlist``)."""
+        ...
+
+    def step(self, y_prev: Tensor, state: tuple, enc: tuple, output_rows: object = None) -> StepOutput:
         """y_prev (B,) long, the previous target word (BOS first) -> log p(· | y_<t, x) (B, V), the next state
-        and the attention weights α (B, S) or None."""
+        and the attention weights α (B, S) or None. With ``output_rows(ids)``: log-probs (B, len(ids)) over those
+        ids, renormalised over them."""
         ...
 
 
@@ -72,17 +78,25 @@ class Seq2Seq(nn.Module):
     def initial_state(self, enc: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def step(self, y_prev: Tensor, state: tuple[Tensor, ...], enc: tuple[Tensor, ...]) -> StepOutput:
-        """y_prev (B,) long: the previous target word (BOS at the start). One decoding step."""
+    def step(
+        self, y_prev: Tensor, state: tuple[Tensor, ...], enc: tuple[Tensor, ...], output_rows: nn.Module | None = None
+    ) -> StepOutput:
+        """y_prev (B,) long: the previous target word (BOS at the start). One decoding step; with ``output_rows``
+        the log-probs are over its ids only (renormalised over them)."""
         raise NotImplementedError
 
     def teacher_forced(self, enc: tuple[Tensor, ...], tgt_in: Tensor) -> TeacherForced:
         """tgt_in (B, T) = BOS y_1 … y_{T-1}: the output features of every position at once."""
         raise NotImplementedError
 
-    def logits(self, features: Tensor) -> Tensor:
-        """features (..., units) -> scores over the target vocabulary (..., V)."""
-        return self.output.logits(features)
+    def logits(self, features: Tensor, rows: nn.Module | None = None) -> Tensor:
+        """features (..., units) -> scores over the target vocabulary (..., V), or over the ids of
+        ``output_rows(ids)`` (..., len(ids))."""
+        return self.output.logits(features, rows)
+
+    def output_rows(self, ids: Tensor) -> nn.Module:
+        """The output layer restricted to target ids `ids` (sorted), for ``step``'s ``output_rows``."""
+        return self.output.rows(ids)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced scores (B, T, V) of tgt_out given tgt_in."""

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor, nn
 
 from nmt.model.config import NetworkConfig
+from nmt.model.int8 import Int8Linear
 
 
 @torch.no_grad()
@@ -113,6 +114,25 @@ class MaxoutOutput(nn.Module):
         t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(dim=-1)  # maxout: (..., units, pool) -> (..., units)
         return self.dropout(t)
 
-    def logits(self, t: Tensor) -> Tensor:
-        """t (..., units) -> unnormalised scores W_o t (..., V)."""
-        return self.W_o(t)
+    def logits(self, t: Tensor, rows: nn.Module | None = None) -> Tensor:
+        """t (..., units) -> unnormalised scores W_o t (..., V), or (..., len(ids)) with ``rows(ids)``."""
+        return (self.W_o if rows is None else rows)(t)
+
+    def rows(self, ids: Tensor) -> nn.Module:
+        """W_o restricted to the target ids `ids` (a vocabulary shortlist): its rows, in that order."""
+        if isinstance(self.W_o, nn.Sequential):  # rank-k: only the second factor has a row per target id
+            return nn.Sequential(self.W_o[0], linear_rows(self.W_o[1], ids))
+        return linear_rows(self.W_o, ids)
+
+
+def linear_rows(layer: nn.Module, ids: Tensor) -> nn.Module:
+    """The outputs `ids` of a linear layer (an ``nn.Linear`` or an int8 ``Int8Linear``) as a layer of their own."""
+    if isinstance(layer, Int8Linear):
+        return layer.rows(ids)
+    rows = nn.Linear(layer.in_features, len(ids), bias=layer.bias is not None, device=ids.device,
+                     dtype=layer.weight.dtype)  # fmt: skip
+    with torch.no_grad():
+        rows.weight.copy_(layer.weight.index_select(0, ids))
+        if layer.bias is not None:
+            rows.bias.copy_(layer.bias.index_select(0, ids))
+    return rows.eval()

@@ -84,11 +84,13 @@ class RNNEncoderDecoder(Seq2Seq):
             return self.cell(x_proj, h)
         return cudnn_step(x_proj, h, F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0))
 
-    def step(self, y_prev: Tensor, state: tuple[Tensor], enc: Summary) -> StepOutput:
+    def step(
+        self, y_prev: Tensor, state: tuple[Tensor], enc: Summary, output_rows: nn.Module | None = None
+    ) -> StepOutput:
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         h = self._recur(self._embedding_gates(e) + enc.c_gates, state[0])
         t = self.output.features(h, e, enc.c_out)  # g(h'_t, y_{t-1}, c)
-        return StepOutput(torch.log_softmax(self.logits(t), dim=-1, dtype=torch.float32), (h,), None)
+        return StepOutput(torch.log_softmax(self.logits(t, output_rows), dim=-1, dtype=torch.float32), (h,), None)
 
     def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)

@@ -83,12 +83,14 @@ class RNNSearch(Seq2Seq):
         s_i = self.cell(x_emb + self.C(c_i), s_prev, h_proj)
         return s_i, c_i, alpha
 
-    def step(self, y_prev: Tensor, state: tuple[Tensor], enc: Annotations) -> StepOutput:
+    def step(
+        self, y_prev: Tensor, state: tuple[Tensor], enc: Annotations, output_rows: nn.Module | None = None
+    ) -> StepOutput:
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         s_prev = state[0]
         s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc)
         t = self.output.features(s_prev, e, self.output.project_context(c_i))
-        return StepOutput(torch.log_softmax(self.logits(t), dim=-1, dtype=torch.float32), (s_i,), alpha)
+        return StepOutput(torch.log_softmax(self.logits(t, output_rows), dim=-1, dtype=torch.float32), (s_i,), alpha)
 
     def teacher_forced(self, enc: Annotations, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)

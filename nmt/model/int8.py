@@ -1,0 +1,106 @@
+"""int8 inference (``--dtype int8``): the linear maps of a trained model with int8 weights and int8 products.
+
+Each ``nn.Linear`` W (N×K) becomes an `Int8Linear`: W is stored as int8 with one float32 scale per output row
+(symmetric, s_n = max_k |W_nk| / 127), and every input row x is quantized the same way when it arrives
+(dynamic quantization, one scale per row), so that
+
+    y = (x_q W_qᵀ) · s_x · s_W + b
+
+is one int8 × int8 → int32 product (``torch._int_mm``: oneDNN/MKL kernels on x86, the same op on ARM and CUDA)
+and one pass that scales the int32 sums back to float32. Everything else stays float32: the embeddings, the
+GRUs' recurrent matrices (plain parameters, not linear layers), the attention's energies and softmax, the
+output's log-softmax and every score.
+
+Why this and not a library: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/qnnpack) is as fast here but is
+deprecated in PyTorch 2.13 (it warns that it will be removed), and its packed weights are opaque objects that
+``torch.load(weights_only=True)`` refuses; torchao's int8 configurations only pay after ``torch.compile`` on CPU
+(measured: no faster than float32 eager at the decoder's shapes). An int8 weight here is two plain tensors, so an
+exported int8 checkpoint is loaded by the same safe loader, and the output layer's rows can be cut to a
+vocabulary shortlist like a float weight's.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+INT8_MAX = 127
+
+
+def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Symmetric int8 quantization of each row of x (..., K): (x_q int8 (..., K), scale float32 (..., 1)) with
+    x ≈ x_q · scale. An all-zero row gets scale 1 (any scale represents it)."""
+    scale = x.abs().amax(dim=-1, keepdim=True).float() / INT8_MAX
+    scale = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.round(x / scale).clamp_(-INT8_MAX, INT8_MAX).to(torch.int8), scale
+
+
+class Int8Linear(nn.Module):
+    """y = x Wᵀ + b with W (N×K) in int8 (a float32 scale per row) and x quantized per row as it comes."""
+
+    def __init__(self, qweight: Tensor, scale: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.in_features, self.out_features = qweight.shape[1], qweight.shape[0]
+        self.register_buffer("qweight", qweight)  # (N, K) int8
+        self.register_buffer("scale", scale)  # (N,) float32
+        self.register_buffer("bias", bias)  # (N,) float32 or None
+
+    @classmethod
+    def from_float(cls, layer: nn.Linear) -> Int8Linear:
+        qweight, scale = quantize_rows(layer.weight.detach().float())
+        bias = None if layer.bias is None else layer.bias.detach().float().clone()
+        return cls(qweight, scale.squeeze(-1), bias)
+
+    @property
+    def weight(self) -> Tensor:
+        """W as float32 (its int8 values times their scales), for code that reads a layer's weight (stacked
+        products, plots)."""
+        return self.qweight.float() * self.scale.unsqueeze(-1)
+
+    def to_float(self) -> nn.Linear:
+        layer = nn.Linear(self.in_features, self.out_features, bias=self.bias is not None, device=self.qweight.device)
+        with torch.no_grad():
+            layer.weight.copy_(self.weight)
+            if self.bias is not None:
+                layer.bias.copy_(self.bias)
+        return layer
+
+    def rows(self, ids: Tensor) -> Int8Linear:
+        """The layer restricted to outputs `ids` (a vocabulary shortlist of the output layer)."""
+        bias = None if self.bias is None else self.bias.index_select(0, ids)
+        return Int8Linear(self.qweight.index_select(0, ids), self.scale.index_select(0, ids), bias)
+
+    def forward(self, x: Tensor) -> Tensor:
+        shape = x.shape
+        if x.device.type == "cuda" and (x.numel() // shape[-1] <= 16 or self.in_features % 8 or self.out_features % 8):
+            # cuBLAS's int8 product wants more than 16 rows and sizes in multiples of 8
+            return F.linear(x.float(), self.weight, self.bias)
+        x_q, x_scale = quantize_rows(x.reshape(-1, shape[-1]))
+        y = torch._int_mm(x_q, self.qweight.t()).float().mul_(x_scale).mul_(self.scale)
+        if self.bias is not None:
+            y.add_(self.bias)
+        return y.view(*shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
+
+
+def quantize_linear_layers_(model: nn.Module) -> nn.Module:
+    """Replace every ``nn.Linear`` of `model` (float32 weights, eval mode) by its `Int8Linear`, in place."""
+    for name, child in model.named_children():
+        if isinstance(child, nn.Linear):
+            setattr(model, name, Int8Linear.from_float(child))
+        else:
+            quantize_linear_layers_(child)
+    return model
+
+
+def dequantize_linear_layers_(model: nn.Module) -> nn.Module:
+    """The inverse of `quantize_linear_layers_` (each weight as its int8 values times their scales), in place."""
+    for name, child in model.named_children():
+        if isinstance(child, Int8Linear):
+            setattr(model, name, child.to_float())
+        else:
+            dequantize_linear_layers_(child)
+    return model

@@ -1,0 +1,119 @@
+"""int8 inference (``--dtype int8``, ``nmt.model.int8``): the integer products, the layers it replaces, and the
+int8 export."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from nmt.checkpoint import load_model
+from nmt.cli import main
+from nmt.decoding import SearchConfig
+from nmt.inference import Translator
+from nmt.model.int8 import Int8Linear, dequantize_linear_layers_, quantize_linear_layers_, quantize_rows
+from tests.factories import multi30k_lines, tiny_checkpoint
+
+LINES = multi30k_lines("test_2016_flickr", "en", 6)
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory) -> dict[str, Path]:
+    directory = tmp_path_factory.mktemp("ckpt")
+    return {arch: tiny_checkpoint(directory, architecture=arch, seed=3) for arch in ("rnnsearch", "rnnencdec")}
+
+
+def test_an_int8_layer_computes_the_integer_product_of_its_quantized_rows_and_weights():
+    torch.manual_seed(0)
+    layer = nn.Linear(48, 37)
+    x = torch.randn(5, 7, 48) * 3
+    q = Int8Linear.from_float(layer)
+    assert q.qweight.dtype == torch.int8 and q.qweight.abs().max() == 127  # each row's largest weight is ±127
+    x_q, x_scale = quantize_rows(x.reshape(-1, 48))
+    exact = (x_q.double() @ q.qweight.double().T) * x_scale.double() * q.scale.double() + layer.bias.double()
+    y = q(x)
+    assert y.shape == (5, 7, 37) and y.dtype == torch.float32
+    torch.testing.assert_close(y.reshape(-1, 37).double(), exact, rtol=1e-6, atol=1e-5)
+    reference = layer(x)
+    # the quantization error: a small fraction of the output's scale
+    assert (y - reference).abs().max() < 0.02 * reference.abs().max()
+
+
+def test_an_all_zero_row_and_a_layer_without_bias():
+    layer = nn.Linear(8, 4, bias=False)
+    x = torch.zeros(3, 8)
+    x[1] = torch.arange(8.0)
+    y = Int8Linear.from_float(layer)(x)
+    assert torch.equal(y[0], torch.zeros(4)) and torch.isfinite(y).all()
+    torch.testing.assert_close(y[1], layer(x)[1], rtol=0.02, atol=0.02)
+
+
+def test_quantizing_a_dequantized_model_gives_back_the_same_int8_weights(checkpoints):
+    model = load_model(checkpoints["rnnsearch"]).model
+    quantize_linear_layers_(model)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    dequantize_linear_layers_(model)
+    assert not any(isinstance(m, Int8Linear) for m in model.modules())
+    quantize_linear_layers_(model)
+    after = model.state_dict()
+    assert before.keys() == after.keys()
+    for name, tensor in before.items():
+        assert torch.equal(tensor, after[name]) if tensor.dtype == torch.int8 else torch.allclose(tensor, after[name])
+
+
+@pytest.mark.parametrize("architecture", ["rnnsearch", "rnnencdec"])
+def test_int8_inference_scores_pairs_close_to_float32(checkpoints, architecture):
+    """Every linear layer int8, the rest float32: log p(y | x) of real pairs within a few per cent."""
+    float32 = Translator.load(checkpoints[architecture], device="cpu")
+    int8 = Translator.load(checkpoints[architecture], device="cpu", dtype="int8")
+    assert any(isinstance(m, Int8Linear) for m in int8.model.modules())
+    assert not any(isinstance(m, nn.Linear) for m in int8.model.modules())
+    targets = multi30k_lines("test_2016_flickr", "fr", len(LINES))
+    exact, approx = (t.score(LINES, targets).logprob for t in (float32, int8))
+    assert abs(approx - exact).max() < 0.03 * abs(exact).max()
+    found = list(int8.translate(LINES, SearchConfig(beam_size=3)))
+    assert [t.line for t in found] == list(range(1, len(LINES) + 1))
+
+
+def test_an_int8_export_holds_int8_weights_and_loads_in_any_dtype(checkpoints, tmp_path):
+    ckpt = checkpoints["rnnsearch"]
+    full, small = tmp_path / "full.ckpt", tmp_path / "int8.ckpt"
+    assert main(["export", str(ckpt), str(full)]) == 0
+    assert main(["export", str(ckpt), str(small), "--dtype", "int8"]) == 0
+    weights = torch.load(small, weights_only=True)["state_dict"]
+    assert weights["model.output.W_o.qweight"].dtype == torch.int8 and "model.output.W_o.weight" not in weights
+    assert small.stat().st_size < full.stat().st_size
+
+    def translations(path: Path, dtype: str) -> list[str]:
+        translator = Translator.load(path, device="cpu", dtype=dtype)
+        return [t.text for t in translator.translate(LINES, SearchConfig(beam_size=3))]
+
+    # the file holds exactly what --dtype int8 computes with
+    assert translations(small, "int8") == translations(ckpt, "int8")
+    # in float32: its int8 weights times their scales
+    model = load_model(small, dtype=torch.float32).model
+    assert any(isinstance(m, nn.Linear) for m in model.modules())
+    assert len(translations(small, "float32")) == len(LINES)
+
+
+def test_int8_weights_where_float_weights_belong_are_refused_in_one_line(checkpoints, tmp_path):
+    ckpt = torch.load(checkpoints["rnnsearch"], weights_only=True)
+    ckpt["state_dict"]["model.W_s.weight"] = ckpt["state_dict"]["model.W_s.weight"].to(torch.int8)
+    bad = tmp_path / "bad.ckpt"
+    torch.save(ckpt, bad)
+    with pytest.raises(Exception, match=r"weight W_s.weight is torch.int8, the network expects torch.float32"):
+        load_model(bad)
+
+
+def test_translate_and_score_take_dtype_int8(checkpoints, tmp_path, capsys):
+    src = tmp_path / "src.en"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    out = tmp_path / "out.fr"
+    status = main(["translate", "--checkpoint", str(checkpoints["rnnsearch"]), "--input", str(src), "--output",
+                   str(out), "--dtype", "int8", "--no-progress"])  # fmt: skip
+    assert status == 0 and len(out.read_text(encoding="utf-8").splitlines()) == len(LINES)
+    assert main(["translate", "--checkpoint", str(checkpoints["rnnsearch"]), "--dtype", "int4"]) == 2
+    assert "--dtype" in capsys.readouterr().err
