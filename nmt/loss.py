@@ -51,9 +51,3 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.
     if not 0.0 <= smoothing < 1.0:
         raise ValueError(f"label smoothing must be in [0, 1), got {smoothing}")
     return _SmoothedCrossEntropy.apply(logits, target, float(smoothing))
-
-
-def gold_log_probs(logits: Tensor, gold: Tensor) -> Tensor:
-    """log p(y_n) = x_{n,y_n} − lse_n for logits (N, V) and gold ids (N,): the per-token term of the loss above
-    (with ε = 0), as `nmt score` sums it per pair."""
-    return logits.gather(-1, gold.unsqueeze(-1)).squeeze(-1) - logits.logsumexp(dim=-1)

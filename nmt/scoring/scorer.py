@@ -56,7 +56,7 @@ import torch
 
 from nmt.data.batch import collate
 from nmt.data.tokenizer import EOS, PAD, Tokenizer
-from nmt.loss import gold_log_probs
+from nmt.decoding.search import select_rows
 from nmt.model.attention import batch_invariant_energies
 
 ROW_BLOCK = 32
@@ -102,11 +102,16 @@ class PairScores(NamedTuple):
 
 
 class Prepared(NamedTuple):
-    """Pairs tokenized, truncated and grouped into length-sorted batches (no tensors yet)."""
+    """Pairs tokenized, truncated and grouped into runs and length-sorted batches of runs (no tensors yet).
+
+    A run is one pass of the decoder over a (source, target) that is not a prefix of another target of the same
+    source: it also scores every pair whose target is one of its prefixes (see `PairScorer`)."""
 
     src: list[list[int]]  # model input ids, EOS included
     tgt: list[list[int]]  # model output ids, without BOS/EOS
-    batches: list[np.ndarray]  # indices into src/tgt, one array per batch, pairs of similar lengths
+    runs: list[tuple[list[int], list[int]]]  # (source ids, target ids) of each run
+    run_of: np.ndarray  # (N,) the run that scores each pair (-1: floored)
+    batches: list[np.ndarray]  # run indices, one array per batch: one source length, similar target lengths
     floored: np.ndarray  # (N,) bool: not run, scored `floor`
     n_unk: np.ndarray
     truncated: np.ndarray
@@ -120,6 +125,14 @@ class PairScorer:
     `inputs` go to the encoder (the model's source side), `outputs` are scored as the decoder's target; a
     caller scoring in the reverse direction swaps them. ``prepare`` (tokenize, sort, batch: plain Python)
     and ``run`` (the network) are separate so that the next window can be prepared while this one runs.
+
+    Work shared between pairs is done once. A phrase table lists many targets for each source, and many targets
+    are prefixes of others ("as proof", "as proof that"): the decoder's distribution at position t depends only on
+    the source and the first t target pieces, so the pass over the longest target scores each of its prefixes too
+    (their pieces, then EOS where they end), and each distinct source of a batch is encoded once. The values are
+    the same, bit for bit, as those of each pair run alone (every row is computed by the same row-invariant kernels;
+    the sums run in the same order): on the shared de→en table this removes about a quarter of the decoder's
+    positions and half of the encoder's.
     """
 
     def __init__(
@@ -168,7 +181,8 @@ class PairScorer:
                     if len(src[i]) > cfg.max_len:
                         src[i] = src[i][: cfg.max_len - 1] + [EOS]
                     tgt[i] = tgt[i][: cfg.max_len - 1]
-        return Prepared(src, tgt, self._batches(src, tgt, floored), floored, n_unk, truncated, empty)
+        runs, run_of = _runs(src, tgt, floored)
+        return Prepared(src, tgt, runs, run_of, self._batches(runs), floored, n_unk, truncated, empty)
 
     def count_unfaithful_words(self, ids: Sequence[int]) -> int:
         """Words of an output (ids without BOS/EOS) holding an <unk> or byte-fallback piece."""
@@ -181,19 +195,19 @@ class PairScorer:
                 count, word_counted = count + 1, True
         return count
 
-    def _batches(self, src: list[list[int]], tgt: list[list[int]], skip: np.ndarray) -> list[np.ndarray]:
-        """Indices sorted by (input length, output length), cut so that every batch has one input length S (no
+    def _batches(self, runs: list[tuple[list[int], list[int]]]) -> list[np.ndarray]:
+        """Run indices sorted by (input length, output length), cut so that every batch has one input length S (no
         input padding: see the module docstring) and B · (S + T_max) ≤ batch_tokens, B a multiple of ROW_BLOCK
-        (at least ROW_BLOCK), so that mostly the last batch of an input length needs filler rows (`_score_batch`)."""
-        order = sorted((i for i in range(len(src)) if not skip[i]), key=lambda i: (len(src[i]), len(tgt[i])))
+        (at least ROW_BLOCK), so that mostly the last batch of an input length needs filler rows (`_score_runs`)."""
+        order = sorted(range(len(runs)), key=lambda r: (len(runs[r][0]), len(runs[r][1])))
         batches, current, t_max = [], [], 0
-        for i in order:
-            s, t = len(src[i]), max(t_max, len(tgt[i]) + 1)
+        for r in order:
+            s, t = len(runs[r][0]), max(t_max, len(runs[r][1]) + 1)
             rows = max(ROW_BLOCK, self.config.batch_tokens // (s + t) // ROW_BLOCK * ROW_BLOCK)
-            if current and (s != len(src[current[0]]) or len(current) + 1 > rows):
+            if current and (s != len(runs[current[0]][0]) or len(current) + 1 > rows):
                 batches.append(np.array(current))
-                current, t = [], len(tgt[i]) + 1
-            current.append(i)
+                current, t = [], len(runs[r][1]) + 1
+            current.append(r)
             t_max = t
         if current:
             batches.append(np.array(current))
@@ -204,28 +218,46 @@ class PairScorer:
     def run(self, prepared: Prepared) -> PairScores:
         N = len(prepared.src)
         logprob = np.where(prepared.floored, self.config.floor, 0.0)
-        for index in prepared.batches:
-            logprob[index] = self._score_batch([prepared.src[i] for i in index], [prepared.tgt[i] for i in index])
+        scored = np.flatnonzero(prepared.run_of >= 0)
+        batch_of_run = np.empty(len(prepared.runs), dtype=np.int64)
+        row_of_run = np.empty(len(prepared.runs), dtype=np.int64)
+        for b, index in enumerate(prepared.batches):
+            batch_of_run[index], row_of_run[index] = b, np.arange(len(index))
+        pairs_by_batch = _group(scored, batch_of_run[prepared.run_of[scored]], len(prepared.batches))
+        for index, pairs in zip(prepared.batches, pairs_by_batch, strict=True):
+            excl_sums, eos_lp = self._score_runs([prepared.runs[r] for r in index])
+            rows = torch.from_numpy(row_of_run[prepared.run_of[pairs]])
+            ends = torch.tensor([len(prepared.tgt[i]) for i in pairs], dtype=torch.long)
+            # Σ_{t<L} log p(y_t) (summed in order, float64) + log p(EOS | y_<L): the pair ends at its L-th position
+            logprob[pairs] = (excl_sums[rows, ends] + eos_lp[rows, ends].double()).numpy()
         n_tokens = np.fromiter((len(t) + 1 for t in prepared.tgt), dtype=np.int64, count=N)
         return PairScores(logprob, n_tokens, prepared.n_unk, prepared.truncated, prepared.empty)
 
-    def _score_batch(self, src_ids: list[list[int]], tgt_ids: list[list[int]]) -> np.ndarray:
-        """log p(y EOS | x) of every pair of one batch, float64 (B,)."""
-        n = len(src_ids)
-        if n % ROW_BLOCK:  # rows that complete the batch to whole blocks: the first input, an empty output
-            src_ids = src_ids + [src_ids[0]] * (-n % ROW_BLOCK)
-            tgt_ids = tgt_ids + [[]] * (-n % ROW_BLOCK)
-        batch = collate(list(zip(src_ids, tgt_ids, strict=True)), range(len(src_ids)))  # as in training
-        to = dict(device=self.device, non_blocking=True)
-        src_t, tgt_in_t, tgt_out_t = (t.to(**to) for t in (batch.src, batch.tgt_in, batch.tgt_out))
+    def _score_runs(self, runs: list[tuple[list[int], list[int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """The runs of one batch (one source length) through the model. Returns, on the CPU, for each run and
+        target position t: the float64 sum of log p(y_u | y_<u, x) over u < t (B, T + 1), summed in order, and
+        log p(EOS | y_<t, x) (B, T) in float32."""
+        n = len(runs)
+        sources = sorted({tuple(s) for s, _ in runs})  # each distinct source encoded once
+        where = {s: i for i, s in enumerate(sources)}
+        source_of = [where[tuple(s)] for s, _ in runs]
+        tgt_ids = [t for _, t in runs]
+        # rows that complete the batches to whole blocks: the first source, and an empty output
+        sources += [sources[0]] * (-len(sources) % ROW_BLOCK)
+        source_of += [0] * (-n % ROW_BLOCK)
+        tgt_ids += [[]] * (-n % ROW_BLOCK)
+        src_t = torch.tensor(sources, dtype=torch.long, device=self.device)
+        lengths = torch.full((len(sources),), src_t.shape[1], dtype=torch.long, device=self.device)
+        batch = collate([([EOS], t) for t in tgt_ids], range(len(tgt_ids)))  # targets padded as in training
+        tgt_in_t, tgt_out_t = (t.to(device=self.device, non_blocking=True) for t in (batch.tgt_in, batch.tgt_out))
         with batch_invariant_energies():  # the attention's energies as a row-wise sum (see the module docstring)
-            enc = self.model.encode(src_t, batch.src_lengths.to(**to))
+            enc = select_rows(self.model.encode(src_t, lengths), torch.tensor(source_of, device=self.device))
             features = self.model.teacher_forced(enc, tgt_in_t).features  # (B, T, units)
         mask = tgt_out_t != PAD
         mask[n:] = False  # the filler rows' outputs are not scored
-        rows = mask.nonzero()[:, 0]  # (N,) the pair of every real target position
-        features, gold = features[mask], tgt_out_t[mask]  # (N, units), (N,)
+        features, gold = features[mask], tgt_out_t[mask]  # (P, units), (P,) every real position
         token_lp = torch.empty(gold.shape[0], dtype=torch.float32, device=self.device)
+        eos_lp = torch.empty(gold.shape[0], dtype=torch.float32, device=self.device)
         step = max(1, self.config.logits_elements // (self.tokenizer.tgt_vocab_size * ROW_BLOCK)) * ROW_BLOCK
         for a in range(0, gold.shape[0], step):  # chunks of a multiple of ROW_BLOCK positions
             chunk = features[a : a + step]
@@ -233,8 +265,47 @@ class PairScorer:
             if m % ROW_BLOCK:  # the last chunk: completed with copies of its first position, then dropped
                 chunk = torch.cat([chunk, chunk[:1].expand(-m % ROW_BLOCK, -1)])
             logits = self.model.logits(chunk).float()[:m]  # (m, V)
-            token_lp[a : a + m] = gold_log_probs(logits, gold[a : a + m])
-        sums = torch.zeros(batch.batch_size, dtype=torch.float64, device=self.device).index_add_(
-            0, rows, token_lp.double()
-        )
-        return sums[:n].cpu().numpy()
+            lse = logits.logsumexp(dim=-1)
+            token_lp[a : a + m] = logits.gather(-1, gold[a : a + m].unsqueeze(-1)).squeeze(-1) - lse
+            eos_lp[a : a + m] = logits[:, EOS] - lse
+        T = tgt_out_t.shape[1]
+        per_position = torch.zeros(len(tgt_ids), T, dtype=torch.float32, device=self.device)
+        eos = torch.zeros_like(per_position)
+        per_position[mask], eos[mask] = token_lp, eos_lp
+        excl_sums = torch.zeros(n, T + 1, dtype=torch.float64, device=self.device)
+        excl_sums[:, 1:] = per_position[:n].double().cumsum(dim=1)
+        return excl_sums.cpu(), eos[:n].cpu()
+
+
+def _runs(
+    src: list[list[int]], tgt: list[list[int]], floored: np.ndarray
+) -> tuple[list[tuple[list[int], list[int]]], np.ndarray]:
+    """The runs that score the pairs: for each distinct source, its distinct targets that are not a prefix of a
+    longer one of its targets. Returns them and, for each pair, its run (-1 for a floored pair)."""
+    targets_of: dict[tuple[int, ...], dict[tuple[int, ...], int]] = {}
+    for i in range(len(src)):
+        if not floored[i]:
+            targets_of.setdefault(tuple(src[i]), {}).setdefault(tuple(tgt[i]), -1)
+    runs: list[tuple[list[int], list[int]]] = []
+    for source, targets in targets_of.items():
+        ordered = sorted(targets)  # a prefix sorts right before the targets that extend it
+        cover = len(runs)
+        for k in range(len(ordered) - 1, -1, -1):  # the last of a chain of prefixes is the run of all of them
+            target = ordered[k]
+            following = ordered[k + 1] if k + 1 < len(ordered) else None
+            if following is None or following[: len(target)] != target:
+                cover = len(runs)
+                runs.append((list(source), list(target)))
+            targets[target] = cover
+    run_of = np.full(len(src), -1, dtype=np.int64)
+    for i in range(len(src)):
+        if not floored[i]:
+            run_of[i] = targets_of[tuple(src[i])][tuple(tgt[i])]
+    return runs, run_of
+
+
+def _group(items: np.ndarray, keys: np.ndarray, n_groups: int) -> list[np.ndarray]:
+    """`items` split by `keys` (0 ≤ key < n_groups), each group in the items' order."""
+    order = np.argsort(keys, kind="stable")
+    bounds = np.searchsorted(keys[order], np.arange(n_groups + 1))
+    return [items[order[bounds[g] : bounds[g + 1]]] for g in range(n_groups)]
