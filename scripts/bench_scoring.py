@@ -1,6 +1,7 @@
 """Benchmark of `nmt score` on a real phrase table: phrase pairs scored per second and peak memory (RSS).
 
     python scripts/bench_scoring.py [--table PATH] [--lines N] [--times 10] [--memory-size tiny] [--device cpu]
+                                    [--dtype float32|bfloat16|int8 (repeatable: each in turn)]
 
 The model has the size of the Multi30k configs (RNNsearch, 256-d embeddings, 256 encoder units per
 direction, 512 decoder and alignment units, 256 maxout units, 8000 joint SentencePiece pieces trained on
@@ -83,6 +84,7 @@ def bench_scoring(
     *,
     checkpoint: Path,
     device: str = "cpu",
+    dtype: str = "float32",
     threads: int = 0,
     batch_tokens: int | None = None,
     window: int | None = None,
@@ -111,6 +113,8 @@ def bench_scoring(
         str(out),
         "--device",
         device,
+        "--dtype",
+        dtype,
         "--threads",
         str(threads),
     ]
@@ -136,6 +140,7 @@ def bench_scoring(
         "pairs_per_s": round(count / seconds, 1),
         "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
         "device": device,
+        "dtype": dtype,
         "threads": threads or torch.get_num_threads(),
         "summary": summary,
     }
@@ -154,6 +159,8 @@ def main() -> None:
         help="model size of the memory runs (tiny: the same pipeline, minutes instead of hours)",
     )
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--dtype", action="append", choices=["float32", "bfloat16", "int8"],
+                        help="the speed run's --dtype, repeatable (default: float32)")  # fmt: skip
     parser.add_argument("--threads", type=int, default=0)
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/nmt-bench"))
     parser.add_argument("--keep", action="store_true", help="keep the work directory (checkpoints, long table)")
@@ -163,7 +170,12 @@ def main() -> None:
     def checkpoint(size: str) -> Path:
         return random_checkpoint(args.work_dir / f"{size}-rnnsearch-deen.ckpt", size=size)
 
-    results = {"speed": bench_scoring(args.table, checkpoint=checkpoint(args.size), lines=args.lines, **options)}
+    results = {
+        f"speed {dtype}": bench_scoring(
+            args.table, checkpoint=checkpoint(args.size), lines=args.lines, dtype=dtype, **options
+        )
+        for dtype in args.dtype or ["float32"]
+    }
     if args.times > 1:
         longer = repeated_table(args.table, args.times, args.work_dir / f"table-x{args.times}.gz")
         for label, table in (("memory x1", args.table), (f"memory x{args.times}", longer)):

@@ -51,8 +51,8 @@ rate() { "$python" -c "import sys; print(f'{float(sys.argv[1]) / float(sys.argv[
 fail() { echo "gpu_check.sh: FAILED: $1 (output in $work/$2)" >&2; trap - EXIT; exit 1; }
 
 # the first --lines lines of the test set, as plain text
-zcat data/multi30k/test_2016_flickr.en.gz | head -n "$lines" > "$work/test.en"
-zcat data/multi30k/test_2016_flickr.fr.gz | head -n "$lines" > "$work/test.fr"
+zcat data/multi30k/test_2016_flickr.en.gz | awk -v n="$lines" "NR <= n" > "$work/test.en"  # awk reads to the end: no SIGPIPE
+zcat data/multi30k/test_2016_flickr.fr.gz | awk -v n="$lines" "NR <= n" > "$work/test.fr"
 n=$(wc -l < "$work/test.en")
 echo "device $device ($("$python" -c 'import torch, sys
 d = sys.argv[1]

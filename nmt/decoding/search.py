@@ -191,8 +191,9 @@ def search(
     results: list[list[Hypothesis]] = []
     for a in range(0, src.shape[0], per_slice):  # memory stays that of one slice
         b = a + per_slice
-        results += _search(model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab,
-                           output_rows=rows)  # fmt: skip
+        results += _search(
+            model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab, output_rows=rows
+        )
     return results
 
 
