@@ -65,7 +65,8 @@ for cell in paper cudnn; do
     "$python" -m nmt fit --config "$config" --trainer.accelerator "$accelerator" --trainer.devices 1 \
       --trainer.max_steps "$steps" --trainer.limit_val_batches 0 --trainer.log_every_n_steps 5 \
       --trainer.enable_progress_bar false --trainer.precision "$precision" --model.network.cell "$cell" \
-      --data.cache_dir "$work/cache" --trainer.default_root_dir "$run" > "$run.log" 2>&1 \
+      --data.data_dir "$PWD/data/multi30k" --data.cache_dir "$work/cache" --trainer.default_root_dir "$run" \
+      > "$run.log" 2>&1 \
       || fail "fit cell=$cell precision=$precision" "fit-$cell-$precision.log"
     seconds=$(elapsed "$start")
     tokens=$("$python" - "$run" <<'EOF'

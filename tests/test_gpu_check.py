@@ -15,7 +15,7 @@ pytestmark = pytest.mark.slow
 
 
 def test_gpu_check_runs_every_path_on_the_cpu_and_prints_a_line_of_figures_each(tmp_path):
-    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1")
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS="1", NMT_DATA_DIR=str(tmp_path / "elsewhere"))
     done = subprocess.run(
         ["bash", "scripts/gpu_check.sh", "--device", "cpu", "--config", "configs/tiny.yaml", "--steps", "6",
          "--lines", "40", "--work", str(tmp_path)],

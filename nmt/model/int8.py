@@ -6,12 +6,12 @@ Each ``nn.Linear`` W (N×K) becomes an `Int8Linear`: W is stored as int8 with on
 
     y = (x_q W_qᵀ) · s_x · s_W + b
 
-is one int8 × int8 → int32 product (``torch._int_mm``: oneDNN/MKL kernels on x86, the same op on ARM and CUDA)
+is one int8 × int8 → int32 product (``torch._int_mm``, a PyTorch core op on CPUs and CUDA; measured on x86 only)
 and one pass that scales the int32 sums back to float32. Everything else stays float32: the embeddings, the
 GRUs' recurrent matrices (plain parameters, not linear layers), the attention's energies and softmax, the
 output's log-softmax and every score.
 
-Why this and not a library: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/qnnpack) is as fast here but is
+Why this and not a library: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/qnnpack) is about as fast but is
 deprecated in PyTorch 2.13 (it warns that it will be removed), and its packed weights are opaque objects that
 ``torch.load(weights_only=True)`` refuses; torchao's int8 configurations only pay after ``torch.compile`` on CPU
 (measured: no faster than float32 eager at the decoder's shapes). An int8 weight here is two plain tensors, so an
