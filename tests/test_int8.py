@@ -117,3 +117,21 @@ def test_translate_and_score_take_dtype_int8(checkpoints, tmp_path, capsys):
     assert status == 0 and len(out.read_text(encoding="utf-8").splitlines()) == len(LINES)
     assert main(["translate", "--checkpoint", str(checkpoints["rnnsearch"]), "--dtype", "int4"]) == 2
     assert "--dtype" in capsys.readouterr().err
+
+
+def test_the_paper_cells_recurrent_products_are_int8_and_the_cudnn_cells_stay_float(checkpoints, tmp_path):
+    from nmt.model.gru import CuDNNGRUCell, PaperGRUCell
+    from nmt.model.int8 import Int8PaperGRUCell
+
+    paper = load_model(checkpoints["rnnsearch"], dtype="int8").model
+    cells = [m for m in paper.modules() if isinstance(m, (PaperGRUCell, Int8PaperGRUCell))]
+    assert len(cells) == 3 and all(isinstance(c, Int8PaperGRUCell) for c in cells)  # two encoder, one decoder
+    cudnn = load_model(tiny_checkpoint(tmp_path, architecture="rnnsearch", cell="cudnn"), dtype="int8").model
+    assert any(isinstance(m, CuDNNGRUCell) for m in cudnn.modules())
+    # the int8 cell computes Eqs. 5–8 with int8 products: close to the float cell
+    torch.manual_seed(0)
+    cell = PaperGRUCell(24)
+    x, h = torch.randn(9, 72), torch.rand(9, 24) * 2 - 1
+    approx = Int8PaperGRUCell.from_float(cell)(x, h)
+    assert (approx - cell(x, h)).abs().max() < 0.02
+    assert torch.equal(Int8PaperGRUCell.from_float(cell).to_float().U, Int8PaperGRUCell.from_float(cell).U.weight)

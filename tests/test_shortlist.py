@@ -195,3 +195,19 @@ def test_an_ensemble_restricts_every_member(checkpoints):
     ensemble = Ensemble(members).eval()
     rows = ensemble.output_rows(torch.tensor([EOS, 10, 11]))
     assert len(rows) == 2 and all(r.out_features == 3 for r in rows)
+
+
+def test_a_sentences_translation_does_not_depend_on_its_batch_mates(checkpoints, table):
+    """Each sentence chooses among its own shortlist, renormalised over it, whatever the batch's union holds (how
+    many lines a batch gets depends on how far the reader thread got)."""
+    translator = Translator.load(checkpoints["rnnsearch"], device="cpu")
+    shortlist = translator.load_shortlist(str(table), first=5, per_word=3)
+    config = SearchConfig(beam_size=3, n_best=2)
+    together = list(translator.translate(LINES, config, shortlist=shortlist))
+    alone = [next(iter(translator.translate([line], config, shortlist=shortlist))) for line in LINES]
+    for a, b in zip(together, alone, strict=True):
+        assert [c.tokens for c in a.candidates] == [c.tokens for c in b.candidates]
+        assert [c.log_prob for c in a.candidates] == pytest.approx([c.log_prob for c in b.candidates], rel=1e-6)
+    ids, allowed = shortlist.for_batch(translator.tokenizer.encode_src(LINES[:2]))
+    own = shortlist.for_batch(translator.tokenizer.encode_src(LINES[:1]))[0]
+    assert set(ids[allowed[0]].tolist()) == set(own.tolist()) and allowed.shape == (2, len(ids))

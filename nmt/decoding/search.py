@@ -176,11 +176,13 @@ def search(
     bos_id: int,
     eos_id: int,
     vocab: Tensor | None = None,
+    allowed: Tensor | None = None,
 ) -> list[list[Hypothesis]]:
     """Beam search for a batch: src (B, S) long, padded; src_lengths (B,) (including the source EOS).
 
     ``model`` is a ``SearchModel`` (a ``Seq2Seq``, an ``Ensemble``). ``vocab``: the sorted target ids the search
-    may choose from (EOS among them), or None for the whole vocabulary.
+    may choose from (EOS among them), or None for the whole vocabulary; ``allowed`` (B, len(vocab)) bool: which
+    of them each sentence may choose (its distribution renormalised over those), or None for all.
     Returns, for each sentence, up to ``config.n_best`` hypotheses sorted by score, best first.
     """
     k = config.beam_size
@@ -189,11 +191,15 @@ def search(
     rows = None if vocab is None else model.output_rows(vocab)  # once per batch, not once a step
     per_slice = max(1, min(MAX_ROWS // k, MAX_POSITIONS // (k * max(1, src.shape[1]))))
     results: list[list[Hypothesis]] = []
+    if allowed is not None and bool(allowed.all()):
+        allowed = None  # nothing to mask (a whole-vocabulary shortlist: the same bits as none)
     for a in range(0, src.shape[0], per_slice):  # memory stays that of one slice
         b = a + per_slice
+        mask = None if allowed is None else allowed[a:b]
         results += _search(
-            model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab, output_rows=rows
-        )
+            model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab, output_rows=rows,
+            allowed=mask,
+        )  # fmt: skip
     return results
 
 
@@ -207,6 +213,7 @@ def _search(
     eos_id: int,
     vocab: Tensor | None,
     output_rows: object,
+    allowed: Tensor | None,
 ) -> list[list[Hypothesis]]:
     B, k, device = src.shape[0], config.beam_size, src.device
     finished = _Finished(B, config, src_lengths.tolist())
@@ -223,9 +230,14 @@ def _search(
 
     for t in range(max(finished.max_len)):
         out = model.step(y_prev, state, enc) if vocab is None else model.step(y_prev, state, enc, output_rows)
+        log_probs = out.log_probs
+        if allowed is not None:  # each sentence's own shortlist, renormalised over it
+            rows_allowed = allowed[beam.sentence].repeat_interleave(k, dim=0)
+            log_probs = log_probs.masked_fill(~rows_allowed, NEG_INF)
+            log_probs = log_probs - log_probs.logsumexp(dim=-1, keepdim=True)
         # 2. score
-        N, V = len(beam.sentence), out.log_probs.shape[-1]
-        scores = (beam.log_prob.unsqueeze(-1) + out.log_probs.view(N, k, V)).view(N, k * V)
+        N, V = len(beam.sentence), log_probs.shape[-1]
+        scores = (beam.log_prob.unsqueeze(-1) + log_probs.view(N, k, V)).view(N, k * V)
         # 3. select
         cand = _best_candidates(scores, k, V)
         if vocab is not None:  # positions in the shortlist -> target ids

@@ -6,7 +6,9 @@ shortlist computes the output layer, its softmax and the top-k only over
     the `frequent` most frequent target pieces  ∪  the `per_word` best translations of each source piece
     of the batch  ∪  {EOS},
 
-where "best translations" are ranked by a lexical translation table p(t | s) estimated on the training corpus
+computed once for a batch, while each sentence chooses among its own part of it (its pieces' translations, the
+frequent pieces, EOS), renormalised over that, so that its translation does not depend on its batch. The "best
+translations" are ranked by a lexical translation table p(t | s) estimated on the training corpus
 with IBM Model 1 (Brown et al. 1993; five EM iterations, a NULL source word to absorb what no source piece
 explains). The probabilities are renormalised over the shortlist, so scores printed under one are not exact
 log-probabilities: the scoring commands never use one.
@@ -154,11 +156,20 @@ class Shortlist:
         return cls([], range(vocab_size), per_word=0, first=vocab_size, vocab_size=vocab_size)
 
     def ids(self, sources: Iterable[Sequence[int]], device: torch.device | str = "cpu") -> Tensor:
-        """The sorted target ids allowed for a batch of source sentences (piece ids)."""
-        parts = [self.base]
-        for ids in sources:
-            parts.extend(self.translations[i] for i in ids if i < len(self.translations))
-        return torch.from_numpy(np.unique(np.concatenate(parts))).to(device)
+        """The sorted target ids allowed for a batch of source sentences (piece ids): the union of theirs."""
+        return self.for_batch(sources, device)[0]
+
+    def for_batch(self, sources: Iterable[Sequence[int]], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
+        """(ids, allowed): the sorted union of the sentences' target ids (V',), for the output layer, and which of
+        them each sentence may choose (B, V') bool, so that a sentence's translation does not depend on the
+        sentences it is batched with (a batch's make-up depends on how far a reader thread got)."""
+        known = len(self.translations)
+        own = [
+            np.unique(np.concatenate([self.base, *(self.translations[i] for i in ids if i < known)])) for ids in sources
+        ]
+        union = np.unique(np.concatenate(own)) if own else self.base
+        allowed = np.stack([np.isin(union, mine, assume_unique=True) for mine in own]) if own else np.ones((0, 0), bool)
+        return torch.from_numpy(union).to(device), torch.from_numpy(allowed).to(device)
 
 
 def corpus_pairs(source: str, target: str) -> tuple[list[str], list[str]]:

@@ -250,8 +250,8 @@ class Translator:
         if todo:
             ids = [batch[i].ids for i in todo]
             src, lengths = pad_sources(ids, self.device)
-            vocab = None if shortlist is None else shortlist.ids(ids, self.device)
-            found = search(self.model, src, lengths, config, bos_id=BOS, eos_id=EOS, vocab=vocab)
+            vocab, allowed = (None, None) if shortlist is None else shortlist.for_batch(ids, self.device)
+            found = search(self.model, src, lengths, config, bos_id=BOS, eos_id=EOS, vocab=vocab, allowed=allowed)
             for i, hyps in zip(todo, found, strict=True):
                 results[i] = hyps
         return results

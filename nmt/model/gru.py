@@ -7,6 +7,8 @@ only the products with the previous state remain inside the loop.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -44,14 +46,19 @@ class PaperGRUCell(nn.Module):
         h_{t-1} in one matmul and pass the result as ``h_proj``."""
         return self.U_rz
 
+    def products(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
+        """h ↦ [U_r; U_z] h and h ↦ U h (an int8 cell, ``nmt.model.int8``, computes them in int8)."""
+        return (lambda h: F.linear(h, self.U_rz)), (lambda h: F.linear(h, self.U))
+
     def forward(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
         """x_proj (B, 3H) = W x + b; h (B, H) = h_{t-1}; h_proj (B, 2H) = [U_r; U_z] h_{t-1} if the caller
         already computed it. Returns h_t (B, H)."""
+        rz_product, n_product = self.products()
         if h_proj is None:
-            h_proj = F.linear(h, self.U_rz)
+            h_proj = rz_product(h)
         x_rz, x_n = x_proj.split((2 * self.hidden_dim, self.hidden_dim), dim=-1)
         r, z = torch.sigmoid(x_rz + h_proj).chunk(2, dim=-1)  # Eqs. 5–6
-        h_tilde = torch.tanh(x_n + F.linear(r * h, self.U))  # Eq. 8
+        h_tilde = torch.tanh(x_n + n_product(r * h))  # Eq. 8
         # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃. Under autocast h̃ and z come out of bf16/fp16 matmuls; the state keeps
         # the dtype it started in (float32 for the encoders), which lerp needs of all three.
         return torch.lerp(h_tilde.to(h.dtype), h, z.to(h.dtype))

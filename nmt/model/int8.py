@@ -7,9 +7,10 @@ Each ``nn.Linear`` W (N×K) becomes an `Int8Linear`: W is stored as int8 with on
     y = (x_q W_qᵀ) · s_x · s_W + b
 
 is one int8 × int8 → int32 product (``torch._int_mm``, a PyTorch core op on CPUs and CUDA; measured on x86 only)
-and one pass that scales the int32 sums back to float32. Everything else stays float32: the embeddings, the
-GRUs' recurrent matrices (plain parameters, not linear layers), the attention's energies and softmax, the
-output's log-softmax and every score.
+and one pass that scales the int32 sums back to float32. The paper GRU cell's recurrent products [U_r; U_z] h and
+U (r ⊙ h) are computed the same way (`Int8PaperGRUCell`). Everything else stays float32: the embeddings, the
+cuDNN-formulation GRUs' recurrent matrices, the attention's energies and softmax, the output's log-softmax and
+every score.
 
 Why this and not a library: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/qnnpack) is about as fast but is
 deprecated in PyTorch 2.13 (it warns that it will be removed), and its packed weights are opaque objects that
@@ -24,6 +25,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from nmt.model.gru import PaperGRUCell
 
 INT8_MAX = 127
 
@@ -86,11 +89,50 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}"
 
 
+class Int8PaperGRUCell(nn.Module):
+    """``PaperGRUCell`` (Cho et al. 2014, Eqs. 5–8) with its recurrent products [U_r; U_z] h and U (r ⊙ h) in int8."""
+
+    def __init__(self, U_rz: Int8Linear, U: Int8Linear) -> None:
+        super().__init__()
+        self.hidden_dim = U.out_features
+        self.U_rz, self.U = U_rz, U
+
+    @classmethod
+    def from_float(cls, cell: PaperGRUCell) -> Int8PaperGRUCell:
+        return cls(*(Int8Linear.from_float(_linear(w)) for w in (cell.U_rz.detach(), cell.U.detach())))
+
+    def to_float(self) -> PaperGRUCell:
+        cell = PaperGRUCell(self.hidden_dim).to(self.U.qweight.device)
+        with torch.no_grad():
+            cell.U_rz.copy_(self.U_rz.weight)
+            cell.U.copy_(self.U.weight)
+        return cell
+
+    @property
+    def state_weight(self) -> Tensor:
+        return self.U_rz.weight
+
+    def products(self) -> tuple[Int8Linear, Int8Linear]:
+        return self.U_rz, self.U
+
+    forward = PaperGRUCell.forward
+
+
+def _linear(weight: Tensor) -> nn.Linear:
+    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
+    with torch.no_grad():
+        layer.weight.copy_(weight)
+    return layer
+
+
 def quantize_linear_layers_(model: nn.Module) -> nn.Module:
-    """Replace every ``nn.Linear`` of `model` (float32 weights, eval mode) by its `Int8Linear`, in place."""
+    """Replace every ``nn.Linear`` of `model` (float32 weights, eval mode) by its `Int8Linear`, and every paper GRU
+    cell by its `Int8PaperGRUCell`, in place."""
     for name, child in model.named_children():
         if isinstance(child, nn.Linear):
             setattr(model, name, Int8Linear.from_float(child))
+        elif isinstance(child, PaperGRUCell):
+            setattr(model, name, Int8PaperGRUCell.from_float(child))
         else:
             quantize_linear_layers_(child)
     return model
@@ -99,7 +141,7 @@ def quantize_linear_layers_(model: nn.Module) -> nn.Module:
 def dequantize_linear_layers_(model: nn.Module) -> nn.Module:
     """The inverse of `quantize_linear_layers_` (each weight as its int8 values times their scales), in place."""
     for name, child in model.named_children():
-        if isinstance(child, Int8Linear):
+        if isinstance(child, (Int8Linear, Int8PaperGRUCell)):
             setattr(model, name, child.to_float())
         else:
             dequantize_linear_layers_(child)
