@@ -211,3 +211,14 @@ def test_a_sentences_translation_does_not_depend_on_its_batch_mates(checkpoints,
     ids, allowed = shortlist.for_batch(translator.tokenizer.encode_src(LINES[:2]))
     own = shortlist.for_batch(translator.tokenizer.encode_src(LINES[:1]))[0]
     assert set(ids[allowed[0]].tolist()) == set(own.tolist()) and allowed.shape == (2, len(ids))
+
+
+def test_a_shortlist_of_eos_alone_is_refused_in_one_line(checkpoints, table, tmp_path, capsys):
+    src = tmp_path / "src.en"
+    src.write_text("a dog\n", encoding="utf-8")
+    argv = ["translate", "--checkpoint", str(checkpoints["rnnsearch"]), "--input", str(src), "--shortlist", str(table)]
+    assert main([*argv, "--shortlist-first", "0", "--shortlist-per-word", "0"]) == 2
+    assert capsys.readouterr().err == (
+        "nmt translate: error: --shortlist-first: 0 with --shortlist-per-word 0 leaves each sentence EOS alone: "
+        "every translation would be empty\n"
+    )

@@ -277,6 +277,11 @@ def load_shortlist(args: argparse.Namespace, translator: Translator) -> Shortlis
                 message=f"--{option.replace('_', '-')} asks for exact log-probabilities; a shortlist renormalises "
                 "them over part of the vocabulary (leave out one or the other)",
             )
+    if args.shortlist_first == args.shortlist_per_word == 0:
+        raise InputError(
+            path="--shortlist-first",
+            message="0 with --shortlist-per-word 0 leaves each sentence EOS alone: every translation would be empty",
+        )
     return translator.load_shortlist(args.shortlist, first=args.shortlist_first, per_word=args.shortlist_per_word)
 
 

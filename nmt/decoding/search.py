@@ -225,15 +225,16 @@ def _search(
     rows = torch.arange(B, device=device).repeat_interleave(k)  # (B·k,) sentence of each row
     state = select_rows(model.initial_state(enc), rows)
     enc = select_rows(enc, rows)
+    # the pieces each row may not choose (its sentence's shortlist); it loses rows with the encoder output
+    barred = None if allowed is None else (~allowed).index_select(0, rows)
     beam = _Beam(list(range(B)), _first_beam(B, k, device), src.new_empty(B * k, 0), None)
     y_prev = torch.full((B * k,), bos_id, dtype=torch.long, device=device)
 
     for t in range(max(finished.max_len)):
         out = model.step(y_prev, state, enc) if vocab is None else model.step(y_prev, state, enc, output_rows)
         log_probs = out.log_probs
-        if allowed is not None:  # each sentence's own shortlist, renormalised over it
-            rows_allowed = allowed[beam.sentence].repeat_interleave(k, dim=0)
-            log_probs = log_probs.masked_fill(~rows_allowed, NEG_INF)
+        if barred is not None:  # each sentence's own shortlist, renormalised over it
+            log_probs = log_probs.masked_fill(barred, NEG_INF)
             log_probs = log_probs - log_probs.logsumexp(dim=-1, keepdim=True)
         # 2. score
         N, V = len(beam.sentence), log_probs.shape[-1]
@@ -254,6 +255,7 @@ def _search(
         if any(done):
             beam, rows, enc_rows = _drop(beam, rows, done, k)
             enc = select_rows(enc, enc_rows)
+            barred = None if barred is None else barred.index_select(0, enc_rows)
         state = select_rows(out.state, rows)
         y_prev = beam.tokens[:, -1]
     return finished.results()

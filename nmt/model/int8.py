@@ -51,9 +51,13 @@ class Int8Linear(nn.Module):
 
     @classmethod
     def from_float(cls, layer: nn.Linear) -> Int8Linear:
-        qweight, scale = quantize_rows(layer.weight.detach().float())
-        bias = None if layer.bias is None else layer.bias.detach().float().clone()
-        return cls(qweight, scale.squeeze(-1), bias)
+        return cls.from_weight(layer.weight, layer.bias)
+
+    @classmethod
+    def from_weight(cls, weight: Tensor, bias: Tensor | None = None) -> Int8Linear:
+        """The layer x ↦ x Wᵀ + b of a float weight W (N, K) and bias b (N,)."""
+        qweight, scale = quantize_rows(weight.detach().float())
+        return cls(qweight, scale.squeeze(-1), None if bias is None else bias.detach().float().clone())
 
     @property
     def weight(self) -> Tensor:
@@ -99,7 +103,7 @@ class Int8PaperGRUCell(nn.Module):
 
     @classmethod
     def from_float(cls, cell: PaperGRUCell) -> Int8PaperGRUCell:
-        return cls(*(Int8Linear.from_float(_linear(w)) for w in (cell.U_rz.detach(), cell.U.detach())))
+        return cls(Int8Linear.from_weight(cell.U_rz), Int8Linear.from_weight(cell.U))
 
     def to_float(self) -> PaperGRUCell:
         cell = PaperGRUCell(self.hidden_dim).to(self.U.qweight.device)
@@ -116,13 +120,6 @@ class Int8PaperGRUCell(nn.Module):
         return self.U_rz, self.U
 
     forward = PaperGRUCell.forward
-
-
-def _linear(weight: Tensor) -> nn.Linear:
-    layer = nn.Linear(weight.shape[1], weight.shape[0], bias=False)
-    with torch.no_grad():
-        layer.weight.copy_(weight)
-    return layer
 
 
 def quantize_linear_layers_(model: nn.Module) -> nn.Module:
