@@ -98,8 +98,9 @@ def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch
     except (TypeError, ValueError, RuntimeError) as e:
         raise InputError(path=path, message=f"cannot build its network ({_first_line(e)}); {written_by}") from None
     stored_int8 = isinstance(meta.get("exported"), dict) and meta["exported"].get("dtype") == "int8"
-    if stored_int8:  # its linear layers hold int8 weights and scales: build them so before loading
-        quantize_linear_layers_(model)
+    if stored_int8:  # its int8 layers (those with a .qweight) hold int8 weights and scales: built so before loading
+        stored = {k.removeprefix("model.") for k in ckpt["state_dict"] if isinstance(k, str)}
+        quantize_linear_layers_(model, lambda name: f"{name}.qweight" in stored or f"{name}.U.qweight" in stored)
     model.load_state_dict(_weights(path, ckpt["state_dict"], model.state_dict(), network, written_by))
     if dtype == "int8":
         if not stored_int8:

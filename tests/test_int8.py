@@ -13,7 +13,15 @@ from nmt.checkpoint import load_model
 from nmt.cli import main
 from nmt.decoding import SearchConfig
 from nmt.inference import Translator
-from nmt.model.int8 import Int8Linear, dequantize_linear_layers_, quantize_linear_layers_, quantize_rows
+from nmt.model.gru import PaperGRUCell
+from nmt.model.int8 import (
+    Int8Linear,
+    Int8PaperGRUCell,
+    dequantize_linear_layers_,
+    quantize_linear_layers_,
+    quantize_rows,
+)
+from nmt.model.layers import stacked_linear
 from tests.factories import multi30k_lines, tiny_checkpoint
 
 LINES = multi30k_lines("test_2016_flickr", "en", 6)
@@ -54,7 +62,8 @@ def test_quantizing_a_dequantized_model_gives_back_the_same_int8_weights(checkpo
     model = load_model(checkpoints["rnnsearch"]).model
     quantize_linear_layers_(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    assert not any(isinstance(m, nn.Linear) for m in model.modules())
+    assert not any(isinstance(m, nn.Linear) for n, m in model.named_modules() if not n.startswith("encoder"))
+    assert not any(isinstance(m, (Int8Linear, Int8PaperGRUCell)) for m in model.encoder.modules())  # float32
     dequantize_linear_layers_(model)
     assert not any(isinstance(m, Int8Linear) for m in model.modules())
     quantize_linear_layers_(model)
@@ -70,7 +79,7 @@ def test_int8_inference_scores_pairs_close_to_float32(checkpoints, architecture)
     float32 = Translator.load(checkpoints[architecture], device="cpu")
     int8 = Translator.load(checkpoints[architecture], device="cpu", dtype="int8")
     assert any(isinstance(m, Int8Linear) for m in int8.model.modules())
-    assert not any(isinstance(m, nn.Linear) for m in int8.model.modules())
+    assert not any(isinstance(m, nn.Linear) for n, m in int8.model.named_modules() if not n.startswith("encoder"))
     targets = multi30k_lines("test_2016_flickr", "fr", len(LINES))
     exact, approx = (t.score(LINES, targets).logprob for t in (float32, int8))
     assert abs(approx - exact).max() < 0.03 * abs(exact).max()
@@ -119,15 +128,15 @@ def test_translate_and_score_take_dtype_int8(checkpoints, tmp_path, capsys):
     assert "--dtype" in capsys.readouterr().err
 
 
-def test_the_paper_cells_recurrent_products_are_int8_and_the_cudnn_cells_stay_float(checkpoints, tmp_path):
-    from nmt.model.gru import CuDNNGRUCell, PaperGRUCell
-    from nmt.model.int8 import Int8PaperGRUCell
+def test_the_decoders_paper_cell_is_int8_and_the_encoder_stays_float(checkpoints, tmp_path):
+    from nmt.model.gru import CuDNNGRUCell
 
     paper = load_model(checkpoints["rnnsearch"], dtype="int8").model
-    cells = [m for m in paper.modules() if isinstance(m, (PaperGRUCell, Int8PaperGRUCell))]
-    assert len(cells) == 3 and all(isinstance(c, Int8PaperGRUCell) for c in cells)  # two encoder, one decoder
+    assert isinstance(paper.cell, Int8PaperGRUCell)
+    assert all(type(c) is PaperGRUCell for c in paper.encoder.cells) and type(paper.encoder.W) is nn.Linear
     cudnn = load_model(tiny_checkpoint(tmp_path, architecture="rnnsearch", cell="cudnn"), dtype="int8").model
-    assert any(isinstance(m, CuDNNGRUCell) for m in cudnn.modules())
+    assert isinstance(cudnn.cell, CuDNNGRUCell)  # its recurrent matrix joins the int8 stack of a decoding step
+    assert isinstance(cudnn.step_weights().state, Int8Linear)
     # the int8 cell computes Eqs. 5–8 with int8 products: close to the float cell
     torch.manual_seed(0)
     cell = PaperGRUCell(24)
@@ -135,3 +144,33 @@ def test_the_paper_cells_recurrent_products_are_int8_and_the_cudnn_cells_stay_fl
     approx = Int8PaperGRUCell.from_float(cell)(x, h)
     assert (approx - cell(x, h)).abs().max() < 0.02
     assert torch.equal(Int8PaperGRUCell.from_float(cell).to_float().U, Int8PaperGRUCell.from_float(cell).U.weight)
+
+
+def test_an_int8_export_loads_with_the_layers_it_stored_in_int8(checkpoints, tmp_path):
+    """An export whose encoder is int8 too (as ``nmt export --dtype int8`` wrote them before the encoder stayed
+    float32) loads and runs with its encoder in int8."""
+    exported = tmp_path / "int8.ckpt"
+    assert main(["export", str(checkpoints["rnnsearch"]), str(exported), "--dtype", "int8"]) == 0
+    everything = quantize_linear_layers_(load_model(checkpoints["rnnsearch"]).model, lambda name: True)
+    ckpt = torch.load(exported, weights_only=True)
+    ckpt["state_dict"] = {f"model.{k}": v for k, v in everything.state_dict().items()}
+    older = tmp_path / "older.ckpt"
+    torch.save(ckpt, older)
+    for path, encoder_cell in ((exported, PaperGRUCell), (older, Int8PaperGRUCell)):
+        model = load_model(path, dtype="int8").model
+        assert all(type(c) is encoder_cell for c in model.encoder.cells)
+        translator = Translator.load(path, device="cpu", dtype="int8")
+        assert len(list(translator.translate(LINES, SearchConfig(beam_size=2)))) == len(LINES)
+
+
+def test_an_int8_stack_keeps_each_rows_scale_and_quantizes_its_float_members():
+    torch.manual_seed(0)
+    first, second, bare = nn.Linear(16, 8), nn.Linear(16, 4, bias=False), torch.randn(5, 16)
+    int8 = Int8Linear.from_float(first)
+    stack = stacked_linear(int8, second, bare)
+    assert isinstance(stack, Int8Linear) and stack.out_features == 17
+    x = torch.randn(3, 16)
+    y = stack(x)
+    assert torch.equal(y[:, :8], int8(x))  # the same int8 weights, scales and bias
+    torch.testing.assert_close(y[:, 8:12], Int8Linear.from_float(second)(x))
+    torch.testing.assert_close(y[:, 12:], x @ bare.T, rtol=0.05, atol=0.05)

@@ -9,6 +9,7 @@ from torch import nn
 
 from nmt.model import NetworkConfig, build_model
 from nmt.model.gru import CuDNNGRUCell, PaperGRUCell, run_recurrence
+from nmt.model.layers import stacked_linear
 
 ARCHS = ["rnnencdec", "rnnsearch"]
 CELLS = ["paper", "cudnn"]
@@ -316,3 +317,15 @@ def test_rnn_encoder_decoder_step_matches_cho_equations():
     torch.testing.assert_close(out.log_probs, expected)
     assert out.alpha is None
     assert not torch.allclose(log_probs(h_prev), expected, atol=1e-3)  # the previous state gives other numbers
+
+
+def test_a_stack_of_linear_maps_computes_each_of_them_and_passes_gradients_back():
+    torch.manual_seed(0)
+    with_bias, without_bias, bare = nn.Linear(6, 4), nn.Linear(6, 3, bias=False), torch.randn(2, 6)
+    stack = stacked_linear(with_bias, without_bias, (bare, None))
+    x = torch.randn(5, 6)
+    expected = torch.cat([with_bias(x), without_bias(x), x @ bare.T], dim=-1)
+    torch.testing.assert_close(stack(x), expected)
+    assert stack.out_features == 9
+    stack(x).sum().backward()  # a teacher-forced step trains through its stack
+    assert with_bias.weight.grad is not None and without_bias.weight.grad is not None

@@ -227,7 +227,10 @@ class TableModel(nn.Module):
     def initial_state(self, enc):
         return (torch.zeros(enc[0].shape[0], dtype=torch.long),)  # the position i
 
-    def step(self, y_prev, state, enc):
+    def step_weights(self, ids=None):
+        return None  # it has no weights
+
+    def step(self, y_prev, state, enc, weights=None):
         (i,) = state
         return StepOutput(self.log_table[i.clamp(max=len(self.log_table) - 1)], (i + 1,), None)
 

@@ -193,8 +193,8 @@ def test_shortlist_refuses_a_corpus_whose_sides_differ_in_length(checkpoints, tm
 def test_an_ensemble_restricts_every_member(checkpoints):
     members = [Translator.load(checkpoints[n], device="cpu").model for n in ("rnnsearch", "rnnsearch2")]
     ensemble = Ensemble(members).eval()
-    rows = ensemble.output_rows(torch.tensor([EOS, 10, 11]))
-    assert len(rows) == 2 and all(r.out_features == 3 for r in rows)
+    weights = ensemble.step_weights(torch.tensor([EOS, 10, 11]))
+    assert len(weights) == 2 and all(w.output.out_features == 3 for w in weights)
 
 
 def test_a_sentences_translation_does_not_depend_on_its_batch_mates(checkpoints, table):

@@ -38,13 +38,13 @@ class Ensemble(nn.Module):
     def initial_state(self, enc: tuple) -> tuple:
         return tuple(m.initial_state(e) for m, e in zip(self.members, enc, strict=True))
 
-    def output_rows(self, ids: Tensor) -> tuple:
-        return tuple(m.output_rows(ids) for m in self.members)
+    def step_weights(self, ids: Tensor | None = None) -> tuple:
+        return tuple(m.step_weights(ids) for m in self.members)
 
-    def step(self, y_prev: Tensor, state: tuple, enc: tuple, output_rows: tuple | None = None) -> StepOutput:
+    def step(self, y_prev: Tensor, state: tuple, enc: tuple, weights: tuple | None = None) -> StepOutput:
         """y_prev (B,) -> mean of the members' log-probs (B, V), their states, mean α (B, S) or None."""
-        rows = output_rows or (None,) * len(self.members)
-        outs = [m.step(y_prev, s, e, r) for m, s, e, r in zip(self.members, state, enc, rows, strict=True)]
+        member_weights = weights if weights is not None else (None,) * len(self.members)
+        outs = [m.step(y_prev, s, e, w) for m, s, e, w in zip(self.members, state, enc, member_weights, strict=True)]
         log_probs = torch.stack([o.log_probs for o in outs]).mean(dim=0)
         alphas = [o.alpha for o in outs]
         alpha = None if any(a is None for a in alphas) else torch.stack(alphas).mean(dim=0)

@@ -188,7 +188,7 @@ def search(
     k = config.beam_size
     if vocab is not None and not bool((vocab == eos_id).any()):
         raise ValueError("a search vocabulary must contain EOS")
-    rows = None if vocab is None else model.output_rows(vocab)  # once per batch, not once a step
+    weights = model.step_weights(vocab)  # stacked once per batch, not once a step
     per_slice = max(1, min(MAX_ROWS // k, MAX_POSITIONS // (k * max(1, src.shape[1]))))
     results: list[list[Hypothesis]] = []
     if allowed is not None and bool(allowed.all()):
@@ -197,7 +197,7 @@ def search(
         b = a + per_slice
         mask = None if allowed is None else allowed[a:b]
         results += _search(
-            model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab, output_rows=rows,
+            model, src[a:b], src_lengths[a:b], config, bos_id=bos_id, eos_id=eos_id, vocab=vocab, weights=weights,
             allowed=mask,
         )  # fmt: skip
     return results
@@ -212,7 +212,7 @@ def _search(
     bos_id: int,
     eos_id: int,
     vocab: Tensor | None,
-    output_rows: object,
+    weights: object,
     allowed: Tensor | None,
 ) -> list[list[Hypothesis]]:
     B, k, device = src.shape[0], config.beam_size, src.device
@@ -231,11 +231,10 @@ def _search(
     y_prev = torch.full((B * k,), bos_id, dtype=torch.long, device=device)
 
     for t in range(max(finished.max_len)):
-        out = model.step(y_prev, state, enc) if vocab is None else model.step(y_prev, state, enc, output_rows)
+        out = model.step(y_prev, state, enc, weights)
         log_probs = out.log_probs
         if barred is not None:  # each sentence's own shortlist, renormalised over it
-            log_probs = log_probs.masked_fill(barred, NEG_INF)
-            log_probs = log_probs - log_probs.logsumexp(dim=-1, keepdim=True)
+            log_probs = torch.log_softmax(log_probs.masked_fill(barred, NEG_INF), dim=-1)
         # 2. score
         N, V = len(beam.sentence), log_probs.shape[-1]
         scores = (beam.log_prob.unsqueeze(-1) + log_probs.view(N, k, V)).view(N, k * V)

@@ -2,7 +2,8 @@
 
     enc = model.encode(src, src_lengths)            # once per batch
     state = model.initial_state(enc)                # a tuple of (B, ·) tensors
-    out = model.step(y_prev, state, enc)            # one target position: log-probs, next state, α
+    weights = model.step_weights()                  # once per batch
+    out = model.step(y_prev, state, enc, weights)   # one target position: log-probs, next state, α
     logits = model(src, src_lengths, tgt_in)        # teacher-forced, all positions at once
 
 ``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first, so a beam search reorders them
@@ -54,15 +55,16 @@ class SearchModel(Protocol):
         """The decoder state before the first target word."""
         ...
 
-    def output_rows(self, ids: Tensor) -> object:
-        """What ``step`` needs to compute the output distribution over target ids `ids` (sorted) only: made once
-        per batch, passed to every step (a vocabulary shortlist, ``nmt.decoding.shortlist``)."""
+    def step_weights(self, ids: Tensor | None = None) -> object:
+        """The weights ``step`` computes with, prepared once per batch and passed to every step: each input's
+        products stacked into one, and the output layer over the target ids `ids` (sorted; a vocabulary shortlist,
+        ``nmt.decoding.shortlist``) or, for None, over the whole vocabulary."""
         ...
 
-    def step(self, y_prev: Tensor, state: tuple, enc: tuple, output_rows: object = None) -> StepOutput:
+    def step(self, y_prev: Tensor, state: tuple, enc: tuple, weights: object = None) -> StepOutput:
         """y_prev (B,) long, the previous target word (BOS first) -> log p(· | y_<t, x) (B, V), the next state
-        and the attention weights α (B, S) or None. With ``output_rows(ids)``: log-probs (B, len(ids)) over those
-        ids, renormalised over them."""
+        and the attention weights α (B, S) or None. ``weights``: ``step_weights(…)`` (None: prepared for this call);
+        with ``step_weights(ids)`` the log-probs (B, len(ids)) are over those ids, renormalised over them."""
         ...
 
 
@@ -78,25 +80,23 @@ class Seq2Seq(nn.Module):
     def initial_state(self, enc: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
+    def step_weights(self, ids: Tensor | None = None) -> tuple:
+        """See ``SearchModel.step_weights``."""
+        raise NotImplementedError
+
     def step(
-        self, y_prev: Tensor, state: tuple[Tensor, ...], enc: tuple[Tensor, ...], output_rows: nn.Module | None = None
+        self, y_prev: Tensor, state: tuple[Tensor, ...], enc: tuple[Tensor, ...], weights: tuple | None = None
     ) -> StepOutput:
-        """y_prev (B,) long: the previous target word (BOS at the start). One decoding step; with ``output_rows``
-        the log-probs are over its ids only (renormalised over them)."""
+        """y_prev (B,) long: the previous target word (BOS at the start). One decoding step (``SearchModel.step``)."""
         raise NotImplementedError
 
     def teacher_forced(self, enc: tuple[Tensor, ...], tgt_in: Tensor) -> TeacherForced:
         """tgt_in (B, T) = BOS y_1 … y_{T-1}: the output features of every position at once."""
         raise NotImplementedError
 
-    def logits(self, features: Tensor, rows: nn.Module | None = None) -> Tensor:
-        """features (..., units) -> scores over the target vocabulary (..., V), or over the ids of
-        ``output_rows(ids)`` (..., len(ids))."""
-        return self.output.logits(features, rows)
-
-    def output_rows(self, ids: Tensor) -> nn.Module:
-        """The output layer restricted to target ids `ids` (sorted), for ``step``'s ``output_rows``."""
-        return self.output.rows(ids)
+    def logits(self, features: Tensor) -> Tensor:
+        """features (..., units) -> scores over the target vocabulary (..., V)."""
+        return self.output.logits(features)
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced scores (B, T, V) of tgt_out given tgt_in."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.model.config import NetworkConfig
@@ -110,13 +111,15 @@ class MaxoutOutput(nn.Module):
 
     def features(self, h: Tensor, e_prev: Tensor, ctx_term: Tensor) -> Tensor:
         """h (..., state_dim), e_prev (..., emb_dim), ctx_term = O_c c broadcastable -> t (..., units)."""
-        t_tilde = self.O_h(h) + self.O_y(e_prev) + ctx_term
-        t = t_tilde.unflatten(-1, (self.units, self.pool)).amax(dim=-1)  # maxout: (..., units, pool) -> (..., units)
-        return self.dropout(t)
+        return self.maxout(self.O_h(h) + self.O_y(e_prev) + ctx_term)
 
-    def logits(self, t: Tensor, rows: nn.Module | None = None) -> Tensor:
-        """t (..., units) -> unnormalised scores W_o t (..., V), or (..., len(ids)) with ``rows(ids)``."""
-        return (self.W_o if rows is None else rows)(t)
+    def maxout(self, t_tilde: Tensor) -> Tensor:
+        """t̃ (..., units·pool) -> t (..., units): the max of each group of `pool` units (then dropout)."""
+        return self.dropout(t_tilde.unflatten(-1, (self.units, self.pool)).amax(dim=-1))
+
+    def logits(self, t: Tensor) -> Tensor:
+        """t (..., units) -> unnormalised scores W_o t (..., V)."""
+        return self.W_o(t)
 
     def rows(self, ids: Tensor) -> nn.Module:
         """W_o restricted to the target ids `ids` (a vocabulary shortlist): its rows, in that order."""
@@ -129,10 +132,42 @@ def linear_rows(layer: nn.Module, ids: Tensor) -> nn.Module:
     """The outputs `ids` of a linear layer (an ``nn.Linear`` or an int8 ``Int8Linear``) as a layer of their own."""
     if isinstance(layer, Int8Linear):
         return layer.rows(ids)
-    rows = nn.Linear(layer.in_features, len(ids), bias=layer.bias is not None, device=ids.device,
-                     dtype=layer.weight.dtype)  # fmt: skip
-    with torch.no_grad():
-        rows.weight.copy_(layer.weight.index_select(0, ids))
-        if layer.bias is not None:
-            rows.bias.copy_(layer.bias.index_select(0, ids))
-    return rows.eval()
+    bias = None if layer.bias is None else layer.bias.index_select(0, ids)
+    return FixedLinear(layer.weight.index_select(0, ids), bias)
+
+
+LinearMap = nn.Linear | Int8Linear | Tensor | tuple[Tensor, Tensor | None]
+"""A linear map x ↦ W x + b: a layer, a bare weight W (no bias), or (W, b)."""
+
+
+def stacked_linear(*maps: LinearMap) -> nn.Module:
+    """x ↦ [W_1 x + b_1; W_2 x + b_2; …]: several linear maps of the same input as one layer, so that a decoding
+    step computes them in one matrix product (and, in int8, quantizes x once). A map without a bias adds zeros to
+    the stacked bias. If any map is an ``Int8Linear`` the stack is one, the float maps among them quantized."""
+    if any(isinstance(m, Int8Linear) for m in maps):
+        return Int8Linear.stack([m if isinstance(m, Int8Linear) else Int8Linear.from_weight(*_weight_bias(m))
+                                 for m in maps])  # fmt: skip
+    pairs = [_weight_bias(m) for m in maps]
+    weight = torch.cat([w for w, _ in pairs])
+    if all(b is None for _, b in pairs):
+        return FixedLinear(weight, None)
+    return FixedLinear(weight, torch.cat([weight.new_zeros(w.shape[0]) if b is None else b for w, b in pairs]))
+
+
+def _weight_bias(layer: LinearMap) -> tuple[Tensor, Tensor | None]:
+    if isinstance(layer, (nn.Linear, Int8Linear)):
+        return layer.weight, layer.bias
+    return (layer, None) if isinstance(layer, Tensor) else layer
+
+
+class FixedLinear(nn.Module):
+    """x ↦ x Wᵀ + b with tensors that belong to other layers (a stack or a selection of their weights): not
+    parameters of its own, so gradients flow back to those layers' parameters."""
+
+    def __init__(self, weight: Tensor, bias: Tensor | None) -> None:
+        super().__init__()
+        self.out_features, self.in_features = weight.shape
+        self.weight, self.bias = weight, bias
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)

@@ -28,13 +28,20 @@ from nmt.model.base import Seq2Seq, StepOutput, TeacherForced
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import PaperGRUCell, cudnn_step, run_recurrence
-from nmt.model.layers import Embedding, MaxoutOutput
+from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear
 
 
 class Summary(NamedTuple):
     c: Tensor  # (B, n) the summary of the source sentence
     c_gates: Tensor  # (B, 3n) C c: its input to the decoder's gates and candidate, the same at every step
     c_out: Tensor  # (B, 2l) O_c c: its input to the deep output layer
+
+
+class StepWeights(NamedTuple):
+    """The decoder's weights as a decoding step uses them (``RNNEncoderDecoder.step_weights``)."""
+
+    embedding: nn.Module  # e(y_{t-1}) ↦ [[W'_r; W'_z; W'] e + b; O_y e], one product
+    output: nn.Module  # W_o, or its rows of a vocabulary shortlist
 
 
 class RNNEncoderDecoder(Seq2Seq):
@@ -84,13 +91,25 @@ class RNNEncoderDecoder(Seq2Seq):
             return self.cell(x_proj, h)
         return cudnn_step(x_proj, h, F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0))
 
+    def step_weights(self, ids: Tensor | None = None) -> StepWeights:
+        """The products of e(y_{t-1}) stacked into one, and the output layer over the target ids `ids` only or all."""
+        if self.cell_type == "paper":
+            gates: LinearMap = self.W_dec
+        else:
+            gates = (self.rnn.weight_ih_l0[:, : self.emb_dim], self.rnn.bias_ih_l0)
+        output = self.output
+        return StepWeights(stacked_linear(gates, output.O_y), output.W_o if ids is None else output.rows(ids))
+
     def step(
-        self, y_prev: Tensor, state: tuple[Tensor], enc: Summary, output_rows: nn.Module | None = None
+        self, y_prev: Tensor, state: tuple[Tensor], enc: Summary, weights: StepWeights | None = None
     ) -> StepOutput:
+        w = weights or self.step_weights()
+        units = self.output.O_h.out_features  # 2·maxout units
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
-        h = self._recur(self._embedding_gates(e) + enc.c_gates, state[0])
-        t = self.output.features(h, e, enc.c_out)  # g(h'_t, y_{t-1}, c)
-        return StepOutput(torch.log_softmax(self.logits(t, output_rows), dim=-1, dtype=torch.float32), (h,), None)
+        x_e, embedding_out = w.embedding(e).split((w.embedding.out_features - units, units), dim=-1)
+        h = self._recur(x_e + enc.c_gates, state[0])
+        t = self.output.maxout(self.output.O_h(h) + embedding_out + enc.c_out)  # g(h'_t, y_{t-1}, c)
+        return StepOutput(torch.log_softmax(w.output(t), dim=-1, dtype=torch.float32), (h,), None)
 
     def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)

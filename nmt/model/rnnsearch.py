@@ -12,6 +12,9 @@ reads (as the appendix writes it). Everything that does not depend on s_{i-1} is
 loop: U_a h_j once per sentence, the input products W e(y_{i-1}) of all positions in one matmul, and the
 whole output layer (U_o, V_o, C_o, maxout, W_o) over all positions after the loop.
 
+A decoding step (``step``) reads each of its three inputs through one stacked matrix (``StepWeights``, built
+once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) ↦ [W e; V_o e], c_i ↦ [C c; C_o c].
+
 Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option.
 """
 
@@ -20,7 +23,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nmt.model.attention import AdditiveAttention
@@ -28,13 +30,23 @@ from nmt.model.base import Seq2Seq, StepOutput, TeacherForced
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import make_cell
-from nmt.model.layers import Embedding, MaxoutOutput
+from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear
 
 
 class Annotations(NamedTuple):
     h: Tensor  # (B, S, 2·enc) annotations h_j
     keys: Tensor  # (B, S, n') U_a h_j
     mask: Tensor  # (B, S) bool, False at padding
+
+
+class StepWeights(NamedTuple):
+    """The decoder's weights as a decoding step uses them (``RNNSearch.step_weights``): the products of each input
+    stacked into one layer."""
+
+    state: nn.Module  # s_{i-1} ↦ [W_a s; U_r s; U_z s (; U s, the cuDNN cell); U_o s + b_o]
+    embedding: nn.Module  # e(y_{i-1}) ↦ [W_r e; W_z e; W e] + b; V_o e]
+    context: nn.Module  # c_i ↦ [C_r c; C_z c; C c; C_o c]
+    output: nn.Module  # W_o, or its rows of a vocabulary shortlist
 
 
 class RNNSearch(Seq2Seq):
@@ -62,45 +74,58 @@ class RNNSearch(Seq2Seq):
         backward_first = enc.h[:, 0, self.encoder_dim :]  # ←h_1
         return (torch.tanh(self.W_s(backward_first)),)
 
-    def state_weight(self) -> Tensor:
-        """[W_a; U_r; U_z] (the paper cell) or [W_a; U_r; U_z; U_n] (cuDNN): every product of s_{i-1} that does
-        not wait for the reset gate, stacked so that one matmul a step computes them all."""
-        return torch.cat([self.attention.W_a.weight, self.cell.state_weight])
+    def _state_products(self) -> nn.Module:
+        """s_{i-1} ↦ [W_a s; U_r s; U_z s] (the paper cell) or [W_a s; U_r s; U_z s; U_n s] (cuDNN): every product
+        of s_{i-1} that does not wait for the reset gate, stacked so that one matmul a step computes them all."""
+        return stacked_linear(self.attention.W_a, self.cell.state_weight)
 
     def _advance(
-        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_weight: Tensor | None = None
+        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_products: nn.Module
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """One step of the recurrence from the precomputed W e(y_{i-1}) + b (B, 3n) and s_{i-1} (B, n).
-        With ``state_weight()`` (stacked once per sequence) W_a s_{i-1} (A.1.2) and the cell's U s_{i-1}
-        (Eqs. 5–6) are one product; without it (decoding, one step a call) they are two, as stacking the
-        weights every step would cost more than it saves. Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
-        if state_weight is None:
-            query, h_proj = self.attention.W_a(s_prev), None
-        else:
-            A = self.attention.attention_dim
-            query, h_proj = F.linear(s_prev, state_weight).split((A, state_weight.shape[0] - A), dim=-1)
+        """One step of the teacher-forced recurrence from the precomputed W e(y_{i-1}) + b (B, 3n) and s_{i-1}
+        (B, n): W_a s_{i-1} (A.1.2) and the cell's U s_{i-1} (Eqs. 5–6) are one product, ``_state_products()``
+        (stacked once per sequence). Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
+        A = self.attention.attention_dim
+        query, h_proj = state_products(s_prev).split((A, state_products.out_features - A), dim=-1)
         c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)
         s_i = self.cell(x_emb + self.C(c_i), s_prev, h_proj)
         return s_i, c_i, alpha
 
+    def step_weights(self, ids: Tensor | None = None) -> StepWeights:
+        """Every product of a decoding step's inputs stacked (one matrix product per input, in int8 one
+        quantization), and the output layer, over the target ids `ids` only or all."""
+        output = self.output
+        return StepWeights(
+            state=stacked_linear(self.attention.W_a, self.cell.state_weight, output.O_h),
+            embedding=stacked_linear(self.W_dec, output.O_y),
+            context=stacked_linear(self.C, output.O_c),
+            output=output.W_o if ids is None else output.rows(ids),
+        )
+
     def step(
-        self, y_prev: Tensor, state: tuple[Tensor], enc: Annotations, output_rows: nn.Module | None = None
+        self, y_prev: Tensor, state: tuple[Tensor], enc: Annotations, weights: StepWeights | None = None
     ) -> StepOutput:
+        w = weights or self.step_weights()
+        n, A, units = self.cell.hidden_dim, self.attention.attention_dim, self.output.O_h.out_features
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         s_prev = state[0]
-        s_i, c_i, alpha = self._advance(self.W_dec(e), s_prev, enc)
-        t = self.output.features(s_prev, e, self.output.project_context(c_i))
-        return StepOutput(torch.log_softmax(self.logits(t, output_rows), dim=-1, dtype=torch.float32), (s_i,), alpha)
+        query, h_proj, state_out = w.state(s_prev).split((A, w.state.out_features - A - units, units), dim=-1)
+        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)
+        x_e, embedding_out = w.embedding(e).split((3 * n, units), dim=-1)
+        x_c, context_out = w.context(c_i).split((3 * n, units), dim=-1)
+        s_i = self.cell(x_e + x_c, s_prev, h_proj)
+        t = self.output.maxout(state_out + embedding_out + context_out)  # t̃_i = U_o s_{i-1} + V_o e(y_{i-1}) + C_o c_i
+        return StepOutput(torch.log_softmax(w.output(t), dim=-1, dtype=torch.float32), (s_i,), alpha)
 
     def teacher_forced(self, enc: Annotations, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
         x_emb = self.W_dec(e)  # input products of every position in one matmul: (B, T, 3n)
         (s,) = self.initial_state(enc)
-        state_weight = self.state_weight()  # stacked once per batch, not once a step
+        state_products = self._state_products()  # stacked once per batch, not once a step
         s_prev, contexts, alphas = [], [], []
         for x_i in x_emb.unbind(1):  # unbind: one backward for all steps (see run_recurrence)
             s_prev.append(s)
-            s, c_i, alpha = self._advance(x_i, s, enc, state_weight)
+            s, c_i, alpha = self._advance(x_i, s, enc, state_products)
             contexts.append(c_i)
             alphas.append(alpha)
         S_prev = torch.stack(s_prev, dim=1)  # (B, T, n): s_{i-1} for every i
