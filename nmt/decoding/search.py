@@ -3,9 +3,9 @@
 All sentences of a batch are searched together: N sentences × k beams are the N·k rows of one decoder
 step. Each iteration of the loop in ``search`` is these steps:
 
-1. expand  — (once, before the loop) encode, then copy the encoder output and initial state to B·k rows
-             with one ``index_select``. The k rows of a sentence stay identical, so the encoder output is
-             never reordered again; it only loses the rows of sentences that are done;
+1. expand  — (once, before the loop) encode, then copy the initial state to B·k rows (row = n·k + slot) with
+             one ``index_select``. The encoder output keeps one row per sentence, which the sentence's k rows
+             share (``SearchModel.step``): it is never reordered, it only loses the rows of sentences that are done;
 2. score   — the score of every extension of every live hypothesis: log_prob + log p(y | ·), (N, k·V);
 3. select  — each sentence's 2k best extensions (at most k of them end in EOS, so at least k go on);
 4. retire  — extensions among the k best that end in EOS (all k best at the sentence's length limit) leave
@@ -22,7 +22,7 @@ Scores. ``log_prob`` is the unnormalised log-probability Σ_t log p(y_t | y_<t, 
 so the beam itself is ranked by log_prob; normalisation decides between finished hypotheses and when to
 stop.
 
-Memory. A step holds (N·k, V) scores and the encoder output copied to N·k rows: a batch whose N·k rows or
+Memory. A step holds (N·k, V) scores and (N·k, S, ·) attention energies: a batch whose N·k rows or
 N·k·S source positions exceed ``MAX_ROWS`` / ``MAX_POSITIONS`` is searched in consecutive slices of sentences,
 so a wide beam costs time, never memory beyond that bound, whatever the batch size.
 
@@ -48,7 +48,7 @@ NEG_INF = float("-inf")
 MAX_ROWS = 4096
 """Beam rows (sentences × beam size) searched at once: a step's scores are (rows, V)."""
 MAX_POSITIONS = 1 << 17
-"""Source positions (rows × padded source length) of the encoder output copied to the beam rows at once."""
+"""Source positions (beam rows × padded source length) attended to at once: a step's attention energies."""
 
 
 @dataclass
@@ -220,24 +220,23 @@ def _search(
     if B == 0:
         return []
 
-    # 1. expand: the encoder output and the initial state, once per beam slot
+    # 1. expand: the initial state, once per beam slot; the encoder output stays one row per sentence
     enc = model.encode(src, src_lengths)
     rows = torch.arange(B, device=device).repeat_interleave(k)  # (B·k,) sentence of each row
     state = select_rows(model.initial_state(enc), rows)
-    enc = select_rows(enc, rows)
-    # the pieces each row may not choose (its sentence's shortlist); it loses rows with the encoder output
-    barred = None if allowed is None else (~allowed).index_select(0, rows)
+    # the pieces each sentence may not choose (its shortlist); it loses rows with the encoder output
+    barred = None if allowed is None else ~allowed
     beam = _Beam(list(range(B)), _first_beam(B, k, device), src.new_empty(B * k, 0), None)
     y_prev = torch.full((B * k,), bos_id, dtype=torch.long, device=device)
 
     for t in range(max(finished.max_len)):
         out = model.step(y_prev, state, enc, weights)
-        log_probs = out.log_probs
+        N, V = len(beam.sentence), out.log_probs.shape[-1]
+        log_probs = out.log_probs.view(N, k, V)
         if barred is not None:  # each sentence's own shortlist, renormalised over it
-            log_probs = torch.log_softmax(log_probs.masked_fill(barred, NEG_INF), dim=-1)
+            log_probs = torch.log_softmax(log_probs.masked_fill(barred.unsqueeze(1), NEG_INF), dim=-1)
         # 2. score
-        N, V = len(beam.sentence), log_probs.shape[-1]
-        scores = (beam.log_prob.unsqueeze(-1) + log_probs.view(N, k, V)).view(N, k * V)
+        scores = (beam.log_prob.unsqueeze(-1) + log_probs).view(N, k * V)
         # 3. select
         cand = _best_candidates(scores, k, V)
         if vocab is not None:  # positions in the shortlist -> target ids
@@ -252,9 +251,9 @@ def _search(
         if all(done):
             break
         if any(done):
-            beam, rows, enc_rows = _drop(beam, rows, done, k)
-            enc = select_rows(enc, enc_rows)
-            barred = None if barred is None else barred.index_select(0, enc_rows)
+            beam, rows, kept = _drop(beam, rows, done, k)
+            enc = select_rows(enc, kept)
+            barred = None if barred is None else barred.index_select(0, kept)
         state = select_rows(out.state, rows)
         y_prev = beam.tokens[:, -1]
     return finished.results()
@@ -331,10 +330,10 @@ def _advance(cand: _Candidates, beam: _Beam, alpha: Tensor | None, eos_id: int) 
 
 def _drop(beam: _Beam, rows: Tensor, done: list[bool], k: int) -> tuple[_Beam, Tensor, Tensor]:
     """Remove the sentences that are done. Returns the smaller beam, the state rows restricted to it, and
-    the rows of the current layout that stay (for the encoder output)."""
+    the positions of the sentences that stay (for the encoder output)."""
     keep = [n for n, d in enumerate(done) if not d]
     kept = torch.tensor(keep, device=rows.device)
     stay = (kept.unsqueeze(-1) * k + torch.arange(k, device=rows.device)).view(-1)  # (N'·k,)
     alpha = None if beam.alpha is None else beam.alpha.index_select(0, stay)
     smaller = _Beam([beam.sentence[n] for n in keep], beam.log_prob[kept], beam.tokens.index_select(0, stay), alpha)
-    return smaller, rows.index_select(0, stay), stay
+    return smaller, rows.index_select(0, stay), kept

@@ -53,12 +53,16 @@ class AdditiveAttention(nn.Module):
         return self.U_a(h)
 
     def forward(self, query: Tensor, keys: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query = W_a s_{i-1} (B, A); keys = U_a h (B, S, A); h (B, S, D); mask (B, S), False at padding.
-        Returns the context c_i (B, D) and the weights α_i (B, S)."""
-        # e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j) (Bahdanau et al. 2015, A.1.2)
-        energy = torch.tanh(keys + query.unsqueeze(1))  # (B, S, A)
-        e = (energy * self.v_a).sum(-1) if _ROW_WISE_ENERGIES.get() else energy @ self.v_a  # (B, S)
+        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys = U_a h
+        (B, S, A), h (B, S, D), mask (B, S), False at padding: one row per sentence, which its k queries share.
+        Returns the context c_i (B·k, D) and the weights α_i (B·k, S)."""
+        B, S, _ = keys.shape
+        k = query.shape[0] // B
+        # e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j) (Bahdanau et al. 2015, A.1.2): (B, k, S, A); tanh in place (the sum
+        # is not needed again) saves an allocation of the step's largest tensor
+        energy = (keys.unsqueeze(1) + query.view(B, k, 1, -1)).tanh_()
+        e = (energy * self.v_a).sum(-1) if _ROW_WISE_ENERGIES.get() else energy @ self.v_a  # (B, k, S)
         # the softmax in float32 whatever the weights' dtype (bf16 inference, mixed-precision training)
-        alpha = torch.softmax(e.masked_fill(~mask, float("-inf")), dim=-1, dtype=torch.float32)
-        c = torch.bmm(alpha.to(h.dtype).unsqueeze(1), h).squeeze(1)  # (B, 1, S) @ (B, S, D) -> (B, D)
-        return c, alpha
+        alpha = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1, dtype=torch.float32)
+        c = torch.bmm(alpha.to(h.dtype), h)  # (B, k, S) @ (B, S, D) -> (B, k, D)
+        return c.view(B * k, -1), alpha.view(B * k, S)

@@ -7,7 +7,8 @@
     logits = model(src, src_lengths, tgt_in)        # teacher-forced, all positions at once
 
 ``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first, so a beam search reorders them
-with one ``index_select`` each (``nmt.decoding.search.select_rows``) without knowing what is inside. Modules
+with one ``index_select`` each (``nmt.decoding.search.select_rows``) without knowing what is inside; the state
+may have k rows per row of ``enc`` (a beam: ``SearchModel.step``). Modules
 keep no state between calls. ``SearchModel`` is the part of the contract that search and ensembles use;
 ``Seq2Seq`` is the base class of the two networks.
 """
@@ -62,10 +63,17 @@ class SearchModel(Protocol):
         ...
 
     def step(self, y_prev: Tensor, state: tuple, enc: tuple, weights: object = None) -> StepOutput:
-        """y_prev (B,) long, the previous target word (BOS first) -> log p(· | y_<t, x) (B, V), the next state
-        and the attention weights α (B, S) or None. ``weights``: ``step_weights(…)`` (None: prepared for this call);
-        with ``step_weights(ids)`` the log-probs (B, len(ids)) are over those ids, renormalised over them."""
+        """y_prev (B·k,) long, the previous target word (BOS first) -> log p(· | y_<t, x) (B·k, V), the next state
+        and the attention weights α (B·k, S) or None. ``state`` has B·k rows, ``enc`` B: k ≥ 1 consecutive rows of
+        the state (a sentence's beam, row n·k + j) share row n of the encoder output. ``weights``:
+        ``step_weights(…)`` (None: prepared for this call); with ``step_weights(ids)`` the log-probs (B·k, len(ids))
+        are over those ids, renormalised over them."""
         ...
+
+
+def per_state_row(x: Tensor, rows: int) -> Tensor:
+    """x (B, …), one row per sentence, for a state of `rows` = B·k rows (k consecutive per sentence): (B·k, …)."""
+    return x if x.shape[0] == rows else x.repeat_interleave(rows // x.shape[0], dim=0)
 
 
 class Seq2Seq(nn.Module):

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.model.base import Seq2Seq, StepOutput, TeacherForced
+from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import PaperGRUCell, cudnn_step, run_recurrence
@@ -107,8 +107,10 @@ class RNNEncoderDecoder(Seq2Seq):
         units = self.output.O_h.out_features  # 2·maxout units
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
         x_e, embedding_out = w.embedding(e).split((w.embedding.out_features - units, units), dim=-1)
-        h = self._recur(x_e + enc.c_gates, state[0])
-        t = self.output.maxout(self.output.O_h(h) + embedding_out + enc.c_out)  # g(h'_t, y_{t-1}, c)
+        rows = y_prev.shape[0]  # k per sentence of enc
+        h = self._recur(x_e + per_state_row(enc.c_gates, rows), state[0])
+        # g(h'_t, y_{t-1}, c)
+        t = self.output.maxout(self.output.O_h(h) + embedding_out + per_state_row(enc.c_out, rows))
         return StepOutput(torch.log_softmax(w.output(t), dim=-1, dtype=torch.float32), (h,), None)
 
     def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
