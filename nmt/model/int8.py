@@ -39,7 +39,7 @@ def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
     x ≈ x_q · scale. An all-zero row gets the smallest positive scale (any scale represents it). No clamp: the
     largest |x| of a row divided by its scale rounds to 127 at most."""
     scale = x.abs().amax(dim=-1, keepdim=True).float().div_(INT8_MAX).clamp_min_(torch.finfo(torch.float32).tiny)
-    return torch.round(x / scale).to(torch.int8), scale
+    return (x / scale).round_().to(torch.int8), scale
 
 
 class Int8Linear(nn.Module):
@@ -95,8 +95,8 @@ class Int8Linear(nn.Module):
         if x.device.type == "cuda" and (x.numel() // shape[-1] <= 16 or self.in_features % 8 or self.out_features % 8):
             # cuBLAS's int8 product wants more than 16 rows and sizes in multiples of 8
             return F.linear(x.float(), self.weight, self.bias)
-        x_q, x_scale = quantize_rows(x.reshape(-1, shape[-1]))
-        y = torch._int_mm(x_q, self.qweight.t()).float().mul_(x_scale)
+        x_q, x_scale = quantize_rows(x.detach().reshape(-1, shape[-1]))  # inference only: no gradient
+        y = torch._int_mm(x_q, self.qweight.t()).float().mul_(x_scale)  # not int32 * float: a slow mixed-type path
         y = y.mul_(self.scale) if self.bias is None else torch.addcmul(self.bias, y, self.scale, out=y)
         return y.view(*shape[:-1], self.out_features)
 
