@@ -164,12 +164,15 @@ class Shortlist:
         them each sentence may choose (B, V') bool, so that a sentence's translation does not depend on the
         sentences it is batched with (a batch's make-up depends on how far a reader thread got)."""
         known = len(self.translations)
-        own = [
-            np.unique(np.concatenate([self.base, *(self.translations[i] for i in ids if i < known)])) for ids in sources
-        ]
-        union = np.unique(np.concatenate(own)) if own else self.base
-        allowed = np.stack([np.isin(union, mine, assume_unique=True) for mine in own]) if own else np.ones((0, 0), bool)
-        return torch.from_numpy(union).to(device), torch.from_numpy(allowed).to(device)
+        sources = list(sources)
+        mine = np.zeros((len(sources), self.vocab_size), dtype=bool)  # each sentence's pieces, over the vocabulary
+        mine[:, self.base] = True
+        for n, ids in enumerate(sources):
+            for i in ids:
+                if i < known:
+                    mine[n, self.translations[i]] = True
+        union = np.flatnonzero(mine.any(axis=0)) if sources else np.unique(self.base)
+        return torch.from_numpy(union).to(device), torch.from_numpy(mine[:, union]).to(device)
 
 
 def corpus_pairs(source: str, target: str) -> tuple[list[str], list[str]]:
