@@ -222,3 +222,12 @@ def test_a_shortlist_of_eos_alone_is_refused_in_one_line(checkpoints, table, tmp
         "nmt translate: error: --shortlist-first: 0 with --shortlist-per-word 0 leaves each sentence EOS alone: "
         "every translation would be empty\n"
     )
+
+
+def test_each_sentence_chooses_among_its_own_columns_of_the_batch_shortlist():
+    from nmt.decoding.search import _OwnPieces
+
+    allowed = torch.tensor([[True, False, True, True], [False, True, False, False], [True, True, True, True]])
+    own = _OwnPieces.of(allowed)
+    assert own.position.tolist()[0][:3] == [0, 2, 3] and own.position[1, 0] == 1 and own.position[2].tolist() == [0, 1, 2, 3]
+    assert own.padding.tolist() == [[False, False, False, True], [False, True, True, True], [False] * 4]

@@ -273,9 +273,12 @@ class _OwnPieces(NamedTuple):
 
     @classmethod
     def of(cls, allowed: Tensor) -> _OwnPieces:
-        count = allowed.sum(dim=1, keepdim=True)
+        rank = allowed.cumsum(dim=1) - 1  # (N, V'): where each allowed piece goes in its row's list
+        count = rank[:, -1:] + 1
         L = max(1, int(count.max()))
-        position = torch.argsort((~allowed).to(torch.uint8), dim=1, stable=True)[:, :L]  # allowed first, in order
+        position = torch.zeros(allowed.shape[0], L, dtype=torch.long, device=allowed.device)
+        row, column = allowed.nonzero(as_tuple=True)
+        position[row, rank[row, column]] = column
         return cls(position, torch.arange(L, device=allowed.device) >= count)
 
 

@@ -35,10 +35,10 @@ INT8_MAX = 127
 
 
 def quantize_rows(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Symmetric int8 quantization of each row of x (..., K): (x_q int8 (..., K), scale float32 (..., 1)) with
+    """Symmetric int8 quantization of each row of float32 x (..., K): (x_q int8 (..., K), scale float32 (..., 1)) with
     x ≈ x_q · scale. An all-zero row gets the smallest positive scale (any scale represents it). No clamp: the
     largest |x| of a row divided by its scale rounds to 127 at most."""
-    scale = x.abs().amax(dim=-1, keepdim=True).float().div_(INT8_MAX).clamp_min_(torch.finfo(torch.float32).tiny)
+    scale = x.abs().amax(dim=-1, keepdim=True).div_(INT8_MAX).clamp_min_(torch.finfo(torch.float32).tiny)
     return (x / scale).round_().to(torch.int8), scale
 
 
