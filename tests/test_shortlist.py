@@ -229,5 +229,6 @@ def test_each_sentence_chooses_among_its_own_columns_of_the_batch_shortlist():
 
     allowed = torch.tensor([[True, False, True, True], [False, True, False, False], [True, True, True, True]])
     own = _OwnPieces.of(allowed)
-    assert own.position.tolist()[0][:3] == [0, 2, 3] and own.position[1, 0] == 1 and own.position[2].tolist() == [0, 1, 2, 3]
+    assert own.position[0, :3].tolist() == [0, 2, 3] and own.position[1, 0] == 1
+    assert own.position[2].tolist() == [0, 1, 2, 3]
     assert own.padding.tolist() == [[False, False, False, True], [False, True, True, True], [False] * 4]
