@@ -227,7 +227,7 @@ class TableModel(nn.Module):
     def initial_state(self, enc):
         return (torch.zeros(enc[0].shape[0], dtype=torch.long),)  # the position i
 
-    def step_weights(self, ids=None):
+    def step_weights(self, ids=None, normalised=True):
         return None  # it has no weights
 
     def step(self, y_prev, state, enc, weights=None):

@@ -207,7 +207,7 @@ def test_a_sentences_translation_does_not_depend_on_its_batch_mates(checkpoints,
     alone = [next(iter(translator.translate([line], config, shortlist=shortlist))) for line in LINES]
     for a, b in zip(together, alone, strict=True):
         assert [c.tokens for c in a.candidates] == [c.tokens for c in b.candidates]
-        assert [c.log_prob for c in a.candidates] == pytest.approx([c.log_prob for c in b.candidates], rel=1e-6)
+        assert [c.log_prob for c in a.candidates] == [c.log_prob for c in b.candidates]  # the same bits
     ids, allowed = shortlist.for_batch(translator.tokenizer.encode_src(LINES[:2]))
     own = shortlist.for_batch(translator.tokenizer.encode_src(LINES[:1]))[0]
     assert set(ids[allowed[0]].tolist()) == set(own.tolist()) and allowed.shape == (2, len(ids))

@@ -38,8 +38,10 @@ class Ensemble(nn.Module):
     def initial_state(self, enc: tuple) -> tuple:
         return tuple(m.initial_state(e) for m, e in zip(self.members, enc, strict=True))
 
-    def step_weights(self, ids: Tensor | None = None) -> tuple:
-        return tuple(m.step_weights(ids) for m in self.members)
+    def step_weights(self, ids: Tensor | None = None, normalised: bool = True) -> tuple:
+        """The members' (unnormalised: their mean is then renormalised by the search, which removes each member's
+        constant per row)."""
+        return tuple(m.step_weights(ids, normalised) for m in self.members)
 
     def step(self, y_prev: Tensor, state: tuple, enc: tuple, weights: tuple | None = None) -> StepOutput:
         """y_prev (B,) -> mean of the members' log-probs (B, V), their states, mean α (B, S) or None."""

@@ -188,11 +188,12 @@ def search(
     k = config.beam_size
     if vocab is not None and not bool((vocab == eos_id).any()):
         raise ValueError("a search vocabulary must contain EOS")
-    weights = model.step_weights(vocab)  # stacked once per batch, not once a step
-    per_slice = max(1, min(MAX_ROWS // k, MAX_POSITIONS // (k * max(1, src.shape[1]))))
-    results: list[list[Hypothesis]] = []
     if allowed is not None and bool(allowed.all()):
         allowed = None  # nothing to mask (a whole-vocabulary shortlist: the same bits as none)
+    # stacked once per batch, not once a step; with per-sentence lists, the scores alone: _search normalises them
+    weights = model.step_weights(vocab, normalised=allowed is None)
+    per_slice = max(1, min(MAX_ROWS // k, MAX_POSITIONS // (k * max(1, src.shape[1]))))
+    results: list[list[Hypothesis]] = []
     for a in range(0, src.shape[0], per_slice):  # memory stays that of one slice
         b = a + per_slice
         mask = None if allowed is None else allowed[a:b]
@@ -233,7 +234,7 @@ def _search(
         out = model.step(y_prev, state, enc, weights)
         N, V = len(beam.sentence), out.log_probs.shape[-1]
         log_probs = out.log_probs.view(N, k, V)
-        if own is not None:  # each sentence's own shortlist (its columns only), renormalised over it
+        if own is not None:  # each sentence's own shortlist (its columns only): its scores normalised over it
             V = own.position.shape[1]
             log_probs = log_probs.gather(2, own.position.unsqueeze(1).expand(N, k, V))
             log_probs = torch.log_softmax(log_probs.masked_fill(own.padding.unsqueeze(1), NEG_INF), dim=-1)

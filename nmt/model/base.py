@@ -26,7 +26,7 @@ from nmt.model.layers import reset_linear_
 
 
 class StepOutput(NamedTuple):
-    log_probs: Tensor  # (B, V) log p(y_t | y_<t, x)
+    log_probs: Tensor  # (B, V) log p(y_t | y_<t, x) (or W_o t, the same up to a constant per row: step_weights)
     state: tuple[Tensor, ...]  # the decoder state after consuming y_prev
     alpha: Tensor | None  # (B, S) attention weights of this step (None for the RNN Encoder–Decoder)
 
@@ -56,10 +56,12 @@ class SearchModel(Protocol):
         """The decoder state before the first target word."""
         ...
 
-    def step_weights(self, ids: Tensor | None = None) -> object:
+    def step_weights(self, ids: Tensor | None = None, normalised: bool = True) -> object:
         """The weights ``step`` computes with, prepared once per batch and passed to every step: each input's
         products stacked into one, and the output layer over the target ids `ids` (sorted; a vocabulary shortlist,
-        ``nmt.decoding.shortlist``) or, for None, over the whole vocabulary."""
+        ``nmt.decoding.shortlist``) or, for None, over the whole vocabulary. ``normalised=False`` (with `ids`): ``step``
+        gives the output layer's scores alone, log-probabilities up to a constant per row, for a search that
+        renormalises each sentence's own list itself (a constant does not survive that)."""
         ...
 
     def step(self, y_prev: Tensor, state: tuple, enc: tuple, weights: object = None) -> StepOutput:
@@ -67,8 +69,14 @@ class SearchModel(Protocol):
         and the attention weights α (B·k, S) or None. ``state`` has B·k rows, ``enc`` B: k ≥ 1 consecutive rows of
         the state (a sentence's beam, row n·k + j) share row n of the encoder output. ``weights``:
         ``step_weights(…)`` (None: prepared for this call); with ``step_weights(ids)`` the log-probs (B·k, len(ids))
-        are over those ids, renormalised over them."""
+        are over those ids, renormalised over them (with ``normalised=False``, scores: see ``step_weights``)."""
         ...
+
+
+def step_log_probs(scores: Tensor, normalised: bool) -> Tensor:
+    """A step's log p(y | ·) in float32 from the output layer's scores W_o t, or the scores alone when not `normalised`
+    (``SearchModel.step_weights``)."""
+    return torch.log_softmax(scores, dim=-1, dtype=torch.float32) if normalised else scores.float()
 
 
 def per_state_row(x: Tensor, rows: int) -> Tensor:
@@ -88,7 +96,7 @@ class Seq2Seq(nn.Module):
     def initial_state(self, enc: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
-    def step_weights(self, ids: Tensor | None = None) -> tuple:
+    def step_weights(self, ids: Tensor | None = None, normalised: bool = True) -> tuple:
         """See ``SearchModel.step_weights``."""
         raise NotImplementedError
 

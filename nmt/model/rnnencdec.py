@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row
+from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row, step_log_probs
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import PaperGRUCell, cudnn_step, run_recurrence
@@ -42,6 +42,7 @@ class StepWeights(NamedTuple):
 
     embedding: nn.Module  # e(y_{t-1}) ↦ [[W'_r; W'_z; W'] e + b; O_y e], one product
     output: nn.Module  # W_o, or its rows of a vocabulary shortlist
+    normalised: bool  # log-probs, or the scores W_o t that a search renormalises over each sentence's list
 
 
 class RNNEncoderDecoder(Seq2Seq):
@@ -91,14 +92,15 @@ class RNNEncoderDecoder(Seq2Seq):
             return self.cell(x_proj, h)
         return cudnn_step(x_proj, h, F.linear(h, self.rnn.weight_hh_l0, self.rnn.bias_hh_l0))
 
-    def step_weights(self, ids: Tensor | None = None) -> StepWeights:
+    def step_weights(self, ids: Tensor | None = None, normalised: bool = True) -> StepWeights:
         """The products of e(y_{t-1}) stacked into one, and the output layer over the target ids `ids` only or all."""
         if self.cell_type == "paper":
             gates: LinearMap = self.W_dec
         else:
             gates = (self.rnn.weight_ih_l0[:, : self.emb_dim], self.rnn.bias_ih_l0)
         output = self.output
-        return StepWeights(stacked_linear(gates, output.O_y), output.W_o if ids is None else output.rows(ids))
+        rows = output.W_o if ids is None else output.rows(ids)
+        return StepWeights(stacked_linear(gates, output.O_y), rows, normalised=normalised)
 
     def step(
         self, y_prev: Tensor, state: tuple[Tensor], enc: Summary, weights: StepWeights | None = None
@@ -111,7 +113,7 @@ class RNNEncoderDecoder(Seq2Seq):
         h = self._recur(x_e + per_state_row(enc.c_gates, rows), state[0])
         # g(h'_t, y_{t-1}, c)
         t = self.output.maxout(self.output.O_h(h) + embedding_out + per_state_row(enc.c_out, rows))
-        return StepOutput(torch.log_softmax(w.output(t), dim=-1, dtype=torch.float32), (h,), None)
+        return StepOutput(step_log_probs(w.output(t), w.normalised), (h,), None)
 
     def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)

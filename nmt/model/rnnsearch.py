@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from nmt.model.attention import AdditiveAttention
-from nmt.model.base import Seq2Seq, StepOutput, TeacherForced
+from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, step_log_probs
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import make_cell
@@ -47,6 +47,7 @@ class StepWeights(NamedTuple):
     embedding: nn.Module  # e(y_{i-1}) ↦ [W_r e; W_z e; W e] + b; V_o e]
     context: nn.Module  # c_i ↦ [C_r c; C_z c; C c; C_o c]
     output: nn.Module  # W_o, or its rows of a vocabulary shortlist
+    normalised: bool  # log-probs, or the scores W_o t that a search renormalises over each sentence's list
 
 
 class RNNSearch(Seq2Seq):
@@ -91,7 +92,7 @@ class RNNSearch(Seq2Seq):
         s_i = self.cell(x_emb + self.C(c_i), s_prev, h_proj)
         return s_i, c_i, alpha
 
-    def step_weights(self, ids: Tensor | None = None) -> StepWeights:
+    def step_weights(self, ids: Tensor | None = None, normalised: bool = True) -> StepWeights:
         """Every product of a decoding step's inputs stacked (one matrix product per input, in int8 one
         quantization), and the output layer, over the target ids `ids` only or all."""
         output = self.output
@@ -100,6 +101,7 @@ class RNNSearch(Seq2Seq):
             embedding=stacked_linear(self.W_dec, output.O_y),
             context=stacked_linear(self.C, output.O_c),
             output=output.W_o if ids is None else output.rows(ids),
+            normalised=normalised,
         )
 
     def step(
@@ -115,7 +117,7 @@ class RNNSearch(Seq2Seq):
         x_c, context_out = w.context(c_i).split((3 * n, units), dim=-1)
         s_i = self.cell(x_e + x_c, s_prev, h_proj)
         t = self.output.maxout(state_out + embedding_out + context_out)  # t̃_i = U_o s_{i-1} + V_o e(y_{i-1}) + C_o c_i
-        return StepOutput(torch.log_softmax(w.output(t), dim=-1, dtype=torch.float32), (s_i,), alpha)
+        return StepOutput(step_log_probs(w.output(t), w.normalised), (s_i,), alpha)
 
     def teacher_forced(self, enc: Annotations, tgt_in: Tensor) -> TeacherForced:
         e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
