@@ -329,3 +329,26 @@ def test_a_stack_of_linear_maps_computes_each_of_them_and_passes_gradients_back(
     assert stack.out_features == 9
     stack(x).sum().backward()  # a teacher-forced step trains through its stack
     assert with_bias.weight.grad is not None and without_bias.weight.grad is not None
+
+
+def test_both_directions_in_one_loop_equal_each_direction_alone_with_their_gradients():
+    from nmt.model.encoder import GRUEncoder
+
+    torch.manual_seed(0)
+    encoder = GRUEncoder(emb_dim=6, hidden_dim=5, bidirectional=True, cell="paper")
+    x = torch.randn(3, 7, 6)
+    lengths = torch.tensor([7, 4, 2])
+    mask = torch.arange(7) < lengths.unsqueeze(1)
+    h, last = encoder(x, lengths, mask)
+    h.sum().backward()
+    paired = [p.grad.clone() for p in encoder.parameters()]
+    encoder.zero_grad()
+    x_proj, h0 = encoder.W(x), torch.zeros(3, 5)
+    forward = run_recurrence(encoder.cells[0], x_proj[..., :15], h0, mask)
+    backward = run_recurrence(encoder.cells[1], x_proj[..., 15:], h0, mask, reverse=True)
+    alone = torch.cat([forward, backward], dim=-1)
+    torch.testing.assert_close(h, alone)
+    torch.testing.assert_close(last, forward[:, -1])
+    alone.sum().backward()
+    for a, b in zip(paired, [p.grad for p in encoder.parameters()], strict=True):
+        torch.testing.assert_close(a, b)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from nmt.model.gru import PaperGRUCell, reset_gru_, run_recurrence
+from nmt.model.gru import PaperGRUCell, PaperGRUCellPair, reset_gru_, run_recurrence
 from nmt.model.layers import reset_linear_
 
 
@@ -56,9 +56,22 @@ class GRUEncoder(nn.Module):
             return h, h_n[0]
         x_proj = self.W(x)  # (B, S, D·3H): one product for all steps and directions
         h0 = x.new_zeros(B, H)
+        if self.bidirectional and all(type(cell) is PaperGRUCell for cell in self.cells):
+            return self._both_directions(x_proj, h0, mask)
         forward = run_recurrence(self.cells[0], x_proj[..., : 3 * H], h0, mask)
         last = forward[:, -1]  # padded steps carry the state, so the last column is →h_T
         if not self.bidirectional:
             return forward, last
         backward = run_recurrence(self.cells[1], x_proj[..., 3 * H :], h0, mask, reverse=True)
         return torch.cat([forward, backward], dim=-1), last
+
+    def _both_directions(self, x_proj: Tensor, h0: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """Both directions in one time loop (`PaperGRUCellPair`): at step t the forward cell reads position t and the
+        backward cell position S - 1 - t, whose inputs are stored reversed, time major: (2, S, B, ·)."""
+        H = self.hidden_dim
+        x_both = torch.stack([x_proj[..., : 3 * H], x_proj[..., 3 * H :].flip(1)]).transpose(1, 2)
+        mask_both = torch.stack([mask, mask.flip(1)]).transpose(1, 2)
+        pair = PaperGRUCellPair(self.cells[0], self.cells[1])
+        states = run_recurrence(pair, x_both, h0.expand(2, -1, -1), mask_both)  # type: ignore[arg-type]
+        forward, backward = states.transpose(1, 2).unbind(0)  # (B, S, H) each, the backward one reversed
+        return torch.cat([forward, backward.flip(1)], dim=-1), forward[:, -1]
