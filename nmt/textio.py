@@ -52,13 +52,7 @@ def read_binary_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
     opened, or corrupt or truncated gzip data, is an `InputError` naming the file (and the line). `read_lines`
     decodes them; the corpus and the Moses parsers check them their own way."""
     path = os.fspath(path)
-    if path == "-":
-        stream = stdin_binary()
-    else:
-        try:
-            stream = gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
-        except OSError as error:
-            raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
+    stream = _open_binary(path)
     number = 0
     try:
         while True:
@@ -75,6 +69,29 @@ def read_binary_lines(path: str | os.PathLike[str]) -> Iterator[bytes]:
     finally:
         if stream is not sys.stdin.buffer:
             stream.close()  # our own stdin reader leaves the descriptor open
+
+
+def read_binary(path: str | os.PathLike[str]) -> bytes:
+    """The whole of a plain or gzip'd file ('-': stdin) as bytes in one read, for a large file parsed column-wise
+    (a shortlist table) rather than line by line; the errors of `read_binary_lines`, without a line number."""
+    path = os.fspath(path)
+    stream = _open_binary(path)
+    try:
+        return stream.read()
+    except (OSError, EOFError, zlib.error) as error:
+        raise InputError(path=path, message=f"corrupt or truncated gzip data ({error})") from None
+    finally:
+        if stream is not sys.stdin.buffer:
+            stream.close()
+
+
+def _open_binary(path: str) -> IO[bytes]:
+    if path == "-":
+        return stdin_binary()
+    try:
+        return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
 
 
 def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]]:

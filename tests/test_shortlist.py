@@ -232,3 +232,16 @@ def test_each_sentence_chooses_among_its_own_columns_of_the_batch_shortlist():
     assert own.position[0, :3].tolist() == [0, 2, 3] and own.position[1, 0] == 1
     assert own.position[2].tolist() == [0, 1, 2, 3]
     assert own.padding.tolist() == [[False, False, False, True], [False, True, True, True], [False] * 4]
+
+
+def test_a_table_read_column_wise_is_the_table_read_line_by_line(checkpoints, table, tmp_path):
+    """The fast reader of a well-formed table and the line-by-line one (which a table with CRLF line ends or a BOM
+    goes to) give the same shortlist."""
+    translator = Translator.load(checkpoints["rnnsearch"], device="cpu")
+    fast = translator.load_shortlist(str(table), first=7, per_word=3)
+    windows = tmp_path / "lex-crlf.tsv"
+    windows.write_bytes(b"\xef\xbb\xbf" + table.read_bytes().replace(b"\n", b"\r\n"))
+    checked = translator.load_shortlist(str(windows), first=7, per_word=3)
+    assert fast.base.tolist() == checked.base.tolist() and len(fast.translations) == len(checked.translations)
+    assert all(a.tolist() == b.tolist() for a, b in zip(fast.translations, checked.translations, strict=True))
+    assert sum(len(t) for t in fast.translations) > 0

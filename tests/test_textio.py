@@ -7,7 +7,7 @@ import gzip
 import pytest
 
 from nmt.errors import InputError
-from nmt.textio import atomic_output, read_lines
+from nmt.textio import atomic_output, read_binary, read_lines
 
 
 def test_read_lines_keeps_line_ends_and_drops_bom(tmp_path):
@@ -41,6 +41,12 @@ def test_truncated_gzip_is_an_error(tmp_path):
     with pytest.raises(InputError) as e:
         list(read_lines(str(path)))
     assert "gzip" in e.value.message
+    with pytest.raises(InputError, match="gzip"):  # the whole-file reader says the same
+        read_binary(str(path))
+    (tmp_path / "whole.gz").write_bytes(whole)
+    assert read_binary(str(tmp_path / "whole.gz")) == b"line\n" * 5000
+    with pytest.raises(InputError, match="cannot open"):
+        read_binary(str(tmp_path / "missing.txt"))
 
 
 @pytest.mark.parametrize("name", ["out.txt", "out.txt.gz"])

