@@ -77,11 +77,12 @@ class RNNEncoderDecoder(Seq2Seq):
             return self.C(c)
         return F.linear(c, self.rnn.weight_ih_l0[:, self.emb_dim :])
 
-    def _embedding_gates(self, e: Tensor) -> Tensor:
-        """W' e(y) + b for any leading shape: (..., E) -> (..., 3n)."""
+    def _embedding_gates(self) -> LinearMap:
+        """e(y) ↦ W' e(y) + b, (..., E) -> (..., 3n): the paper cell's W_dec, or the embedding's columns of
+        ``nn.GRU``'s input matrix [W' | C] with its input bias."""
         if self.cell_type == "paper":
-            return self.W_dec(e)
-        return F.linear(e, self.rnn.weight_ih_l0[:, : self.emb_dim], self.rnn.bias_ih_l0)
+            return self.W_dec
+        return self.rnn.weight_ih_l0[:, : self.emb_dim], self.rnn.bias_ih_l0
 
     # -- decoder ------------------------------------------------------------------------------------------
     def initial_state(self, enc: Summary) -> tuple[Tensor]:
@@ -94,22 +95,19 @@ class RNNEncoderDecoder(Seq2Seq):
 
     def step_weights(self, ids: Tensor | None = None, normalised: bool = True) -> StepWeights:
         """The products of e(y_{t-1}) stacked into one, and the output layer over the target ids `ids` only or all."""
-        if self.cell_type == "paper":
-            gates: LinearMap = self.W_dec
-        else:
-            gates = (self.rnn.weight_ih_l0[:, : self.emb_dim], self.rnn.bias_ih_l0)
         output = self.output
         rows = output.W_o if ids is None else output.rows(ids)
-        return StepWeights(stacked_linear(gates, output.O_y), rows, normalised=normalised)
+        return StepWeights(stacked_linear(self._embedding_gates(), output.O_y), rows, normalised=normalised)
 
     def step(
         self, y_prev: Tensor, state: tuple[Tensor], enc: Summary, weights: StepWeights | None = None
     ) -> StepOutput:
         w = weights or self.step_weights()
         units = self.output.O_h.out_features  # 2·maxout units
-        e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
+        e = self.embed_dropout(self.tgt_embed(y_prev))  # (B·k, E): k rows per sentence of enc
         x_e, embedding_out = w.embedding(e).split((w.embedding.out_features - units, units), dim=-1)
-        rows = y_prev.shape[0]  # k per sentence of enc
+        rows = y_prev.shape[0]
+        # h'_t from W' e(y_{t-1}) + C c and h'_{t-1} (A.2)
         h = self._recur(x_e + per_state_row(enc.c_gates, rows), state[0])
         # g(h'_t, y_{t-1}, c)
         t = self.output.maxout(self.output.O_h(h) + embedding_out + per_state_row(enc.c_out, rows))

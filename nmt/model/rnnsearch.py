@@ -109,13 +109,13 @@ class RNNSearch(Seq2Seq):
     ) -> StepOutput:
         w = weights or self.step_weights()
         n, A, units = self.cell.hidden_dim, self.attention.attention_dim, self.output.O_h.out_features
-        e = self.embed_dropout(self.tgt_embed(y_prev))  # (B, E)
-        s_prev = state[0]
+        e = self.embed_dropout(self.tgt_embed(y_prev))  # (B·k, E): k rows per sentence of enc
+        s_prev = state[0]  # (B·k, n)
         query, h_proj, state_out = w.state(s_prev).split((A, w.state.out_features - A - units, units), dim=-1)
-        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)
+        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)  # c_i = Σ_j α_ij h_j (A.1.2): (B·k, 2·enc)
         x_e, embedding_out = w.embedding(e).split((3 * n, units), dim=-1)
         x_c, context_out = w.context(c_i).split((3 * n, units), dim=-1)
-        s_i = self.cell(x_e + x_c, s_prev, h_proj)
+        s_i = self.cell(x_e + x_c, s_prev, h_proj)  # s_i = GRU(s_{i-1}, e(y_{i-1}), c_i) (A.2.2)
         t = self.output.maxout(state_out + embedding_out + context_out)  # t̃_i = U_o s_{i-1} + V_o e(y_{i-1}) + C_o c_i
         return StepOutput(step_log_probs(w.output(t), w.normalised), (s_i,), alpha)
 
