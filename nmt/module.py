@@ -112,7 +112,7 @@ class TranslationModule(L.LightningModule):
     # -- training ------------------------------------------------------------------------------------------
     def token_loss(self, batch: Batch, *, label_smoothing: float = 0.0) -> tuple[torch.Tensor, int]:
         """Summed cross-entropy over the non-padding target tokens, and their number."""
-        enc = self.model.encode(batch.src, batch.src_lengths)
+        enc = self.model.encode(batch.src, batch.src_lengths, for_steps=False)
         features = self.model.teacher_forced(enc, batch.tgt_in).features  # (B, T, units)
         mask = batch.tgt_out != PAD
         logits = self.model.logits(features[mask])  # project only real tokens: (N, V)

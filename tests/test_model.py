@@ -82,6 +82,31 @@ def test_run_recurrence_carries_state_over_padding():
     torch.testing.assert_close(back[:1, :3], back_alone)
 
 
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("cell", CELLS)
+def test_teacher_forcing_over_each_rows_own_positions_equals_the_full_pass(arch, cell):
+    """With each row's length (longest first), only those positions are computed (each step over the rows still
+    inside their target); they equal the full pass's, the rest are zeros, and gradients reach the same weights."""
+    torch.manual_seed(4)
+    model = build_model(tiny_config(arch, cell), src_vocab_size=20, tgt_vocab_size=15)
+    model.eval()
+    src = torch.randint(4, 20, (4, 6))
+    enc = model.encode(src, torch.full((4,), 6))
+    tgt_in = torch.randint(4, 15, (4, 5))
+    lengths = torch.tensor([5, 3, 3, 1])
+    full = model.teacher_forced(enc, tgt_in)
+    own = model.teacher_forced(enc, tgt_in, lengths)
+    inside = torch.arange(5) < lengths.unsqueeze(1)  # (B, T)
+    torch.testing.assert_close(own.features[inside], full.features[inside], atol=1e-6, rtol=1e-6)
+    assert (own.features[~inside] == 0).all()
+    if arch == "rnnsearch":
+        torch.testing.assert_close(own.alpha[inside], full.alpha[inside], atol=1e-6, rtol=1e-6)
+    own.features[inside].sum().backward()
+    assert all(p.grad is not None for name, p in model.named_parameters() if not name.startswith("output.W_o"))
+    with pytest.raises(ValueError, match="non-increasing"):
+        model.teacher_forced(enc, tgt_in, torch.tensor([3, 5, 3, 1]))
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_fused_cho_decoder_equals_step_by_step(cell):
     torch.manual_seed(3)
@@ -276,6 +301,14 @@ def test_rnnsearch_step_matches_bahdanau_equations():
     c_from_s_i, _ = attend(s_i)
     assert not torch.allclose(log_probs(s_prev, c_from_s_i), expected, atol=1e-3)
     assert not torch.allclose(log_probs(s_i, c), expected, atol=1e-3)
+    # the products [C; C_o] h_j a step weighs are prepared by encode, unless a teacher-forcing caller declines them
+    lean = model.encode(src, torch.tensor([5, 3]), for_steps=False)
+    assert lean.context is None
+    torch.testing.assert_close(
+        model.teacher_forced(lean, y_prev[:, None]).features, model.teacher_forced(enc, y_prev[:, None]).features
+    )
+    with pytest.raises(ValueError, match="for_steps=True"):
+        model.step(y_prev, (s_prev,), lean)
 
 
 @torch.no_grad()

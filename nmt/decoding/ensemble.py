@@ -31,9 +31,9 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)  # type: ignore[arg-type]
         self.pad_id = members[0].pad_id
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple:
+    def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple:
         """src (B, S), src_lengths (B,) -> one encoder output per member."""
-        return tuple(m.encode(src, src_lengths) for m in self.members)
+        return tuple(m.encode(src, src_lengths, for_steps) for m in self.members)
 
     def initial_state(self, enc: tuple) -> tuple:
         return tuple(m.initial_state(e) for m, e in zip(self.members, enc, strict=True))

@@ -110,7 +110,9 @@ class Hypothesis(NamedTuple):
 
 
 def select_rows(tree: T, index: Tensor) -> T:
-    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's)."""
+    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's); None stays."""
+    if tree is None:
+        return tree
     if isinstance(tree, Tensor):
         return tree.index_select(0, index)
     items = [select_rows(item, index) for item in tree]  # type: ignore[attr-defined]

@@ -346,7 +346,7 @@ class Translator:
     @torch.inference_mode()
     def _vectors(self, ids: list[list[int]], vector: str) -> np.ndarray:
         src, lengths = pad_sources(ids, self.device)
-        enc = self.model.encode(src, lengths)
+        enc = self.model.encode(src, lengths, for_steps=False)
         if self.network.architecture == "rnnencdec":
             vectors = enc.c  # (B, n)
         else:
@@ -375,7 +375,7 @@ class Translator:
                 raise InputError(path=self.path, message="a given target is aligned by one model, not an ensemble")
             tgt_ids = tokenizer.encode_tgt([tgt])[0]
             tgt_in = torch.tensor([[BOS, *tgt_ids]], device=self.device)  # BOS y_1 … y_n predicts y_1 … EOS
-            alpha = model.teacher_forced(model.encode(src_t, lengths), tgt_in).alpha[0]  # (T, S)
+            alpha = model.teacher_forced(model.encode(src_t, lengths, for_steps=False), tgt_in).alpha[0]  # (T, S)
             tgt_pieces, translation = [*tokenizer.tgt_pieces(tgt_ids), EOS_LABEL], tgt
         else:
             best = search(model, src_t, lengths, SearchConfig(beam_size=beam_size), bos_id=BOS, eos_id=EOS)[0][0]

@@ -30,7 +30,8 @@ class AdditiveAttention(nn.Module):
     """e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j);  α_ij = softmax_j(e_ij);  c_i = Σ_j α_ij h_j.
 
     U_a h_j does not depend on i: ``keys`` computes it once per sentence. W_a s_{i-1} is passed in already
-    computed (``query``) so the decoder can fuse it with the other products of s_{i-1} in one matmul.
+    computed (``query``) so the decoder can fuse it with the other products of s_{i-1} in one matmul. The values
+    weighed may be the annotations h_j or a linear map of them, M h_j, whose weighted sum is M c_i.
     """
 
     def __init__(self, *, query_dim: int, key_dim: int, attention_dim: int) -> None:
@@ -52,10 +53,10 @@ class AdditiveAttention(nn.Module):
         """Annotations h (B, S, key_dim) -> U_a h_j (B, S, attention_dim)."""
         return self.U_a(h)
 
-    def forward(self, query: Tensor, keys: Tensor, h: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys = U_a h
-        (B, S, A), h (B, S, D), mask (B, S), False at padding: one row per sentence, which its k queries share.
-        Returns the context c_i (B·k, D) and the weights α_i (B·k, S)."""
+        (B, S, A), values (B, S, D): h or M h, mask (B, S), False at padding: one row per sentence, which its k
+        queries share. Returns Σ_j α_ij values_j (B·k, D), the context c_i (or M c_i), and α_i (B·k, S)."""
         B, S, _ = keys.shape
         k = query.shape[0] // B
         # e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j) (Bahdanau et al. 2015, A.1.2): (B, k, S, A); tanh in place (the sum
@@ -64,5 +65,5 @@ class AdditiveAttention(nn.Module):
         e = (energy * self.v_a).sum(-1) if _ROW_WISE_ENERGIES.get() else energy @ self.v_a  # (B, k, S)
         # the softmax in float32 whatever the weights' dtype (bf16 inference, mixed-precision training)
         alpha = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1, dtype=torch.float32)
-        c = torch.bmm(alpha.to(h.dtype), h)  # (B, k, S) @ (B, S, D) -> (B, k, D)
+        c = torch.bmm(alpha.to(values.dtype), values)  # (B, k, S) @ (B, S, D) -> (B, k, D)
         return c.view(B * k, -1), alpha.view(B * k, S)

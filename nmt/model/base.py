@@ -48,8 +48,9 @@ class SearchModel(Protocol):
     pad_id: int
     """The id that pads ``src`` (an ensemble takes its first member's)."""
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple:
-        """src (B, S) long, padded with pad_id; src_lengths (B,) -> the encoder output."""
+    def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple:
+        """src (B, S) long, padded with pad_id; src_lengths (B,) -> the encoder output. ``for_steps=False``: without
+        what only ``step`` uses (a caller of ``teacher_forced`` alone saves computing it)."""
         ...
 
     def initial_state(self, enc: tuple) -> tuple:
@@ -89,8 +90,9 @@ class Seq2Seq(nn.Module):
 
     pad_id: int
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> tuple[Tensor, ...]:
-        """src (B, S) long, padded with pad_id; src_lengths (B,). Returns the model's encoder output."""
+    def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple[Tensor, ...]:
+        """src (B, S) long, padded with pad_id; src_lengths (B,). Returns the model's encoder output
+        (``SearchModel.encode``)."""
         raise NotImplementedError
 
     def initial_state(self, enc: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
@@ -106,8 +108,10 @@ class Seq2Seq(nn.Module):
         """y_prev (B,) long: the previous target word (BOS at the start). One decoding step (``SearchModel.step``)."""
         raise NotImplementedError
 
-    def teacher_forced(self, enc: tuple[Tensor, ...], tgt_in: Tensor) -> TeacherForced:
-        """tgt_in (B, T) = BOS y_1 … y_{T-1}: the output features of every position at once."""
+    def teacher_forced(self, enc: tuple[Tensor, ...], tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+        """tgt_in (B, T) = BOS y_1 … y_{T-1}: the output features of every position at once. ``lengths`` (B,), rows
+        sorted longest first: compute only each row's first `length` positions (``nmt.model.positions``); the
+        others' features and weights are zeros."""
         raise NotImplementedError
 
     def logits(self, features: Tensor) -> Tensor:
@@ -116,7 +120,7 @@ class Seq2Seq(nn.Module):
 
     def forward(self, src: Tensor, src_lengths: Tensor, tgt_in: Tensor) -> Tensor:
         """Teacher-forced scores (B, T, V) of tgt_out given tgt_in."""
-        return self.logits(self.teacher_forced(self.encode(src, src_lengths), tgt_in).features)
+        return self.logits(self.teacher_forced(self.encode(src, src_lengths, for_steps=False), tgt_in).features)
 
     def src_mask(self, src: Tensor) -> Tensor:
         return src != self.pad_id

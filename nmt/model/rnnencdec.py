@@ -8,9 +8,9 @@ Decoder: h'_0 = tanh(V' c) and, at every step, c enters both gates and the candi
 
 Output: p(y_t | y_<t, c) = g(h'_t, y_{t-1}, c) through the maxout deep output layer.
 
-Because c is the same at every step, W' e(y_{t-1}) + C c for every t is one matrix product before the time
-loop. With the cuDNN cell the whole teacher-forced decoder is one ``nn.GRU`` call over [e(y_{t-1}); c], whose
-input matrix is [W' | C]; ``step`` uses the same weights one position at a time.
+Because c is the same at every step, C c is computed once per sentence, and W' e(y_{t-1}) for every t is one
+matrix product before the time loop. With the cuDNN cell the whole teacher-forced decoder is one ``nn.GRU`` call
+over [e(y_{t-1}); c], whose input matrix is [W' | C]; ``step`` uses the same weights one position at a time.
 
 Deviations from the paper: optional dropout on embeddings and the maxout output; the encoder input has a
 bias (the paper's equations omit biases, its code has them).
@@ -27,8 +27,9 @@ from torch import Tensor, nn
 from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row, step_log_probs
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
-from nmt.model.gru import PaperGRUCell, cudnn_step, run_recurrence
+from nmt.model.gru import PaperGRUCell, cudnn_step
 from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear
+from nmt.model.positions import TimeSteps
 
 
 class Summary(NamedTuple):
@@ -66,7 +67,8 @@ class RNNEncoderDecoder(Seq2Seq):
         self.emb_dim = E
 
     # -- encoder ------------------------------------------------------------------------------------------
-    def encode(self, src: Tensor, src_lengths: Tensor) -> Summary:
+    def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> Summary:
+        del for_steps  # the summary's products serve both teacher forcing and steps
         x = self.embed_dropout(self.src_embed(src))
         _, h_T = self.encoder(x, src_lengths, self.src_mask(src))
         c = torch.tanh(self.V(h_T))  # (B, n)
@@ -113,13 +115,18 @@ class RNNEncoderDecoder(Seq2Seq):
         t = self.output.maxout(self.output.O_h(h) + embedding_out + per_state_row(enc.c_out, rows))
         return StepOutput(step_log_probs(w.output(t), w.normalised), (h,), None)
 
-    def teacher_forced(self, enc: Summary, tgt_in: Tensor) -> TeacherForced:
-        e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
-        (h0,) = self.initial_state(enc)
+    def teacher_forced(self, enc: Summary, tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+        steps = TimeSteps(*tgt_in.shape, lengths)  # the positions computed, time-major
+        e = self.embed_dropout(self.tgt_embed(steps.pack(tgt_in)))  # (P, E)
+        (h,) = self.initial_state(enc)
         if self.cell_type == "paper":
-            x_proj = self.W_dec(e) + enc.c_gates.unsqueeze(1)  # all input-side terms in one product: (B, T, 3n)
-            h = run_recurrence(self.cell, x_proj, h0)
+            x_proj = self.W_dec(e)  # the input products of every position in one matmul: (P, 3n)
+            states = []
+            for x_i, rows in zip(steps.split(x_proj), steps.batch_sizes, strict=True):
+                h = self.cell(x_i + enc.c_gates[:rows], h[:rows])  # the rows still inside their target
+                states.append(h)
+            h = torch.cat(states)  # (P, n)
         else:
-            c_seq = enc.c.unsqueeze(1).expand(-1, e.shape[1], -1)
-            h, _ = self.rnn(torch.cat([e, c_seq], dim=-1), h0.unsqueeze(0).contiguous())  # (B, T, n)
-        return TeacherForced(self.output.features(h, e, enc.c_out.unsqueeze(1)), None)
+            x = torch.cat([e, steps.per_position(enc.c)], dim=-1)  # [e(y_{t-1}); c] at every position
+            h = self.rnn(steps.sequence(x), h.unsqueeze(0).contiguous())[0].data  # (P, n)
+        return TeacherForced(steps.unpack(self.output.features(h, e, steps.per_position(enc.c_out))), None)

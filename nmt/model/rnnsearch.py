@@ -12,8 +12,9 @@ reads (as the appendix writes it). Everything that does not depend on s_{i-1} is
 loop: U_a h_j once per sentence, the input products W e(y_{i-1}) of all positions in one matmul, and the
 whole output layer (U_o, V_o, C_o, maxout, W_o) over all positions after the loop.
 
-A decoding step (``step``) reads each of its three inputs through one stacked matrix (``StepWeights``, built
-once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) ↦ [W e; V_o e], c_i ↦ [C c; C_o c].
+A decoding step (``step``) reads each of s_{i-1} and e(y_{i-1}) through one stacked matrix (``StepWeights``, built
+once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) ↦ [W e; V_o e]; and c_i through
+[C; C_o] h_j, mapped once per source word by ``encode(…, for_steps=True)``: [C c_i; C_o c_i] = Σ_j α_ij [C; C_o] h_j.
 
 Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option.
 """
@@ -31,12 +32,14 @@ from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import make_cell
 from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear
+from nmt.model.positions import TimeSteps
 
 
 class Annotations(NamedTuple):
     h: Tensor  # (B, S, 2·enc) annotations h_j
     keys: Tensor  # (B, S, n') U_a h_j
     mask: Tensor  # (B, S) bool, False at padding
+    context: Tensor | None = None  # (B, S, 3n + 2l) [C_r; C_z; C; C_o] h_j, for ``step`` (see ``encode``)
 
 
 class StepWeights(NamedTuple):
@@ -45,7 +48,6 @@ class StepWeights(NamedTuple):
 
     state: nn.Module  # s_{i-1} ↦ [W_a s; U_r s; U_z s (; U s, the cuDNN cell); U_o s + b_o]
     embedding: nn.Module  # e(y_{i-1}) ↦ [W_r e; W_z e; W e] + b; V_o e]
-    context: nn.Module  # c_i ↦ [C_r c; C_z c; C c; C_o c]
     output: nn.Module  # W_o, or its rows of a vocabulary shortlist
     normalised: bool  # log-probs, or the scores W_o t that a search renormalises over each sentence's list
 
@@ -66,10 +68,17 @@ class RNNSearch(Seq2Seq):
         self.cell = make_cell(config.cell, n)
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=annotation_dim, vocab_size=tgt_vocab_size)
 
-    def encode(self, src: Tensor, src_lengths: Tensor) -> Annotations:
+    def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> Annotations:
         mask = self.src_mask(src)
         h, _ = self.encoder(self.embed_dropout(self.src_embed(src)), src_lengths, mask)
-        return Annotations(h=h, keys=self.attention.keys(h), mask=mask)
+        enc = Annotations(h=h, keys=self.attention.keys(h), mask=mask)
+        if not for_steps:
+            return enc
+        # c_i enters the decoder only through linear maps (C in the GRU, C_o in the output), and a linear map of
+        # c_i = Σ_j α_ij h_j is Σ_j α_ij (the map of h_j): mapped once per source word here, a step only weighs
+        # them (S multiply-adds per output instead of 2·enc), and a beam's k hypotheses share them. Teacher forcing
+        # maps c_i itself: it has about as many target positions as source words, so it would gain nothing.
+        return enc._replace(context=stacked_linear(self.C, self.output.O_c)(h))
 
     def initial_state(self, enc: Annotations) -> tuple[Tensor]:
         backward_first = enc.h[:, 0, self.encoder_dim :]  # ←h_1
@@ -99,7 +108,6 @@ class RNNSearch(Seq2Seq):
         return StepWeights(
             state=stacked_linear(self.attention.W_a, self.cell.state_weight, output.O_h),
             embedding=stacked_linear(self.W_dec, output.O_y),
-            context=stacked_linear(self.C, output.O_c),
             output=output.W_o if ids is None else output.rows(ids),
             normalised=normalised,
         )
@@ -112,25 +120,31 @@ class RNNSearch(Seq2Seq):
         e = self.embed_dropout(self.tgt_embed(y_prev))  # (B·k, E): k rows per sentence of enc
         s_prev = state[0]  # (B·k, n)
         query, h_proj, state_out = w.state(s_prev).split((A, w.state.out_features - A - units, units), dim=-1)
-        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)  # c_i = Σ_j α_ij h_j (A.1.2): (B·k, 2·enc)
+        if enc.context is None:
+            raise ValueError("RNNSearch.step needs the encoder output of encode(..., for_steps=True)")
+        # [C c_i; C_o c_i] = Σ_j α_ij [C; C_o] h_j, c_i = Σ_j α_ij h_j (A.1.2; see encode): (B·k, 3n + 2l)
+        context, alpha = self.attention(query, enc.keys, enc.context, enc.mask)
         x_e, embedding_out = w.embedding(e).split((3 * n, units), dim=-1)
-        x_c, context_out = w.context(c_i).split((3 * n, units), dim=-1)
+        x_c, context_out = context.split((3 * n, units), dim=-1)
         s_i = self.cell(x_e + x_c, s_prev, h_proj)  # s_i = GRU(s_{i-1}, e(y_{i-1}), c_i) (A.2.2)
         t = self.output.maxout(state_out + embedding_out + context_out)  # t̃_i = U_o s_{i-1} + V_o e(y_{i-1}) + C_o c_i
         return StepOutput(step_log_probs(w.output(t), w.normalised), (s_i,), alpha)
 
-    def teacher_forced(self, enc: Annotations, tgt_in: Tensor) -> TeacherForced:
-        e = self.embed_dropout(self.tgt_embed(tgt_in))  # (B, T, E)
-        x_emb = self.W_dec(e)  # input products of every position in one matmul: (B, T, 3n)
+    def teacher_forced(self, enc: Annotations, tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+        steps = TimeSteps(*tgt_in.shape, lengths)  # the positions computed, time-major
+        e = self.embed_dropout(self.tgt_embed(steps.pack(tgt_in)))  # (P, E)
+        x_emb = self.W_dec(e)  # input products of every position in one matmul: (P, 3n)
         (s,) = self.initial_state(enc)
         state_products = self._state_products()  # stacked once per batch, not once a step
         s_prev, contexts, alphas = [], [], []
-        for x_i in x_emb.unbind(1):  # unbind: one backward for all steps (see run_recurrence)
+        for x_i, rows in zip(steps.split(x_emb), steps.batch_sizes, strict=True):
+            s = s[:rows]  # the rows still inside their target (all, without lengths)
             s_prev.append(s)
-            s, c_i, alpha = self._advance(x_i, s, enc, state_products)
+            rows_enc = Annotations(h=enc.h[:rows], keys=enc.keys[:rows], mask=enc.mask[:rows])
+            s, c_i, alpha = self._advance(x_i, s, rows_enc, state_products)
             contexts.append(c_i)
             alphas.append(alpha)
-        S_prev = torch.stack(s_prev, dim=1)  # (B, T, n): s_{i-1} for every i
-        C_all = torch.stack(contexts, dim=1)  # (B, T, 2·enc)
+        S_prev = torch.cat(s_prev)  # (P, n): s_{i-1} for every i
+        C_all = torch.cat(contexts)  # (P, 2·enc)
         t = self.output.features(S_prev, e, self.output.project_context(C_all))
-        return TeacherForced(t, torch.stack(alphas, dim=1))
+        return TeacherForced(steps.unpack(t), steps.unpack(torch.cat(alphas)))

@@ -19,8 +19,10 @@ kernels round differently when a tensor's shape changes, and a batch's shapes de
   multiple of `ROW_BLOCK` rows with filler rows (its first input, an empty output; not scored), so every
   tensor of the batch holds whole vectors of rows and no pair ever falls in a tail; the output layer,
   likewise, runs on a multiple of `ROW_BLOCK` positions;
-- target padding only adds positions after a pair's last one, which the decoder never looks back from; the
-  attention's energies are a row-wise sum here (`nmt.model.attention.batch_invariant_energies`); the
+- target padding only adds positions after a pair's last one, which the decoder never looks back from (and
+  mostly skips: a batch's runs come longest first, and each block of ROW_BLOCK rows stops at its longest target,
+  so that a step's row count stays a multiple of ROW_BLOCK, ``nmt.model.positions``); the attention's energies are
+  a row-wise sum here (`nmt.model.attention.batch_invariant_energies`); the
   log-probabilities are summed in float64, per pair.
 
 So a pair scored alone, among 1,000 others, in any window, at any place, gets the same float64 value and
@@ -205,13 +207,13 @@ class PairScorer:
             s, t = len(runs[r][0]), max(t_max, len(runs[r][1]) + 1)
             rows = max(ROW_BLOCK, self.config.batch_tokens // (s + t) // ROW_BLOCK * ROW_BLOCK)
             if current and (s != len(runs[current[0]][0]) or len(current) + 1 > rows):
-                batches.append(np.array(current))
+                batches.append(np.array(current[::-1]))
                 current, t = [], len(runs[r][1]) + 1
             current.append(r)
             t_max = t
         if current:
-            batches.append(np.array(current))
-        return batches
+            batches.append(np.array(current[::-1]))
+        return batches  # each batch's runs longest first: the decoder skips each block's padding (`_score_runs`)
 
     # -- the network ---------------------------------------------------------------------------------------
     @torch.inference_mode()
@@ -250,9 +252,14 @@ class PairScorer:
         lengths = torch.full((len(sources),), src_t.shape[1], dtype=torch.long, device=self.device)
         batch = collate([([EOS], t) for t in tgt_ids], range(len(tgt_ids)))  # targets padded as in training
         tgt_in_t, tgt_out_t = (t.to(device=self.device, non_blocking=True) for t in (batch.tgt_in, batch.tgt_out))
+        # the runs come longest first: each block of ROW_BLOCK rows runs for its longest target's positions, and
+        # stops there (so a step's row count is still a multiple of ROW_BLOCK)
+        block_lengths = (torch.tensor([len(t) + 1 for t in tgt_ids]).view(-1, ROW_BLOCK)[:, :1]).expand(-1, ROW_BLOCK)
         with batch_invariant_energies():  # the attention's energies as a row-wise sum (see the module docstring)
-            enc = select_rows(self.model.encode(src_t, lengths), torch.tensor(source_of, device=self.device))
-            features = self.model.teacher_forced(enc, tgt_in_t).features  # (B, T, units)
+            enc = select_rows(
+                self.model.encode(src_t, lengths, for_steps=False), torch.tensor(source_of, device=self.device)
+            )
+            features = self.model.teacher_forced(enc, tgt_in_t, block_lengths.flatten()).features  # (B, T, units)
         mask = tgt_out_t != PAD
         mask[n:] = False  # the filler rows' outputs are not scored
         features, gold = features[mask], tgt_out_t[mask]  # (P, units), (P,) every real position
