@@ -19,16 +19,16 @@ class TimeSteps:
     at most T and at least 1: each row's positions (None: all T)."""
 
     def __init__(self, B: int, T: int, lengths: Tensor | None = None) -> None:
-        self.B, self.T, self.lengths = B, T, lengths
-        if lengths is None:
+        self.B, self.T = B, T
+        self.lengths = None if lengths is None else lengths.cpu()  # torch's packing wants them on the CPU
+        if self.lengths is None:
             self.batch_sizes = [B] * T
         else:
-            lengths = lengths.cpu()
+            lengths = self.lengths
             if lengths.shape != (B,) or B and (lengths[0] > T or lengths[-1] < 1 or (lengths.diff() > 0).any()):
                 raise ValueError(f"lengths must be ({B},), non-increasing, within 1..{T}: {lengths.tolist()}")
             counts = (lengths.unsqueeze(0) > torch.arange(T).unsqueeze(1)).sum(1).tolist()
             self.batch_sizes = [n for n in counts if n]  # no step past the longest row
-            self.lengths = lengths
 
     def pack(self, x: Tensor) -> Tensor:
         """(B, T, …) -> (P, …): the computed positions, time-major (step 0's rows, then step 1's, …)."""
