@@ -100,7 +100,12 @@ def read_lines(path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]
     line_end is "\\n", "\\r\\n" or "" (a last line without newline). Streams: a line is yielded as soon as
     it has been read, so this works on a pipe that stays open.
     """
-    for number, raw in enumerate(read_binary_lines(path), start=1):
+    return decoded_lines(read_binary_lines(path), path, errors=errors)
+
+
+def decoded_lines(raw_lines: Iterable[bytes], path: str, *, errors: str = "strict") -> Iterator[tuple[str, str]]:
+    """`read_lines` of lines already read as bytes (from `path`, which errors name): the same checks and results."""
+    for number, raw in enumerate(raw_lines, start=1):
         if b"\x00" in raw:
             raise InputError(path=path, message="NUL byte in line", line=number)
         try:

@@ -4,6 +4,7 @@ vocabulary, and the commands."""
 from __future__ import annotations
 
 import gzip
+import io
 from collections import Counter
 from pathlib import Path
 
@@ -157,6 +158,21 @@ def test_a_bad_table_is_one_error_naming_its_line(checkpoints, tmp_path, content
     with pytest.raises(InputError) as caught:
         translator.load_shortlist(str(path))
     assert (caught.value.path, caught.value.line, caught.value.message) == (str(path), line, message)
+
+
+def test_a_bad_table_on_stdin_is_the_same_error_naming_its_line(checkpoints, monkeypatch):
+    """The fast reader takes stdin in one read; the line-by-line reader that then names the bad line must check what
+    was read, not read stdin again (it would find nothing and call the table empty)."""
+    content = "▁dog\t▁chien\t0.5\n▁dog\t▁chat\n"
+    monkeypatch.setattr("sys.stdin", io.TextIOWrapper(io.BytesIO(content.encode("utf-8"))))
+    translator = Translator.load(checkpoints["rnnsearch"], device="cpu")
+    with pytest.raises(InputError) as caught:
+        translator.load_shortlist("-")
+    assert (caught.value.path, caught.value.line, caught.value.message) == (
+        "-",
+        2,
+        "expected 3 tab-separated fields, found 2",
+    )
 
 
 def test_translate_and_evaluate_take_a_shortlist(checkpoints, table, tmp_path, capsys):

@@ -22,6 +22,7 @@ SentencePiece writes them, so it can be read, filtered or built by another tool:
 
 from __future__ import annotations
 
+import io
 import itertools
 import math
 import os
@@ -33,7 +34,7 @@ from torch import Tensor
 
 from nmt.data.tokenizer import EOS, Tokenizer
 from nmt.errors import InputError
-from nmt.textio import BOM, atomic_output, read_binary, read_lines
+from nmt.textio import BOM, atomic_output, decoded_lines, read_binary, read_lines
 
 EM_ITERATIONS = 5
 SHORTLIST_FIRST = 100
@@ -120,9 +121,11 @@ class Shortlist:
         line."""
         src_ids = {p: i for i, p in enumerate(tokenizer.src_pieces(range(tokenizer.src_vocab_size)))}
         tgt_ids = {p: i for i, p in enumerate(tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)))}
-        columns = _table_columns(read_binary(path), src_ids, tgt_ids)
-        if columns is None:  # something in it is off: the line-by-line reader says what, and where
-            translations, frequent = _checked_entries(path, src_ids, tgt_ids)
+        raw = read_binary(path)
+        columns = _table_columns(raw, src_ids, tgt_ids)
+        if columns is None:  # something in it is off: the line-by-line reader says what, and where (of what was
+            # read: stdin cannot be read twice)
+            translations, frequent = _checked_entries(path, decoded_lines(io.BytesIO(raw), path), src_ids, tgt_ids)
         else:
             translations, frequent = _entries(*columns, len(src_ids), per_word)
         if not len(frequent) and not any(len(t) for t in translations):
@@ -195,11 +198,14 @@ def _entries(src: np.ndarray, tgt: np.ndarray, src_vocab: int, per_word: int) ->
     return [by_source[a : min(b, a + per_word)] for a, b in zip(starts[:-1], starts[1:], strict=True)], tgt[~translated]
 
 
-def _checked_entries(path: str, src_ids: dict[str, int], tgt_ids: dict[str, int]) -> tuple[list[list[int]], list[int]]:
-    """The table read line by line, each line checked: the first bad one is an `InputError` naming it."""
+def _checked_entries(
+    path: str, lines: Iterable[tuple[str, str]], src_ids: dict[str, int], tgt_ids: dict[str, int]
+) -> tuple[list[list[int]], list[int]]:
+    """The table's `lines` (`read_lines`'s) one by one, each checked: the first bad one is an `InputError` naming
+    it."""
     translations: list[list[int]] = [[] for _ in range(len(src_ids))]
     frequent: list[int] = []
-    for number, (text, _) in enumerate(read_lines(path), start=1):
+    for number, (text, _) in enumerate(lines, start=1):
         fields = text.split("\t")
         if len(fields) != 3:
             raise InputError(path=path, line=number, message=f"expected 3 tab-separated fields, found {len(fields)}")
