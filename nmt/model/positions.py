@@ -9,6 +9,8 @@ decoder positions this way instead of 196,512 (125,770 are real; ``nmt.scoring.s
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
@@ -36,10 +38,14 @@ class TimeSteps:
             return x.transpose(0, 1).reshape(-1, *x.shape[2:])
         return pack_padded_sequence(x, self.lengths, batch_first=True).data
 
+    @functools.cached_property
+    def rows(self) -> Tensor:
+        """(P,) the batch row of each computed position."""
+        return torch.cat([torch.arange(n) for n in self.batch_sizes])
+
     def per_position(self, x: Tensor) -> Tensor:
         """(B, …) one value per row -> (P, …) that value at each of the row's positions."""
-        rows = torch.cat([torch.arange(n, device=x.device) for n in self.batch_sizes])
-        return x.index_select(0, rows)
+        return x.index_select(0, self.rows.to(x.device))
 
     def split(self, packed: Tensor) -> tuple[Tensor, ...]:
         """(P, …) -> each step's (batch_sizes[t], …)."""

@@ -123,7 +123,8 @@ class RNNEncoderDecoder(Seq2Seq):
             x_proj = self.W_dec(e)  # the input products of every position in one matmul: (P, 3n)
             states = []
             for x_i, rows in zip(steps.split(x_proj), steps.batch_sizes, strict=True):
-                h = self.cell(x_i + enc.c_gates[:rows], h[:rows])  # the rows still inside their target
+                # h'_t from W' e(y_{t-1}) + C c and h'_{t-1} (A.2), over the rows still inside their target
+                h = self.cell(x_i + enc.c_gates[:rows], h[:rows])
                 states.append(h)
             h = torch.cat(states)  # (P, n)
         else:
