@@ -8,7 +8,8 @@ import torch
 from torch import nn
 
 from nmt.model import NetworkConfig, build_model
-from nmt.model.gru import CuDNNGRUCell, PaperGRUCell, run_recurrence
+from nmt.model.attention import AdditiveAttention
+from nmt.model.gru import CuDNNGRUCell, PaperGRUCell, run_recurrence, tanh
 from nmt.model.layers import stacked_linear
 
 ARCHS = ["rnnencdec", "rnnsearch"]
@@ -52,6 +53,55 @@ def test_paper_cell_matches_equations_5_to_8():
     # and it is not nn.GRU's formulation: reset after U differs
     cudnn_like = z * h + (1 - z) * torch.tanh(x @ W.T + b + r * (h @ U.T))
     assert not torch.allclose(cell(x_proj, h), cudnn_like, atol=1e-4)
+
+
+def test_tanh_is_torchs_tanh_up_to_float32_rounding_and_exactly_torchs_in_bfloat16():
+    """The cells' tanh: 2σ(2x) − 1 in float32 on a CPU (torch's sigmoid is the faster kernel there), with and without
+    autograd; torch.tanh itself in bfloat16, where σ near 1/2 would lose tanh's bits near 0."""
+    torch.manual_seed(0)
+    x = torch.cat(
+        [torch.randn(4000) * 3, torch.tensor([0.0, -0.0, 1e-8, -1e-8, 20.0, -20.0, 1e4, float("inf"), -float("inf")])]
+    )
+    kept = x.clone()
+    torch.testing.assert_close(tanh(x), torch.tanh(x), rtol=0, atol=3e-7)
+    assert torch.equal(x, kept)  # the input is left as it was
+    assert tanh(torch.tensor([float("nan")])).isnan().all()
+    leaf = x[:4000].clone().requires_grad_()
+    y = tanh(leaf)
+    y.backward(torch.ones_like(y))
+    torch.testing.assert_close(y.detach(), torch.tanh(x[:4000]), rtol=0, atol=3e-7)
+    torch.testing.assert_close(leaf.grad, 1 - torch.tanh(x[:4000]) ** 2, rtol=0, atol=1e-6)
+    small = torch.linspace(-1e-3, 1e-3, 101).bfloat16()
+    assert torch.equal(tanh(small), torch.tanh(small))
+
+
+@torch.no_grad()
+def test_attention_energies_through_sigmoid_give_the_softmax_of_the_tanh_energies():
+    """α_ij = softmax_j(v_aᵀ tanh(W_a s + U_a h_j)): float32 computes 2 v_aᵀ σ(2z), the same up to a constant per row
+    that the softmax drops; bfloat16 keeps tanh and gives the reference's bits."""
+    torch.manual_seed(1)
+    B, k, S, D = 3, 4, 6, 10
+    attention = AdditiveAttention(query_dim=D, key_dim=D, attention_dim=8)
+    attention.v_a.normal_()
+    h, s = torch.randn(B, S, D), torch.randn(B * k, D)
+    mask = torch.ones(B, S, dtype=torch.bool)
+    mask[1, 4:] = False
+
+    def reference(attention, h, s):
+        e = torch.tanh(attention.U_a(h).unsqueeze(1) + attention.W_a(s).view(B, k, 1, -1)) @ attention.v_a
+        alpha = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1, dtype=torch.float32)
+        return (alpha.to(h.dtype) @ h).view(B * k, -1), alpha.view(B * k, S)
+
+    c, alpha = attention(attention.W_a(s), attention.keys(h), h, mask)
+    expected_c, expected_alpha = reference(attention, h, s)
+    torch.testing.assert_close(alpha, expected_alpha, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c, expected_c, rtol=0, atol=1e-5)
+    assert (alpha.view(B, k, S)[1, :, 4:] == 0).all()  # padding gets no weight
+    half = attention.bfloat16()
+    h16, s16 = h.bfloat16(), s.bfloat16()
+    c16, alpha16 = half(half.W_a(s16), half.keys(h16), h16, mask)
+    expected_c16, expected_alpha16 = reference(half, h16, s16)
+    assert torch.equal(alpha16, expected_alpha16) and torch.equal(c16, expected_c16)
 
 
 def test_cudnn_cell_matches_nn_grucell():
