@@ -29,15 +29,16 @@ def batch_invariant_energies() -> Iterator[None]:
 class AdditiveAttention(nn.Module):
     """e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j);  α_ij = softmax_j(e_ij);  c_i = Σ_j α_ij h_j.
 
-    U_a h_j does not depend on i: ``keys`` computes it once per sentence (doubled, below). W_a s_{i-1} is passed in
-    already computed (``query``) so the decoder can fuse it with the other products of s_{i-1} in one matmul. The
-    values weighed may be the annotations h_j or a linear map of them, M h_j, whose weighted sum is M c_i.
+    U_a h_j does not depend on i: ``keys`` computes it once per sentence (doubled in float32, below). W_a s_{i-1} is
+    passed in already computed (``query``) so the decoder can fuse it with the other products of s_{i-1} in one
+    matmul. The values weighed may be the annotations h_j or a linear map of them, M h_j, whose weighted sum is M c_i.
 
     In float32 the energies go through σ instead of tanh: tanh z = 2σ(2z) − 1, so v_aᵀ tanh z = 2 v_aᵀ σ(2z) − Σ v_a,
     and the softmax over j does not see the constant − Σ v_a. The same α, and torch's CPU sigmoid is several times
     faster than its tanh (a beam step's energies, 32 × 5 hypotheses × 16 source words: 3.4–4.0 ms with tanh,
     0.7–0.9 ms this way, x86-64 AVX-512). The 2 in σ(2z) is in the keys (2 U_a h_j, once per sentence) and in the
-    sum that adds the query to them.
+    sum that adds the query to them. In bfloat16/float16, σ near 1/2 keeps too few of tanh's bits near 0: the keys
+    are U_a h_j and the energies the paper's tanh. The keys' dtype decides, in ``keys`` and in ``forward`` alike.
     """
 
     def __init__(self, *, query_dim: int, key_dim: int, attention_dim: int) -> None:
@@ -56,22 +57,24 @@ class AdditiveAttention(nn.Module):
         nn.init.zeros_(self.v_a)
 
     def keys(self, h: Tensor) -> Tensor:
-        """Annotations h (B, S, key_dim) -> 2 U_a h_j (B, S, attention_dim): the keys as ``forward`` adds them."""
-        return self.U_a(h) * 2
+        """Annotations h (B, S, key_dim) -> the keys as ``forward`` adds them (B, S, attention_dim): 2 U_a h_j in
+        float32, U_a h_j in a half-precision dtype (see the class docstring)."""
+        keys = self.U_a(h)
+        return keys * 2 if keys.dtype == torch.float32 else keys
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys = 2 U_a h
-        (B, S, A), from ``keys``; values (B, S, D): h or M h, mask (B, S), False at padding: one row per sentence,
+        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys (B, S, A) from
+        ``keys``; values (B, S, D): h or M h, mask (B, S), False at padding: one row per sentence,
         which its k queries share. Returns Σ_j α_ij values_j (B·k, D), the context c_i (or M c_i), and α_i (B·k, S)."""
         B, S, _ = keys.shape
         k = query.shape[0] // B
-        # e_ij = v_aᵀ tanh(z_ij), z_ij = W_a s_{i-1} + U_a h_j (Bahdanau et al. 2015, A.1.2). 2 z: (B, k, S, A), the
+        # e_ij = v_aᵀ tanh(z_ij), z_ij = W_a s_{i-1} + U_a h_j (Bahdanau et al. 2015, A.1.2), over (B, k, S, A), the
         # step's largest tensor, transformed in place (the sum is not needed again)
-        z2 = torch.add(keys.unsqueeze(1), query.view(B, k, 1, -1), alpha=2)
-        if z2.dtype == torch.float32:
-            energy, v = z2.sigmoid_(), self.v_a * 2  # e_ij + Σ v_a = 2 v_aᵀ σ(2 z_ij) (see the class docstring)
-        else:  # bfloat16/float16: σ near 1/2 keeps too few bits of tanh near 0 (z2 / 2 is exact)
-            energy, v = z2.mul_(0.5).tanh_(), self.v_a
+        if keys.dtype == torch.float32:  # keys = 2 U_a h_j: e_ij + Σ v_a = 2 v_aᵀ σ(2 z_ij) (see the class docstring)
+            energy = torch.add(keys.unsqueeze(1), query.view(B, k, 1, -1), alpha=2).sigmoid_()
+            v = self.v_a * 2
+        else:  # keys = U_a h_j
+            energy, v = (keys.unsqueeze(1) + query.view(B, k, 1, -1)).tanh_(), self.v_a
         e = (energy * v).sum(-1) if _ROW_WISE_ENERGIES.get() else energy @ v  # (B, k, S)
         # the softmax in float32 whatever the weights' dtype (bf16 inference, mixed-precision training)
         alpha = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1, dtype=torch.float32)
