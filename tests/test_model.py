@@ -78,7 +78,8 @@ def test_tanh_is_torchs_tanh_up_to_float32_rounding_and_exactly_torchs_in_bfloat
 @torch.no_grad()
 def test_attention_energies_through_sigmoid_give_the_softmax_of_the_tanh_energies():
     """α_ij = softmax_j(v_aᵀ tanh(W_a s + U_a h_j)): float32 computes 2 v_aᵀ σ(2z), the same up to a constant per row
-    that the softmax drops; bfloat16 keeps tanh and gives the reference's bits."""
+    that the softmax drops. A bfloat16 model on the CPU does the same in float32 from its bfloat16 products;
+    half-precision keys (a GPU's) keep tanh and give the reference's bits."""
     torch.manual_seed(1)
     B, k, S, D = 3, 4, 6, 10
     attention = AdditiveAttention(query_dim=D, key_dim=D, attention_dim=8)
@@ -99,7 +100,15 @@ def test_attention_energies_through_sigmoid_give_the_softmax_of_the_tanh_energie
     assert (alpha.view(B, k, S)[1, :, 4:] == 0).all()  # padding gets no weight
     half = attention.bfloat16()
     h16, s16 = h.bfloat16(), s.bfloat16()
-    c16, alpha16 = half(half.W_a(s16), half.keys(h16), h16, mask)
+    query16, keys16 = half.W_a(s16), half.U_a(h16)
+    assert half.keys(h16).dtype == torch.float32  # on the CPU
+    c16, alpha16 = half(query16, half.keys(h16), h16, mask)
+    e = torch.tanh(keys16.float().unsqueeze(1) + query16.float().view(B, k, 1, -1)) @ half.v_a.float()
+    expected_alpha16 = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1).view(B * k, S)
+    torch.testing.assert_close(alpha16, expected_alpha16, rtol=0, atol=1e-6)
+    assert c16.dtype == torch.bfloat16
+    torch.testing.assert_close(c16, (expected_alpha16.bfloat16().view(B, k, S) @ h16).view(B * k, -1))
+    c16, alpha16 = half(query16, keys16, h16, mask)  # half-precision keys: tanh in bfloat16, the reference's bits
     expected_c16, expected_alpha16 = reference(half, h16, s16)
     assert torch.equal(alpha16, expected_alpha16) and torch.equal(c16, expected_c16)
 
