@@ -78,8 +78,8 @@ def test_tanh_is_torchs_tanh_up_to_float32_rounding_and_exactly_torchs_in_bfloat
 @torch.no_grad()
 def test_attention_energies_through_sigmoid_give_the_softmax_of_the_tanh_energies():
     """α_ij = softmax_j(v_aᵀ tanh(W_a s + U_a h_j)): float32 computes 2 v_aᵀ σ(2z), the same up to a constant per row
-    that the softmax drops. A bfloat16 model on the CPU does the same in float32 from its bfloat16 products;
-    half-precision keys (a GPU's) keep tanh and give the reference's bits."""
+    that the softmax drops. A bfloat16 model on the CPU does the same in float32 from its bfloat16 products, for
+    inference; half-precision keys (a GPU's, or in training) keep tanh and give the reference's bits."""
     torch.manual_seed(1)
     B, k, S, D = 3, 4, 6, 10
     attention = AdditiveAttention(query_dim=D, key_dim=D, attention_dim=8)
@@ -111,6 +111,10 @@ def test_attention_energies_through_sigmoid_give_the_softmax_of_the_tanh_energie
     c16, alpha16 = half(query16, keys16, h16, mask)  # half-precision keys: tanh in bfloat16, the reference's bits
     expected_c16, expected_alpha16 = reference(half, h16, s16)
     assert torch.equal(alpha16, expected_alpha16) and torch.equal(c16, expected_c16)
+    with torch.enable_grad():  # training keeps the half-precision keys (autograd stores the energies)
+        assert half.keys(h16).dtype == torch.bfloat16
+    with torch.no_grad():
+        assert half.keys(h16).dtype == torch.float32
 
 
 def test_cudnn_cell_matches_nn_grucell():

@@ -37,11 +37,13 @@ class AdditiveAttention(nn.Module):
     and the softmax over j does not see the constant − Σ v_a. The same α, and torch's CPU sigmoid is several times
     faster than its tanh (a beam step's energies, 32 × 5 hypotheses × 16 source words: 3.4–4.0 ms with tanh,
     0.7–0.9 ms this way, x86-64 AVX-512). The 2 in σ(2z) is in the keys (2 U_a h_j, once per sentence) and in the
-    sum that adds the query to them. A bfloat16/float16 model on a CPU gets float32 keys too: its energies are then
-    computed in float32 (σ near 1/2 in half precision would keep too few of tanh's bits near 0), which is also
-    faster there than the half-precision tanh (the same step: 1.5–1.6 ms with bfloat16 tanh, 0.56 ms this way).
-    On a GPU, where tanh is as fast, half-precision keys stay U_a h_j and the energies are the paper's tanh. The
-    keys' dtype decides, in ``keys`` and in ``forward`` alike.
+    sum that adds the query to them. A bfloat16/float16 model translating or scoring on a CPU gets float32 keys too:
+    its energies are then computed in float32 (σ near 1/2 in half precision would keep too few of tanh's bits near
+    0), which is also faster there than the half-precision tanh (the same step: 1.5–1.6 ms with bfloat16 tanh,
+    0.56 ms this way). In training (bf16-mixed) the half-precision energies stay: autograd keeps them for the
+    backward pass, at half the memory of float32 ones, and a training step was no faster with float32 ones. On a
+    GPU, where tanh is as fast, half-precision keys stay U_a h_j and the energies are the paper's tanh. The keys'
+    dtype decides, in ``keys`` and in ``forward`` alike.
     """
 
     def __init__(self, *, query_dim: int, key_dim: int, attention_dim: int) -> None:
@@ -61,9 +63,11 @@ class AdditiveAttention(nn.Module):
 
     def keys(self, h: Tensor) -> Tensor:
         """Annotations h (B, S, key_dim) -> the keys as ``forward`` adds them (B, S, attention_dim): 2 U_a h_j in
-        float32, on a CPU whatever the model's dtype; U_a h_j in half precision on a GPU (see the class docstring)."""
+        float32, and for inference on a CPU whatever the model's dtype; U_a h_j in half precision on a GPU and in
+        training (see the class docstring)."""
         keys = self.U_a(h)
-        if keys.dtype != torch.float32 and keys.device.type != "cpu":
+        training = keys.requires_grad and torch.is_grad_enabled()
+        if keys.dtype != torch.float32 and (keys.device.type != "cpu" or training):
             return keys
         return keys.float() * 2
 
