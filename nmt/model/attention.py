@@ -29,21 +29,17 @@ def batch_invariant_energies() -> Iterator[None]:
 class AdditiveAttention(nn.Module):
     """e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j);  α_ij = softmax_j(e_ij);  c_i = Σ_j α_ij h_j.
 
-    U_a h_j does not depend on i: ``keys`` computes it once per sentence (doubled in float32, below). W_a s_{i-1} is
-    passed in already computed (``query``) so the decoder can fuse it with the other products of s_{i-1} in one
-    matmul. The values weighed may be the annotations h_j or a linear map of them, M h_j, whose weighted sum is M c_i.
+    U_a h_j does not depend on i: ``keys`` computes it once per sentence. W_a s_{i-1} is passed in already computed
+    (``query``) so the decoder can fuse it with the other products of s_{i-1} in one matmul. The values weighed may
+    be the annotations h_j or a linear map of them, M h_j, whose weighted sum is M c_i.
 
-    In float32 the energies go through σ instead of tanh: tanh z = 2σ(2z) − 1, so v_aᵀ tanh z = 2 v_aᵀ σ(2z) − Σ v_a,
-    and the softmax over j does not see the constant − Σ v_a. The same α, and torch's CPU sigmoid is several times
-    faster than its tanh (a beam step's energies, 32 × 5 hypotheses × 16 source words: 3.4–4.0 ms with tanh,
-    0.7–0.9 ms this way, x86-64 AVX-512). The 2 in σ(2z) is in the keys (2 U_a h_j, once per sentence) and in the
-    sum that adds the query to them. A bfloat16/float16 model translating or scoring on a CPU gets float32 keys too:
-    its energies are then computed in float32 (σ near 1/2 in half precision would keep too few of tanh's bits near
-    0), which is also faster there than the half-precision tanh (the same step: 1.5–1.6 ms with bfloat16 tanh,
-    0.56 ms this way). In training (bf16-mixed) the half-precision energies stay: autograd keeps them for the
-    backward pass, at half the memory of float32 ones, and a training step was no faster with float32 ones. On a
-    GPU, where tanh is as fast, half-precision keys stay U_a h_j and the energies are the paper's tanh. The keys'
-    dtype decides, in ``keys`` and in ``forward`` alike.
+    In float32 the energies go through σ, torch's faster CPU kernel (docs/benchmarks.md): tanh z = 2σ(2z) − 1, so
+    v_aᵀ tanh z = 2 v_aᵀ σ(2z) − Σ v_a, and the softmax over j drops the constant − Σ v_a: the same α. The 2 of σ(2z)
+    is in the keys (2 U_a h_j) and in the sum that adds the query to them. A half-precision model's inference on a
+    CPU gets float32 keys too, so its energies are computed this way in float32 (σ in half precision would lose
+    tanh's bits near 0). Half-precision keys stay U_a h_j, with the paper's tanh, on a GPU (where tanh is as fast)
+    and in training (autograd would keep float32 energies: more memory, and the step was no faster). ``keys``
+    decides; ``forward`` follows the keys' dtype.
     """
 
     def __init__(self, *, query_dim: int, key_dim: int, attention_dim: int) -> None:
@@ -72,9 +68,9 @@ class AdditiveAttention(nn.Module):
         return keys.float() * 2
 
     def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys (B, S, A) from
-        ``keys``; values (B, S, D): h or M h, mask (B, S), False at padding: one row per sentence,
-        which its k queries share. Returns Σ_j α_ij values_j (B·k, D), the context c_i (or M c_i), and α_i (B·k, S)."""
+        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys (B, S, A)
+        from ``keys``, values (B, S, D): h or M h, and mask (B, S), False at padding: one row per sentence, which its
+        k queries share. Returns Σ_j α_ij values_j (B·k, D), the context c_i (or M c_i), and α_i (B·k, S)."""
         B, S, _ = keys.shape
         k = query.shape[0] // B
         # e_ij = v_aᵀ tanh(z_ij), z_ij = W_a s_{i-1} + U_a h_j (Bahdanau et al. 2015, A.1.2), over (B, k, S, A), the

@@ -16,7 +16,9 @@ A decoding step (``step``) reads each of s_{i-1} and e(y_{i-1}) through one stac
 once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) ↦ [W e; V_o e]; and c_i through
 [C; C_o] h_j, mapped once per source word by ``encode(…, for_steps=True)``: [C c_i; C_o c_i] = Σ_j α_ij [C; C_o] h_j.
 
-Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option.
+Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option. In float32
+(and a half-precision model's inference on a CPU) the energies' tanh is computed through σ, which gives the same α
+(``AdditiveAttention``).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from nmt.model.positions import TimeSteps
 
 class Annotations(NamedTuple):
     h: Tensor  # (B, S, 2·enc) annotations h_j
-    keys: Tensor  # (B, S, n') U_a h_j
+    keys: Tensor  # (B, S, n') U_a h_j as AdditiveAttention.keys gives it (2 U_a h_j in float32)
     mask: Tensor  # (B, S) bool, False at padding
     context: Tensor | None = None  # (B, S, 3n + 2l) [C_r; C_z; C; C_o] h_j, for ``step`` (see ``encode``)
 
