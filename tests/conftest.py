@@ -15,8 +15,8 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("MKL_NUM_THREADS", "1")
 
-# The English and French text of Multi30k ships with the repository (data/multi30k); tests.factories also
-# reads the German of ../shared/data/multi30k.
+# The English and French text of Multi30k ships with the repository (data/multi30k); tests.factories reads the
+# first lines of its German from tests/data/multi30k.
 MULTI30K = Path(__file__).resolve().parents[1] / "data" / "multi30k"
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import gzip
 import itertools
+import os
 from pathlib import Path
 
+import pytest
 import torch
 
 from nmt.checkpoint import checkpoint_metadata
@@ -15,19 +17,39 @@ from nmt.model import NetworkConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT / "data" / "multi30k"  # English and French, shipped with the repository
-SHARED = ROOT.parent / "shared"  # read-only data beside the repository (here and in CI)
-SHARED_MULTI30K = SHARED / "data" / "multi30k"  # all four languages: the German is read from here
-SMT = SHARED / "data" / "smt"
+# The whole real files (smt/ and multi30k/ laid out as tests/data is) when this names their directory; without
+# it the tests read tests/data, the first lines of the same files (tests/data/README.md), and the tests marked
+# full_data skip.
+FULL_DATA_VARIABLE = "NMT_TEST_SHARED_DATA"
+FULL_DATA = Path(os.environ[FULL_DATA_VARIABLE]) if os.environ.get(FULL_DATA_VARIABLE) else None
+TEST_DATA = FULL_DATA or ROOT / "tests" / "data"
+SMT = TEST_DATA / "smt"  # Moses phrase tables and n-best lists (tests/data/README.md)
+
+
+def full_data_file(relative: str) -> Path:
+    """A whole real file under $NMT_TEST_SHARED_DATA; the calling test skips, saying why, when it is not there."""
+    if FULL_DATA is None:
+        pytest.skip(f"needs the whole {relative}: set {FULL_DATA_VARIABLE} to the directory that holds it")
+    path = FULL_DATA / relative
+    if not path.is_file():
+        pytest.skip(f"needs the whole {relative}: {path} not found ({FULL_DATA_VARIABLE}={FULL_DATA})")
+    return path
 
 
 def multi30k_file(split: str, lang: str) -> Path:
-    """A Multi30k file: the repository's copy for English and French, ../shared's for German and Czech."""
-    return (MULTI30K if lang in ("en", "fr") else SHARED_MULTI30K) / f"{split}.{lang}.gz"
+    """A Multi30k file: the repository's copy for English and French; for German, the first 3,000 training
+    lines in tests/data (what tiny_tokenizer reads), or all of it under $NMT_TEST_SHARED_DATA."""
+    return (MULTI30K if lang in ("en", "fr") else TEST_DATA / "multi30k") / f"{split}.{lang}.gz"
 
 
 def multi30k_lines(split: str, lang: str, n: int | None = None) -> list[str]:
-    with gzip.open(multi30k_file(split, lang), "rt", encoding="utf-8") as f:
-        return [line.rstrip("\n") for line in itertools.islice(f, n)]
+    """The first n lines (all without n); fewer than n is an error, so that no test quietly reads less."""
+    path = multi30k_file(split, lang)
+    with gzip.open(path, "rt", encoding="utf-8") as f:
+        lines = [line.rstrip("\n") for line in itertools.islice(f, n)]
+    if n is not None and len(lines) < n:
+        raise ValueError(f"{path} has {len(lines)} lines, fewer than the {n} asked for")
+    return lines
 
 
 _TOKENIZERS: dict[tuple, Tokenizer] = {}

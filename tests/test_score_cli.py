@@ -1,4 +1,5 @@
-"""`nmt score` end to end on the real Moses files of shared/data/smt, with small random models.
+"""`nmt score` end to end on real Moses files (the first lines of each in tests/data/smt, see
+tests/data/README.md, or the whole files under $NMT_TEST_SHARED_DATA), with small random models.
 
 The trusted reference for every score is the model's own step-by-step decoder (`model.step`, one pair at a
 time, no padding): the score of a pair must be its log-probability, whatever batch it was scored in."""
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import SMT, multi30k_lines, tiny_checkpoint
+from factories import SMT, full_data_file, multi30k_lines, tiny_checkpoint
 
 from nmt.cli import main as nmt_main
 from nmt.data.tokenizer import BOS, EOS
@@ -132,8 +133,10 @@ def test_phrase_table_round_trip_plain_and_gz(name, checkpoints, tmp_path, capsy
 
 
 @pytest.mark.slow
+@pytest.mark.full_data
 def test_a_whole_real_table(checkpoints, tmp_path, capsys):
     name = "moses-regression-tests/lexicalized-reordering/phrase-table.0-0.gz"
+    table = full_data_file(f"smt/{name}")
     out = tmp_path / "scored"
     assert (
         nmt(
@@ -142,14 +145,14 @@ def test_a_whole_real_table(checkpoints, tmp_path, capsys):
                 "--checkpoint",
                 str(checkpoints[TABLES[name]]),
                 "--phrase-table",
-                str(SMT / name),
+                str(table),
                 "--output",
                 str(out),
             ]
         )
         == 0
     )
-    values = split_scored(gzip.decompress((SMT / name).read_bytes()), out.read_bytes(), 1)
+    values = split_scored(gzip.decompress(table.read_bytes()), out.read_bytes(), 1)
     assert len(values) == 41915
     assert "41,915 lines" in capsys.readouterr().err
 
