@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,29 +18,35 @@ from nmt.model import NetworkConfig, build_model
 
 ROOT = Path(__file__).resolve().parents[1]
 MULTI30K = ROOT / "data" / "multi30k"  # English and French, shipped with the repository
-# The whole real files (smt/ and multi30k/ laid out as tests/data is) when this names their directory; without
-# it the tests read tests/data, the first lines of the same files (tests/data/README.md), and the tests marked
-# full_data skip.
+# The whole real Moses files (laid out as tests/data/smt is, under smt/) when this names their directory;
+# without it the tests read tests/data/smt, the first lines of the same files (tests/data/README.md), and the
+# tests that need whole files skip.
 FULL_DATA_VARIABLE = "NMT_TEST_SHARED_DATA"
 FULL_DATA = Path(os.environ[FULL_DATA_VARIABLE]) if os.environ.get(FULL_DATA_VARIABLE) else None
-TEST_DATA = FULL_DATA or ROOT / "tests" / "data"
-SMT = TEST_DATA / "smt"  # Moses phrase tables and n-best lists (tests/data/README.md)
+SMT = (FULL_DATA or ROOT / "tests" / "data") / "smt"  # Moses phrase tables and n-best lists
 
 
-def full_data_file(relative: str) -> Path:
-    """A whole real file under $NMT_TEST_SHARED_DATA; the calling test skips, saying why, when it is not there."""
+def needs_whole_file(relative: str) -> Callable[[Callable], Callable]:
+    """Marks a test `full_data` and skips it, with a one-line reason, unless $NMT_TEST_SHARED_DATA holds the
+    file `relative` (decided at collection, before any fixture is built)."""
     if FULL_DATA is None:
-        pytest.skip(f"needs the whole {relative}: set {FULL_DATA_VARIABLE} to the directory that holds it")
-    path = FULL_DATA / relative
-    if not path.is_file():
-        pytest.skip(f"needs the whole {relative}: {path} not found ({FULL_DATA_VARIABLE}={FULL_DATA})")
-    return path
+        reason = f"needs the whole {relative}: set {FULL_DATA_VARIABLE} to the directory that holds it"
+    elif not (FULL_DATA / relative).is_file():
+        reason = f"needs the whole {relative}: not found under {FULL_DATA_VARIABLE}={FULL_DATA}"
+    else:
+        reason = None
+
+    def mark(test: Callable) -> Callable:
+        test = pytest.mark.full_data(test)
+        return pytest.mark.skip(reason=reason)(test) if reason else test
+
+    return mark
 
 
 def multi30k_file(split: str, lang: str) -> Path:
     """A Multi30k file: the repository's copy for English and French; for German, the first 3,000 training
-    lines in tests/data (what tiny_tokenizer reads), or all of it under $NMT_TEST_SHARED_DATA."""
-    return (MULTI30K if lang in ("en", "fr") else TEST_DATA / "multi30k") / f"{split}.{lang}.gz"
+    lines in tests/data (what tiny_tokenizer reads)."""
+    return (MULTI30K if lang in ("en", "fr") else ROOT / "tests" / "data" / "multi30k") / f"{split}.{lang}.gz"
 
 
 def multi30k_lines(split: str, lang: str, n: int | None = None) -> list[str]:

@@ -9,7 +9,7 @@ import itertools
 from pathlib import Path
 
 import pytest
-from factories import SMT, full_data_file
+from factories import SMT, needs_whole_file
 
 from nmt.data.phrase_table import load_phrase_table_pairs
 from nmt.errors import InputError
@@ -192,9 +192,9 @@ def test_training_pairs_are_the_unique_pairs_in_table_order(tmp_path):
     assert swapped[0] == {"src": expected[0][1], "tgt": expected[0][0]}
 
 
-@pytest.mark.full_data
+@needs_whole_file("smt/AranBSmith_SMT-Project/phrase-table.gz")
 def test_training_pairs_of_a_whole_real_table(tmp_path):
-    path = full_data_file("smt/AranBSmith_SMT-Project/phrase-table.gz")
+    path = SMT / "AranBSmith_SMT-Project/phrase-table.gz"
     ds = load_phrase_table_pairs(path, cache_dir=tmp_path)
     assert len(ds) == 41320  # a Moses table holds each pair once
     assert "&apos;" not in "".join(ds["src"][:5000])

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import SMT, full_data_file, multi30k_lines, tiny_checkpoint
+from factories import SMT, multi30k_lines, needs_whole_file, tiny_checkpoint
 
 from nmt.cli import main as nmt_main
 from nmt.data.tokenizer import BOS, EOS
@@ -133,10 +133,10 @@ def test_phrase_table_round_trip_plain_and_gz(name, checkpoints, tmp_path, capsy
 
 
 @pytest.mark.slow
-@pytest.mark.full_data
+@needs_whole_file("smt/moses-regression-tests/lexicalized-reordering/phrase-table.0-0.gz")
 def test_a_whole_real_table(checkpoints, tmp_path, capsys):
     name = "moses-regression-tests/lexicalized-reordering/phrase-table.0-0.gz"
-    table = full_data_file(f"smt/{name}")
+    table = SMT / name
     out = tmp_path / "scored"
     assert (
         nmt(
