@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import pytest
 
+from nmt.data.encoding import Source
 from nmt.decoding import SearchConfig
 from nmt.inference import Candidate, Translation
-from nmt.inference.batching import Source
-from nmt.serving.batcher import Batcher, Job
+from nmt.serving.batcher import Batcher, TranslateJob
 
 
 class RecordingTranslator:
@@ -34,8 +34,8 @@ class RecordingTranslator:
         return [Translation(s.number, [Candidate(" ".join(map(str, s.ids)), s.ids, 0.0, 0.0, None)]) for s in sources]
 
 
-def job(*ids: int) -> Job:
-    return Job(tokens=len(ids), sources=[Source(1, [i]) for i in ids], search=SearchConfig(beam_size=1))
+def job(*ids: int) -> TranslateJob:
+    return TranslateJob([Source(1, [i]) for i in ids], SearchConfig(beam_size=1))
 
 
 @contextmanager

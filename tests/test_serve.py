@@ -198,9 +198,10 @@ def test_bad_requests_are_answered_4xx_naming_the_field(server, path, body, kind
 def test_a_sentence_too_long_is_translated_from_its_start_with_a_warning(server):
     status, body = request(server, "POST", "/v1/translate", {"q": ["A dog.", TOO_LONG]})
     assert status == 200 and len(body["translations"]) == 2
-    assert re.fullmatch(r"q\[1\]: \d+ pieces, translated only the first 60", body["warnings"][0])
+    assert re.fullmatch(r"q\[1\]: \d+ pieces; only the first 60 are read \(--max-input-tokens\)", body["warnings"][0])
     status, body = request(server, "POST", "/translate", {"q": TOO_LONG, "source": "en", "target": "fr"})
-    assert status == 200 and re.fullmatch(r"q\[0\]: \d+ pieces, translated only the first 60", body["warnings"][0])
+    warning = r"q\[0\]: \d+ pieces; only the first 60 are read \(--max-input-tokens\)"
+    assert status == 200 and re.fullmatch(warning, body["warnings"][0])
 
 
 def test_metrics_are_prometheus_text(server):
