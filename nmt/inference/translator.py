@@ -11,8 +11,8 @@
 Every command (translate, evaluate, score, embed, plot-attention) is argument parsing and file I/O around
 these methods. Lines become ids through `nmt.data.encoding` (tokenize, the blank-line rule, over-long lines cut
 with a warning) and batches through `nmt.inference.batching` (sort by length into token batches, pad, restore
-input order). `translate` and `encode_stream` take any iterable
-and yield as they go, so a command streams a file or a pipe through the same code a Python user calls.
+input order). `translate` and `encode_stream` take any iterable and yield as they go, so a command streams a
+file or a pipe through the same code a Python user calls.
 """
 
 from __future__ import annotations
@@ -165,10 +165,9 @@ class Translator:
         A beam wider than the target vocabulary is an `InputError` at once, before any line is read
         (`check_beam_size`). A blank line gets one empty candidate; a line longer than `max_input_tokens` pieces is
         translated from its first pieces (``WARNING_PREFIX: SOURCE_NAME:LINE: …`` on stderr, the text of
-        `nmt.data.encoding.too_long`; none with warning_prefix None). A NaN
-        or infinite score (a broken model) raises `InputError` naming the line. With a `shortlist`
-        (`nmt.decoding.shortlist`) each batch chooses among its target pieces only, and scores are renormalised
-        over them."""
+        `nmt.data.encoding.too_long`; none with warning_prefix None). A NaN or infinite score (a broken model)
+        raises `InputError` naming the line. With a `shortlist` (`nmt.decoding.shortlist`) each batch chooses among
+        its target pieces only, and scores are renormalised over them."""
         batches = self.translate_batches(
             lines,
             search,
@@ -209,10 +208,12 @@ class Translator:
         warn: Callable[[str], None] | None,
         shortlist: Shortlist | None,
     ) -> Iterator[list[Translation]]:
+        def where(number: int) -> str:
+            return f"{source_name}:{number}"
+
         def encode(text: str, number: int) -> Source:
-            where = f"{source_name}:{number}"
             return encode_sources(
-                self.tokenizer, [text], max_tokens=max_input_tokens, where=lambda _: where, first=number, warn=warn
+                self.tokenizer, [text], max_tokens=max_input_tokens, where=where, first=number, warn=warn
             )[0]
 
         def full(window: list[Source]) -> bool:
