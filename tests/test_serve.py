@@ -295,3 +295,18 @@ def test_a_port_in_use_is_one_line(checkpoint):
     taken.close()
     assert result.returncode == 2
     assert result.stderr.strip() == f"nmt serve: error: --port: 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_widest_beam_wider_than_the_vocabulary_is_a_load_error(checkpoint):
+    """In-process (`--max-beam-size` stops at 256, below the tiny model's 400 pieces): the app refuses the model,
+    as the command then says in one line, so that no request can ask for a beam the vocabulary cannot fill."""
+    from nmt.decoding import SearchConfig
+    from nmt.serving.app import ServeSettings, create_app
+
+    errors: list[BaseException] = []
+    settings = ServeSettings("en", "fr", SearchConfig(), 401, 20, 4000, 60, 500, 5.0)
+    app = create_app(settings, lambda: Translator.load(checkpoint, device="cpu"), on_load_error=errors.append)
+    app.state.load_model()  # what the server's start runs in a thread
+    beam = "a beam of 401 is wider than its target vocabulary (400 pieces): the first step has no more words to fill"
+    assert [str(error) for error in errors] == [f"{checkpoint}: {beam} the beam with"]
+    assert app.state.translator is None and not app.state.loaded.is_set()
