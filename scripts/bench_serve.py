@@ -50,7 +50,7 @@ def baselines(
     import torch
 
     from nmt import SearchConfig, Translator
-    from nmt.inference.batching import encode_line
+    from nmt.data.encoding import encode_sources
 
     torch.set_num_threads(threads)
     translator = Translator.load(checkpoint, device="cpu")
@@ -68,10 +68,7 @@ def baselines(
         latencies.append(time.perf_counter() - start)
     p50, p99 = (round(1000 * percentile(latencies, q), 1) for q in (0.5, 0.99))
     print(json.dumps({"bench": "one line", "sentences": len(lines), "p50_ms": p50, "p99_ms": p99}), flush=True)
-    sources = [
-        encode_line(translator.tokenizer, text, number=n, max_tokens=250, path="input", warning_prefix=None)
-        for n, text in enumerate(lines, start=1)
-    ]
+    sources = encode_sources(translator.tokenizer, lines, max_tokens=250, where=lambda n: f"input:{n}")
     for n in sorted({c for c in clients if c > 1}):
         start = time.perf_counter()
         for a in range(0, len(sources), n):

@@ -9,12 +9,14 @@ from collections.abc import Iterator
 from concurrent.futures import Future
 from contextlib import contextmanager
 
+import numpy as np
 import pytest
 
+from nmt.data.encoding import Source
 from nmt.decoding import SearchConfig
 from nmt.inference import Candidate, Translation
-from nmt.inference.batching import Source
-from nmt.serving.batcher import Batcher, Job
+from nmt.scoring.scorer import PairScores
+from nmt.serving.batcher import Batcher, ScoreJob, TranslateJob
 
 
 class RecordingTranslator:
@@ -27,15 +29,28 @@ class RecordingTranslator:
         self.hold = hold
 
     def translate_sources(self, sources, search, *, batch_tokens, source_name):
-        self.batches.append(len(sources))
+        self._called(len(sources))
+        return [Translation(s.number, [Candidate(" ".join(map(str, s.ids)), s.ids, 0.0, 0.0, None)]) for s in sources]
+
+    def score(self, sources, targets):
+        """Each pair's log-probability is minus its target's length; its token count the source's."""
+        self._called(len(sources))
+        n = len(sources)
+        logprob = np.array([-float(len(t)) for t in targets])
+        tokens = np.array([len(s) for s in sources])
+        return PairScores(
+            logprob, tokens, np.zeros(n, dtype=np.int64), np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
+        )
+
+    def _called(self, size: int) -> None:
+        self.batches.append(size)
         self.started.release()
         if len(self.batches) <= self.hold:
             assert self.release.acquire(timeout=30)
-        return [Translation(s.number, [Candidate(" ".join(map(str, s.ids)), s.ids, 0.0, 0.0, None)]) for s in sources]
 
 
-def job(*ids: int) -> Job:
-    return Job(tokens=len(ids), sources=[Source(1, [i]) for i in ids], search=SearchConfig(beam_size=1))
+def job(*ids: int) -> TranslateJob:
+    return TranslateJob([Source(1, [i]) for i in ids], SearchConfig(beam_size=1))
 
 
 @contextmanager
@@ -120,3 +135,20 @@ def test_a_failing_batch_fails_its_requests_and_the_next_ones_are_served():
         assert batcher.submit(job(2)).result(timeout=10)[0].text == "2"
     finally:
         batcher.close()
+
+
+def test_score_and_translate_jobs_queued_together_run_as_one_call_of_each_kind():
+    translator = RecordingTranslator(hold=1)
+    with busy(translator, max_batch_tokens=100, max_wait_ms=200) as (batcher, first):
+        scored = batcher.submit(ScoreJob(["a", "bb"], ["xyz", ""], tokens=6))
+        translated = batcher.submit(job(7, 8))
+        scored_too = batcher.submit(ScoreJob(["ccc"], ["uv"], tokens=5))
+        translator.release.release()
+        first.result(timeout=10)
+        assert [t.text for t in translated.result(timeout=10)] == ["7", "8"]
+        assert scored.result(timeout=10) == [
+            {"log_prob": -3.0, "tokens": 1, "truncated": False, "empty": False},
+            {"log_prob": -0.0, "tokens": 2, "truncated": False, "empty": False},
+        ]
+        assert scored_too.result(timeout=10) == [{"log_prob": -2.0, "tokens": 3, "truncated": False, "empty": False}]
+        assert translator.batches == [1, 3, 2]  # the two score jobs in one call (first come), the translations in one

@@ -572,5 +572,6 @@ def test_a_beam_wider_than_the_target_vocabulary_is_refused(checkpoint, tmp_path
         argv, outputs = _command_line(command, checkpoint, tmp_path)
         assert nmt_main([*argv, "--beam-size", "401"]) == 2
         err = capsys.readouterr().err
-        assert re.fullmatch(rf"nmt {command}: error: --beam-size: 401 is wider than the target vocabulary .*\n", err)
+        beam = r"a beam of 401 is wider than its target vocabulary \(400 pieces\): "
+        assert re.fullmatch(rf"nmt {command}: error: {re.escape(str(checkpoint))}: {beam}.*\n", err), err
         assert not any(path.exists() for path in outputs)

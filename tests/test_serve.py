@@ -198,9 +198,10 @@ def test_bad_requests_are_answered_4xx_naming_the_field(server, path, body, kind
 def test_a_sentence_too_long_is_translated_from_its_start_with_a_warning(server):
     status, body = request(server, "POST", "/v1/translate", {"q": ["A dog.", TOO_LONG]})
     assert status == 200 and len(body["translations"]) == 2
-    assert re.fullmatch(r"q\[1\]: \d+ pieces, translated only the first 60", body["warnings"][0])
+    assert re.fullmatch(r"q\[1\]: \d+ pieces; only the first 60 are read \(--max-input-tokens\)", body["warnings"][0])
     status, body = request(server, "POST", "/translate", {"q": TOO_LONG, "source": "en", "target": "fr"})
-    assert status == 200 and re.fullmatch(r"q\[0\]: \d+ pieces, translated only the first 60", body["warnings"][0])
+    warning = r"q\[0\]: \d+ pieces; only the first 60 are read \(--max-input-tokens\)"
+    assert status == 200 and re.fullmatch(warning, body["warnings"][0])
 
 
 def test_metrics_are_prometheus_text(server):
@@ -294,3 +295,18 @@ def test_a_port_in_use_is_one_line(checkpoint):
     taken.close()
     assert result.returncode == 2
     assert result.stderr.strip() == f"nmt serve: error: --port: 127.0.0.1:{port}: Address already in use"
+
+
+def test_a_widest_beam_wider_than_the_vocabulary_is_a_load_error(checkpoint):
+    """In-process (`--max-beam-size` stops at 256, below the tiny model's 400 pieces): the app refuses the model,
+    as the command then says in one line, so that no request can ask for a beam the vocabulary cannot fill."""
+    from nmt.decoding import SearchConfig
+    from nmt.serving.app import ServeSettings, create_app
+
+    errors: list[BaseException] = []
+    settings = ServeSettings("en", "fr", SearchConfig(), 401, 20, 4000, 60, 500, 5.0)
+    app = create_app(settings, lambda: Translator.load(checkpoint, device="cpu"), on_load_error=errors.append)
+    app.state.load_model()  # what the server's start runs in a thread
+    beam = "a beam of 401 is wider than its target vocabulary (400 pieces): the first step has no more words to fill"
+    assert [str(error) for error in errors] == [f"{checkpoint}: {beam} the beam with"]
+    assert app.state.translator is None and not app.state.loaded.is_set()

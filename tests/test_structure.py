@@ -1,5 +1,6 @@
-"""The package's import structure: no import cycle between the modules of ``nmt``, and the commands of
-``nmt/commands`` independent of one another (each imports shared code, never another command).
+"""The package's import structure: no import cycle between the modules of ``nmt``, the commands of
+``nmt/commands`` independent of one another (each imports shared code, never another command), and one module
+that turns text into ids (`nmt.data.encoding`: the tokenizer's encode methods are called there only).
 
 The graph is read from the source with ``ast``, so nothing is imported: an edge is any ``import nmt.x`` or
 ``from nmt.x import y`` (relative ones resolved) anywhere in a module, inside functions too; imports under
@@ -16,6 +17,11 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[1] / "nmt"
 SHARED_COMMAND_MODULES = {"nmt.commands", "nmt.commands.options"}
 """Modules of ``nmt/commands`` that hold shared code, not a command: a command may import these."""
+ENCODER_MODULE = "nmt.data.encoding"
+"""The one module that calls the tokenizer's encode methods: tokenizing, the blank-line rule, cutting."""
+TOKENIZER_MODULE = "nmt.data.tokenizer"
+"""The one module that uses SentencePiece itself."""
+ENCODE_METHODS = frozenset({"encode_src", "encode_tgt"})
 
 
 def module_names(root: Path = PACKAGE) -> dict[str, Path]:
@@ -167,3 +173,43 @@ def test_commands_do_not_import_each_other():
     assert not found, "a command imports another command (move the shared code out of nmt/commands):\n" + "\n".join(
         found
     )
+
+
+def encode_calls(root: Path = PACKAGE) -> dict[str, list[int]]:
+    """{module: the lines where it uses ``….encode_src`` or ``….encode_tgt`` (called, or handed on as a function)}
+    of the modules that do."""
+    found: dict[str, list[int]] = {}
+    for name, path in module_names(root).items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+            if isinstance(node, ast.Attribute) and node.attr in ENCODE_METHODS:
+                found.setdefault(name, []).append(node.lineno)
+    return found
+
+
+def test_the_encode_call_finder_sees_every_call(tmp_path):
+    root = tmp_path / "nmt"
+    root.mkdir()
+    (root / "__init__.py").write_text("")
+    (root / "a.py").write_text("def f(tok, t):\n    return tok.encode_src([t]), g(tok.encode_tgt)\n")
+    (root / "b.py").write_text("def encode_src(x):\n    return x.encode()\n")
+    assert encode_calls(root) == {"nmt.a": [2, 2]}
+
+
+def test_only_the_encoder_module_tokenizes_text():
+    """Translate, the server, embed, plot-attention, score, the shortlist and the training corpora all get their
+    ids from `nmt.data.encoding`, so that a blank line, an over-long one and the warning are the same
+    everywhere."""
+    others = {name: lines for name, lines in encode_calls().items() if name != ENCODER_MODULE}
+    assert not others, f"text tokenized outside {ENCODER_MODULE} (use its functions):\n" + "\n".join(
+        f"{name}: lines {lines}" for name, lines in sorted(others.items())
+    )
+    sentencepiece = {
+        name
+        for name, path in module_names().items()
+        for node in _imports(ast.parse(path.read_text(encoding="utf-8")))
+        if any(
+            (alias.name if isinstance(node, ast.Import) else node.module or "").startswith("sentencepiece")
+            for alias in node.names
+        )
+    }
+    assert sentencepiece == {TOKENIZER_MODULE}, f"SentencePiece used outside {TOKENIZER_MODULE}: {sentencepiece}"

@@ -91,7 +91,8 @@ def test_every_line_gets_one_output_line(checkpoints, tmp_path, capsys):
     assert len(outputs) == 6 and outputs[-1] == ""  # five lines, each ended
     assert outputs[1] == "" and outputs[3] == ""  # empty (or blank) in, empty out
     assert all(outputs[i] for i in (0, 2, 4))  # the over-long line is translated, not dropped
-    assert re.search(rf"warning: {re.escape(str(source))}:3: \d+ pieces, translating only the first 80", err)
+    warning = rf"warning: {re.escape(str(source))}:3: \d+ pieces; only the first 80 are read \(--max-input-tokens\)"
+    assert re.search(warning, err)
     assert len(err.strip().splitlines()) == 1
 
 
@@ -285,17 +286,14 @@ def test_missing_output_directory_is_a_one_line_error(tmp_path):
 def test_translate_sources_equals_translate_of_the_same_lines(checkpoints):
     """The server's entry point (lines encoded by the caller, no reader thread) gives what `translate` gives,
     in the order of its sources whatever their lengths, blank and over-long lines included."""
+    from nmt.data.encoding import encode_sources
     from nmt.decoding import SearchConfig
-    from nmt.inference.batching import encode_line
 
     translator = Translator.load(checkpoints["rnnsearch"], device="cpu")
     lines = [LINES[2], LINES[0] + " " + LINES[1], "", "Dogs.", LINES[3] * 3]
     search = SearchConfig(beam_size=3, n_best=2, max_length_a=1, max_length_b=3)
     expected = list(translator.translate(lines, search, batch_tokens=20, max_input_tokens=12, warning_prefix=None))
-    sources = [
-        encode_line(translator.tokenizer, text, number=n, max_tokens=12, path="request", warning_prefix=None)
-        for n, text in enumerate(lines, start=1)
-    ]
+    sources = encode_sources(translator.tokenizer, lines, max_tokens=12, where=lambda n: f"request:{n}")
     got = translator.translate_sources(sources, search, batch_tokens=20)
     assert [t.line for t in got] == [1, 2, 3, 4, 5]
     assert [[(c.text, c.tokens, c.score) for c in t.candidates] for t in got] == [

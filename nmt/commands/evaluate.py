@@ -68,14 +68,13 @@ def check_line_counts(hyp_path: str, n_hyp: int, ref_path: str, n_ref: int) -> N
 def translate_texts(args: argparse.Namespace, texts: list[str], config: SearchConfig) -> list[str]:
     """Translate the --src lines with the checkpoint(s), in batches of similar length; in input order."""
     translator = Translator.load(args.checkpoint, ensemble=args.ensemble, device=args.device, dtype=args.dtype)
-    options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
     shortlist = options.load_shortlist(args, translator)
+    found = translator.translate(  # checks the beam against the vocabulary before the progress bar shows
+        texts, config, **options.translation_options(args, prog=PROG, source_name=args.src, shortlist=shortlist)
+    )
     show = sys.stderr.isatty() if args.progress is None else args.progress
     hypotheses: list[str] = []
     with options.progress(show, total=len(texts)) as bar:
-        found = translator.translate(
-            texts, config, **options.translation_options(args, prog=PROG, source_name=args.src, shortlist=shortlist)
-        )
         for translation in found:
             hypotheses.append(translation.text)
             bar.update(1)

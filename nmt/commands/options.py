@@ -5,9 +5,9 @@ Each numeric option's type is a `Range`: a value that is not a number, or lies o
 while the command line is parsed, before any file is read or any model loaded, as one line on stderr,
 ``nmt translate: error: --beam-size: 100000 is more than 256 (…)``, exit status 2 (`CommandParser` turns every
 parse error into an `InputError` naming the option, which the CLI prints). Limits that depend on another
-option or on the model — ``--n-best`` at most ``--beam-size``, a beam no wider than the target vocabulary, the
-pixels of a figure — are checked by the functions below as soon as what they need is known. The limits are
-listed in docs/hostile-input.md.
+option — ``--n-best`` at most ``--beam-size``, the pixels of a figure — are checked by the functions below as soon
+as what they need is known (a beam no wider than the target vocabulary: by `nmt.Translator`, which knows it). The
+limits are listed in docs/hostile-input.md.
 """
 
 from __future__ import annotations
@@ -364,16 +364,6 @@ def check_output_limit(max_length_a: float, max_length_b: int) -> None:
             path="--max-length-b",
             message=f"{max_length_b} with --max-length-a 0 limits every translation to {max(1, max_length_b)} "
             "piece(s), EOS included: nothing could be translated",
-        )
-
-
-def check_beam_width(beam_size: int, vocab_size: int, checkpoint: str) -> None:
-    """A beam wider than the target vocabulary cannot be filled: its first step has only V words."""
-    if beam_size > vocab_size:
-        raise InputError(
-            path="--beam-size",
-            message=f"{beam_size} is wider than the target vocabulary of {checkpoint} ({vocab_size} pieces): the "
-            "first step has no more words to fill the beam with",
         )
 
 

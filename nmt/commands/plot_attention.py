@@ -17,6 +17,7 @@ from jsonargparse import ArgumentParser
 
 from nmt.commands import options
 from nmt.commands.options import CommandParser
+from nmt.data.encoding import source_ids, target_ids
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.plotting import DPI, attention_heatmap, save_figure, supported_formats
@@ -71,12 +72,8 @@ def main(argv: list[str] | None = None) -> int:
             path=args.checkpoint,
             message=f"no attention to plot: this is a {translator.network.architecture} model (needs rnnsearch)",
         )
-    options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
-    for option, text, encode in (
-        ("--src", args.src, translator.tokenizer.encode_src),
-        ("--tgt", args.tgt, translator.tokenizer.encode_tgt),
-    ):
-        if text is not None and (n := len(encode([text])[0])) > MAX_PIECES:
+    for option, text, encode in (("--src", args.src, source_ids), ("--tgt", args.tgt, target_ids)):
+        if text is not None and (n := len(encode(translator.tokenizer, [text])[0])) > MAX_PIECES:
             raise InputError(path=option, message=f"{n} pieces; a heatmap of more than {MAX_PIECES} is unreadable")
     shown = translator.attention(args.src, args.tgt, beam_size=args.beam_size)
     title = f"{args.src}\n{shown.translation}"

@@ -98,17 +98,16 @@ def main(argv: list[str]) -> int:
         translator = Translator.load(args.checkpoint, ensemble=args.ensemble, device=args.device, dtype=args.dtype)
         if args.alignment:
             translator.require_attention("--alignment")
-        options.check_beam_width(args.beam_size, translator.tokenizer.tgt_vocab_size, args.checkpoint)
         shortlist = options.load_shortlist(args, translator)
+        # Nothing is read yet (the reader thread starts with the first batch, once the output is open), but the
+        # beam is checked against the vocabulary here, before the output is opened.
+        ready_groups = translator.translate_batches(
+            (text for text, _ in read_lines(args.input, errors=args.encoding_errors)),
+            config,
+            **options.translation_options(args, prog=PROG, source_name=args.input, shortlist=shortlist),
+        )
         show_progress = args.output != "-" if args.progress is None else args.progress
         with atomic_output(args.output, inputs=inputs) as out, options.progress(show_progress) as bar:
-            # Lines are read once the output is open: a bad output path stops us before any thread runs.
-            lines = (text for text, _ in read_lines(args.input, errors=args.encoding_errors))
-            ready_groups = translator.translate_batches(
-                lines,
-                config,
-                **options.translation_options(args, prog=PROG, source_name=args.input, shortlist=shortlist),
-            )
             for ready in ready_groups:
                 for translation in ready:
                     for line in format_lines(translation, n_best=args.n_best, scores=args.scores, align=args.alignment):

@@ -52,8 +52,8 @@ def collate(rows: Sequence[tuple[Sequence[int], Sequence[int]]], indices: Sequen
     """Pad `rows` of ``(src_ids, tgt_ids)`` into a `Batch`.
 
     Args:
-        rows: per pair, the source ids ending in EOS (`Tokenizer.encode_src`) and the target ids without
-            BOS/EOS (`Tokenizer.encode_tgt`).
+        rows: per pair, the source ids ending in EOS (`nmt.data.encoding.source_ids`) and the target ids without
+            BOS/EOS (`nmt.data.encoding.target_ids`).
         indices: (B,) dataset row of each pair.
         pad_id: id filling the positions after each sentence.
     """

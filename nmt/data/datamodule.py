@@ -21,8 +21,9 @@ from torch.utils.data import DataLoader
 
 from nmt.data.batch import Batch, collate
 from nmt.data.corpus import Corpus, corpus_fingerprint, load_corpus
+from nmt.data.encoding import cut, source_ids, target_ids
 from nmt.data.sampler import TokenBucketSampler
-from nmt.data.tokenizer import EOS, Tokenizer, TokenizerConfig, VocabularySizeError
+from nmt.data.tokenizer import Tokenizer, TokenizerConfig, VocabularySizeError
 from nmt.errors import InputError
 from nmt.textio import file_signature, replacing
 
@@ -435,11 +436,10 @@ class _EncodePairs:
     def __call__(self, batch: dict[str, list[str | None]]) -> dict[str, list[object]]:
         src = [text or "" for text in batch["src"]]  # `datasets` corpora may hold nulls
         tgt = [text or "" for text in batch["tgt"]]
-        src_ids = self.tokenizer.encode_src(src)
-        tgt_ids = self.tokenizer.encode_tgt(tgt)
+        src_ids, tgt_ids = source_ids(self.tokenizer, src), target_ids(self.tokenizer, tgt)
         if self.truncate_to is not None:
             max_src, max_tgt = self.truncate_to
-            src_ids = [ids if len(ids) <= max_src + 1 else ids[:max_src] + [EOS] for ids in src_ids]
+            src_ids = [cut(ids, max_src) for ids in src_ids]
             tgt_ids = [ids[:max_tgt] for ids in tgt_ids]
         return {"src": src, "tgt": tgt, "src_ids": src_ids, "tgt_ids": tgt_ids}
 

@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from nmt.data.encoding import source_ids, target_ids
 from nmt.data.tokenizer import EOS, Tokenizer
 from nmt.errors import InputError
 from nmt.textio import BOM, atomic_output, decoded_lines, read_binary, read_lines
@@ -245,8 +246,8 @@ def build_table(path: str, tokenizer: Tokenizer, source: str, target: str, *, ke
     """``nmt shortlist``: the lexical table of corpus `source`/`target` tokenized with `tokenizer`, to `path`.
     Returns the number of sentence pairs read."""
     src_lines, tgt_lines = corpus_pairs(source, target)
-    src = [ids[:-1] for ids in tokenizer.encode_src(src_lines)]  # without EOS
-    tgt = tokenizer.encode_tgt(tgt_lines)
+    src = [ids[:-1] for ids in source_ids(tokenizer, src_lines)]  # without EOS
+    tgt = target_ids(tokenizer, tgt_lines)
     best, counts = lexical_table(src, tgt, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, keep=keep)
     write_table(path, tokenizer, best, counts, inputs=[os.fspath(source), os.fspath(target)])
     return len(src_lines)

@@ -1,5 +1,5 @@
-"""Inference with a trained model: `Translator` (translate, score, encode, attention) and the one path from text
-lines to padded batches it uses (`batching`)."""
+"""Inference with a trained model: `Translator` (translate, score, encode, attention) and the one path from encoded
+lines to padded batches it uses (`batching`; text becomes ids in `nmt.data.encoding`)."""
 
 from nmt.inference.translator import Alignment, Candidate, Translation, Translator
 

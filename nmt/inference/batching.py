@@ -1,6 +1,7 @@
 """From text lines to padded tensors: the one path of every inference command and of `nmt.Translator`.
 
-    lines ──encode_line──▶ Source (piece ids + EOS, cut to max_tokens with a warning naming file:line)
+    lines ──encode_sources──▶ Source (piece ids + EOS, cut to max_tokens with a warning naming file:line)
+          (`nmt.data.encoding`, the one place text becomes ids)
           ──token_batches──▶ batches of similar length (sorted; at most batch_tokens source pieces each)
           ──pad_sources──▶ (B, S) ids + (B,) lengths on the model's device   (`nmt.data.batch.pad_rows`, as training)
           ──model──▶ results, put back in input order by their line numbers
@@ -13,55 +14,18 @@ and a file is batched by length over many lines.
 from __future__ import annotations
 
 import queue
-import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from typing import NamedTuple, TypeVar
+from typing import TypeVar
 
 import torch
 from torch import Tensor
 
 from nmt.data.batch import pad_rows
-from nmt.data.tokenizer import EOS, PAD, Tokenizer
+from nmt.data.tokenizer import PAD
 
 T = TypeVar("T")
 _END = object()  # end of input, from the reader thread
-
-
-class Source(NamedTuple):
-    """One input line, encoded."""
-
-    number: int  # 1-based line number
-    ids: list[int]  # source pieces followed by EOS; empty for a blank line (which the model never sees)
-
-
-def cut_to(
-    ids: list[int], max_tokens: int, *, where: str, doing: str, warning_prefix: str | None = "warning"
-) -> list[int]:
-    """`ids` (pieces + EOS) cut to their first `max_tokens` pieces + EOS, with a warning on stderr naming
-    `where` (FILE:LINE): one huge line must not pad its whole batch to its length. warning_prefix None: no
-    warning (a caller that tells its user itself: the server answers with a warning field)."""
-    if len(ids) - 1 <= max_tokens:
-        return ids
-    if warning_prefix is not None:
-        print(
-            f"{warning_prefix}: {where}: {len(ids) - 1} pieces, {doing} only the first {max_tokens} "
-            "(--max-input-tokens)",
-            file=sys.stderr,
-            flush=True,
-        )
-    return ids[:max_tokens] + [EOS]
-
-
-def encode_line(
-    tokenizer: Tokenizer, text: str, *, number: int, max_tokens: int, path: str, warning_prefix: str | None = "warning"
-) -> Source:
-    """One line -> its source pieces + EOS (a blank line: no pieces); a truncation warning names path:number."""
-    if not text.strip():
-        return Source(number, [])
-    ids = tokenizer.encode_src([text])[0]
-    where = f"{path}:{number}"
-    return Source(number, cut_to(ids, max_tokens, where=where, doing="translating", warning_prefix=warning_prefix))
 
 
 def token_batches(items: Iterable[T], batch_tokens: int, *, length: Callable[[T], int]) -> list[list[T]]:

@@ -9,15 +9,17 @@
     translator.encode(["a red car"])                                    # the encoder's phrase vectors
 
 Every command (translate, evaluate, score, embed, plot-attention) is argument parsing and file I/O around
-these methods. Lines go through `nmt.inference.batching` (encode, cut over-long lines with a warning, sort
-by length into token batches, pad, restore input order). `translate` and `encode_stream` take any iterable
-and yield as they go, so a command streams a file or a pipe through the same code a Python user calls.
+these methods. Lines become ids through `nmt.data.encoding` (tokenize, the blank-line rule, over-long lines cut
+with a warning) and batches through `nmt.inference.batching` (sort by length into token batches, pad, restore
+input order). `translate` and `encode_stream` take any iterable and yield as they go, so a command streams a
+file or a pipe through the same code a Python user calls.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator, Sequence
+import sys
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal, NamedTuple
 
@@ -25,11 +27,12 @@ import numpy as np
 import torch
 
 from nmt.checkpoint import INFERENCE_DTYPES, LoadedModel, load_model, resolve_device
+from nmt.data.encoding import Source, encode_sources, source_ids, target_ids
 from nmt.data.tokenizer import BOS, EOS, Tokenizer
 from nmt.decoding import Ensemble, Hypothesis, SearchConfig, check_same_vocabulary, search
 from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
-from nmt.inference.batching import Source, chunks, cut_to, encode_line, pad_sources, read_ahead, token_batches
+from nmt.inference.batching import chunks, pad_sources, read_ahead, token_batches
 from nmt.model import NetworkConfig
 from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig
 from nmt.textio import single_line
@@ -132,6 +135,18 @@ class Translator:
 
     # -- translation ---------------------------------------------------------------------------------------------
 
+    def check_beam_size(self, beam_size: int) -> None:
+        """An `InputError` naming the checkpoint when a beam of `beam_size` is wider than the target vocabulary: the
+        search's first step has only V words to fill it with. Every search checks it before reading a line; a
+        caller that fixes the widest beam up front (the server's --max-beam-size) checks that once."""
+        vocab = self.tokenizer.tgt_vocab_size
+        if beam_size > vocab:
+            raise InputError(
+                path=self.path,
+                message=f"a beam of {beam_size} is wider than its target vocabulary ({vocab} pieces): the first step "
+                "has no more words to fill the beam with",
+            )
+
     def translate(
         self,
         lines: Iterable[str],
@@ -147,12 +162,13 @@ class Translator:
         line before it are done. Lines are read ahead (in a thread) and the ones already read are batched by
         length, so a list is translated in sorted batches and a pipe answers each line as it comes.
 
-        A blank line gets one empty candidate; a line longer than `max_input_tokens` pieces is translated from
-        its first pieces (``WARNING_PREFIX: SOURCE_NAME:LINE: …`` on stderr; none with warning_prefix None). A NaN
-        or infinite score (a broken model) raises `InputError` naming the line. With a `shortlist`
-        (`nmt.decoding.shortlist`) each batch chooses among its target pieces only, and scores are renormalised
-        over them."""
-        for ready in self.translate_batches(
+        A beam wider than the target vocabulary is an `InputError` at once, before any line is read
+        (`check_beam_size`). A blank line gets one empty candidate; a line longer than `max_input_tokens` pieces is
+        translated from its first pieces (``WARNING_PREFIX: SOURCE_NAME:LINE: …`` on stderr, the text of
+        `nmt.data.encoding.too_long`; none with warning_prefix None). A NaN or infinite score (a broken model)
+        raises `InputError` naming the line. With a `shortlist` (`nmt.decoding.shortlist`) each batch chooses among
+        its target pieces only, and scores are renormalised over them."""
+        batches = self.translate_batches(
             lines,
             search,
             batch_tokens=batch_tokens,
@@ -160,8 +176,8 @@ class Translator:
             source_name=source_name,
             warning_prefix=warning_prefix,
             shortlist=shortlist,
-        ):
-            yield from ready
+        )
+        return (translation for ready in batches for translation in ready)
 
     def translate_batches(
         self,
@@ -177,16 +193,28 @@ class Translator:
         """`translate`, yielding after each batch the translations it made ready (in input order; often none,
         when an earlier line is still to come): a writer flushes once per batch rather than once per line."""
         config = search or SearchConfig()
+        self.check_beam_size(config.beam_size)
+        return self._translate_batches(
+            lines, config, batch_tokens, max_input_tokens, source_name, _warning(warning_prefix), shortlist
+        )
+
+    def _translate_batches(
+        self,
+        lines: Iterable[str],
+        config: SearchConfig,
+        batch_tokens: int,
+        max_input_tokens: int,
+        source_name: str,
+        warn: Callable[[str], None] | None,
+        shortlist: Shortlist | None,
+    ) -> Iterator[list[Translation]]:
+        def where(number: int) -> str:
+            return f"{source_name}:{number}"
 
         def encode(text: str, number: int) -> Source:
-            return encode_line(
-                self.tokenizer,
-                text,
-                number=number,
-                max_tokens=max_input_tokens,
-                path=source_name,
-                warning_prefix=warning_prefix,
-            )
+            return encode_sources(
+                self.tokenizer, [text], max_tokens=max_input_tokens, where=where, first=number, warn=warn
+            )[0]
 
         def full(window: list[Source]) -> bool:
             return sum(max(1, len(s.ids)) for s in window) >= WINDOW_BATCHES * batch_tokens
@@ -211,14 +239,14 @@ class Translator:
         source_name: str = "<input>",
         shortlist: Shortlist | None = None,
     ) -> list[Translation]:
-        """Translations of lines already encoded (`nmt.inference.batching.encode_line`: pieces + EOS, cut to
+        """Translations of lines already encoded (`nmt.data.encoding.encode_sources`: pieces + EOS, cut to
         length; no pieces for a blank line), in the order given, each numbered as its `Source`. No reader thread
         and no second tokenization: what a caller that has counted the pieces itself (the server) wants."""
+        config = search or SearchConfig()
+        self.check_beam_size(config.beam_size)
         by_number = {
             t.line: t
-            for translated in self._translated_batches(
-                sources, search or SearchConfig(), batch_tokens, source_name, shortlist
-            )
+            for translated in self._translated_batches(sources, config, batch_tokens, source_name, shortlist)
             for t in translated
         }
         if len(by_number) != len(sources):
@@ -306,14 +334,20 @@ class Translator:
         """The encoder's vector of each phrase, float32 (n, D) blocks in input order (see `encode`)."""
         if isinstance(self.model, Ensemble):
             raise InputError(path=self.path, message="phrase vectors come from one model, not an ensemble")
+        warn = _warning(warning_prefix)
         first = 1
         for block in chunks(phrases, window):
-            sources = []
-            for number, text in enumerate(block, start=first):
-                ids = self.tokenizer.encode_src([text])[0]
-                where = f"{source_name}:{number}"
-                ids = cut_to(ids, max_input_tokens, where=where, doing="embedding", warning_prefix=warning_prefix)
-                sources.append(Source(number, ids))
+            sources = [
+                Source(s.number, s.ids or [EOS])  # a blank line: the empty phrase, EOS alone
+                for s in encode_sources(
+                    self.tokenizer,
+                    block,
+                    max_tokens=max_input_tokens,
+                    where=lambda number: f"{source_name}:{number}",
+                    first=first,
+                    warn=warn,
+                )
+            ]
             vectors: np.ndarray | None = None
             for batch in token_batches(sources, batch_tokens, length=lambda s: len(s.ids)):
                 found = self._vectors([s.ids for s in batch], vector)
@@ -368,21 +402,29 @@ class Translator:
         from nmt.plotting import EOS_LABEL  # matplotlib only when a picture is wanted
 
         model, tokenizer = self.model, self.tokenizer
-        src_ids = tokenizer.encode_src([src])[0]  # pieces + EOS
+        src_ids = source_ids(tokenizer, [src])[0]  # pieces + EOS
         src_t, lengths = pad_sources([src_ids], self.device)
         if tgt is not None:
             if isinstance(model, Ensemble):
                 raise InputError(path=self.path, message="a given target is aligned by one model, not an ensemble")
-            tgt_ids = tokenizer.encode_tgt([tgt])[0]
+            tgt_ids = target_ids(tokenizer, [tgt])[0]
             tgt_in = torch.tensor([[BOS, *tgt_ids]], device=self.device)  # BOS y_1 … y_n predicts y_1 … EOS
             alpha = model.teacher_forced(model.encode(src_t, lengths, for_steps=False), tgt_in).alpha[0]  # (T, S)
             tgt_pieces, translation = [*tokenizer.tgt_pieces(tgt_ids), EOS_LABEL], tgt
         else:
+            self.check_beam_size(beam_size)
             best = search(model, src_t, lengths, SearchConfig(beam_size=beam_size), bos_id=BOS, eos_id=EOS)[0][0]
             alpha = best.alpha  # (T, S): one row per output piece, and one for EOS when the translation ended
             tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), *([EOS_LABEL] if best.complete else [])]
             translation = tokenizer.decode_tgt([best.tokens])[0]
         return Alignment(tokenizer.src_pieces(src_ids), tgt_pieces, alpha.float().cpu().numpy(), translation)
+
+
+def _warning(prefix: str | None) -> Callable[[str], None] | None:
+    """What prints a warning on stderr as ``PREFIX: WHERE: …`` (None: no warnings)."""
+    if prefix is None:
+        return None
+    return lambda message: print(f"{prefix}: {message}", file=sys.stderr, flush=True)
 
 
 def _check_finite(found: list[Hypothesis], source_name: str, line: int) -> None:

@@ -57,6 +57,7 @@ import numpy as np
 import torch
 
 from nmt.data.batch import collate
+from nmt.data.encoding import cut, is_blank, source_ids, target_ids
 from nmt.data.tokenizer import EOS, PAD, Tokenizer
 from nmt.decoding.search import select_rows
 from nmt.model.attention import batch_invariant_energies
@@ -163,12 +164,9 @@ class PairScorer:
         if len(inputs) != len(outputs):
             raise ValueError(f"{len(inputs)} inputs but {len(outputs)} outputs")
         cfg = self.config
-        src = self.tokenizer.encode_src(inputs) if inputs else []
-        tgt = self.tokenizer.encode_tgt(outputs) if outputs else []
+        src, tgt = source_ids(self.tokenizer, inputs), target_ids(self.tokenizer, outputs)
         N = len(src)
-        empty = np.fromiter(
-            (not a.strip() or not b.strip() for a, b in zip(inputs, outputs, strict=True)), dtype=bool, count=N
-        )
+        empty = np.fromiter((is_blank(a) or is_blank(b) for a, b in zip(inputs, outputs, strict=True)), bool, count=N)
         n_unk = np.zeros(N, dtype=np.int64)
         if self.unfaithful is not None:
             n_unk[:] = [self.count_unfaithful_words(ids) for ids in tgt]
@@ -180,8 +178,7 @@ class PairScorer:
                 if cfg.too_long == "floor":
                     floored[i] = True
                 else:
-                    if len(src[i]) > cfg.max_len:
-                        src[i] = src[i][: cfg.max_len - 1] + [EOS]
+                    src[i] = cut(src[i], cfg.max_len - 1)  # max_len counts EOS
                     tgt[i] = tgt[i][: cfg.max_len - 1]
         runs, run_of = _runs(src, tgt, floored)
         return Prepared(src, tgt, runs, run_of, self._batches(runs), floored, n_unk, truncated, empty)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import json
 import re
 import threading
@@ -26,14 +27,15 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
+from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from nmt.data.encoding import encode_sources, source_ids, target_ids
 from nmt.decoding import SearchConfig
 from nmt.inference import Candidate, Translation, Translator
-from nmt.inference.batching import Source, cut_to
-from nmt.serving.batcher import Batcher, Job
+from nmt.serving.batcher import Batcher, ScoreJob, TranslateJob
 from nmt.serving.languages import language_name
 from nmt.serving.metrics import Metrics
 from nmt.serving.schemas import (
@@ -46,6 +48,8 @@ from nmt.serving.schemas import (
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+
+router = APIRouter()
 
 
 @dataclass(frozen=True)
@@ -63,20 +67,6 @@ class ServeSettings:
     max_wait_ms: float  # under load, how long a batch waits for more requests
 
 
-class _Model:
-    """The translator and its batcher, once loaded (in a thread, so that /health answers meanwhile)."""
-
-    def __init__(self) -> None:
-        self.translator: Translator | None = None
-        self.batcher: Batcher | None = None
-        self.loaded = threading.Event()
-
-    def ready(self) -> tuple[Translator, Batcher]:
-        if self.translator is None or self.batcher is None:
-            raise ApiError(503, "model", "the model is still loading; retry when GET /health answers 200")
-        return self.translator, self.batcher
-
-
 def create_app(
     settings: ServeSettings,
     load: Callable[[], Translator],
@@ -84,175 +74,217 @@ def create_app(
     on_ready: Callable[[Translator, float], None] = lambda translator, seconds: None,
     on_load_error: Callable[[BaseException], None] = lambda error: None,
 ) -> FastAPI:
-    """The app; `load` runs in a thread once the server has started (see `nmt.commands.serve`)."""
-    model = _Model()
-    metrics = Metrics(queued=lambda: model.batcher.queued if model.batcher else 0, loaded=model.loaded.is_set)
+    """The app; `load` runs in a thread once the server has started (see `nmt.commands.serve`), and a model
+    whose target vocabulary is narrower than `settings.max_beam_size` is a load error (no request can then ask
+    for a beam the vocabulary cannot fill).
 
-    def load_model() -> None:
-        start = time.perf_counter()
-        try:
-            translator = load()
-        except BaseException as error:  # told to the command, which stops the server
-            on_load_error(error)
-            return
-        model.batcher = Batcher(
-            translator,
-            max_batch_tokens=settings.max_batch_tokens,
-            max_wait_ms=settings.max_wait_ms,
-            on_batch=metrics.batch,
-        )
-        model.translator = translator
-        model.loaded.set()
-        on_ready(translator, time.perf_counter() - start)
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI):
-        threading.Thread(target=load_model, name="nmt-serve-loader", daemon=True).start()
-        yield
-        # Shutting down: uvicorn has stopped accepting and answered every request in flight.
-        if model.batcher is not None:
-            await asyncio.to_thread(model.batcher.close)
-
-    app = FastAPI(title="nmt", summary="Neural machine translation (RNN encoder-decoder)", lifespan=lifespan)
-    app.add_middleware(_Measured, metrics=metrics)
-
-    @app.exception_handler(ApiError)
-    async def api_error(request: Request, error: ApiError) -> JSONResponse:
-        return JSONResponse(error.body(), status_code=error.status)
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
-        field = "method" if error.status_code == 405 else "path"
-        return JSONResponse({"error": f"{field}: {error.detail}", "field": field}, status_code=error.status_code)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, error: Exception) -> JSONResponse:
-        return JSONResponse({"error": f"internal error: {error}", "field": "model"}, status_code=500)
-
-    async def translate(lines: list[str], search: SearchConfig, where: list[str]) -> tuple[list[Translation], list]:
-        """Translations of `lines` (in order) and a warning for each line cut to max_input_tokens."""
-        translator, batcher = model.ready()
-        limit, sources, warnings = settings.max_input_tokens, [], []
-        for number, (text, ids, name) in enumerate(
-            zip(lines, translator.tokenizer.encode_src(lines), where, strict=True), start=1
-        ):
-            if not text.strip():
-                ids = []  # a blank line: an empty translation, the model never sees it
-            elif len(ids) - 1 > limit:
-                warnings.append(f"{name}: {len(ids) - 1} pieces, translated only the first {limit}")
-                ids = cut_to(ids, limit, where=name, doing="translating", warning_prefix=None)
-            sources.append(Source(number, ids))
-        job = Job(tokens=sum(max(1, len(s.ids)) for s in sources), sources=sources, search=search)
-        return await asyncio.wrap_future(batcher.submit(job)), warnings
-
-    # -- LibreTranslate ----------------------------------------------------------------------------------------
-
-    @app.post("/translate")
-    async def libre_translate(request: Request) -> dict:
-        req = validated(LibreTranslateRequest, await _read_body(request, settings.max_request_bytes))
-        _check_pair(req.source, req.target, settings)
-        texts = _texts(req.q)
-        lines, where, spans = [], [], []
-        for i, text in enumerate(texts):
-            parts = _LINE_BREAK.split(text)
-            spans.append((len(lines), len(lines) + len(parts)))
-            lines += parts
-            where += [f"q[{i}]" if len(parts) == 1 else f"q[{i}] line {k + 1}" for k in range(len(parts))]
-        _check_count("q", len(lines), settings, what="lines")
-        n_best = 1 + req.alternatives
-        _check_beam("alternatives", n_best, settings)
-        search = dataclasses.replace(settings.search, n_best=n_best, beam_size=max(settings.search.beam_size, n_best))
-        translations, warnings = await translate(lines, search, where)
-        metrics.sentences.labels("/translate").inc(len(lines))
-        joined = [_joined(translations[a:b], n_best) for a, b in spans]  # per text: best, then the alternatives
-        one = isinstance(req.q, str)
-        body: dict = {"translatedText": joined[0][0] if one else [j[0] for j in joined]}
-        if req.alternatives:
-            body["alternatives"] = joined[0][1:] if one else [j[1:] for j in joined]
-        if warnings:
-            body["warnings"] = warnings
-        return body
-
-    @app.get("/languages")
-    async def languages() -> list[dict]:
-        source, target = settings.source_lang, settings.target_lang
-        return [
-            {"code": source, "name": language_name(source), "targets": [target]},
-            {"code": target, "name": language_name(target), "targets": []},
-        ]
-
-    # -- nmt's own API -----------------------------------------------------------------------------------------
-
-    @app.post("/v1/translate")
-    async def v1_translate(request: Request) -> dict:
-        req = validated(TranslateRequest, await _read_body(request, settings.max_request_bytes))
-        lines = _texts(req.q)
-        _check_count("q", len(lines), settings, what="sentences")
-        for i, line in enumerate(lines):
-            if _LINE_BREAK.search(line):
-                raise ApiError(400, f"q[{i}]", "holds a line break: send one sentence per item")
-        beam_size = req.beam_size or settings.search.beam_size
-        _check_beam("beam_size", beam_size, settings)
-        if req.n_best > beam_size:
-            raise ApiError(400, "n_best", f"{req.n_best} is more than the beam size ({beam_size})")
-        translator, _ = model.ready()
-        if req.alignment and not translator.has_attention:
-            raise ApiError(400, "alignment", "needs an attention model (rnnsearch); this server's has none")
-        if beam_size > translator.tokenizer.tgt_vocab_size:
-            vocab = translator.tokenizer.tgt_vocab_size
-            raise ApiError(400, "beam_size", f"{beam_size} is wider than the target vocabulary ({vocab} pieces)")
-        changes = {"beam_size": beam_size, "n_best": req.n_best}
-        changes |= {k: v for k, v in (("length_penalty", req.length_penalty), ("alpha", req.alpha)) if v is not None}
-        search = dataclasses.replace(settings.search, **changes)
-        translations, warnings = await translate(lines, search, [f"q[{i}]" for i in range(len(lines))])
-        metrics.sentences.labels("/v1/translate").inc(len(lines))
-
-        def described(c: Candidate) -> dict:
-            item: dict = {"text": c.text}
-            if req.scores:
-                item |= {"score": c.score, "log_prob": c.log_prob}
-            if req.alignment:
-                item["alignment"] = [list(link) for link in c.alignment()]
-            return item
-
-        items = []
-        for t in translations:
-            item = described(t.candidates[0])
-            if req.n_best > 1:
-                item["n_best"] = [described(c) for c in t.candidates]
-            items.append(item)
-        return {"translations": items, "warnings": warnings}
-
-    @app.post("/v1/score")
-    async def v1_score(request: Request) -> dict:
-        req = validated(ScoreRequest, await _read_body(request, settings.max_request_bytes))
-        _check_count("source", len(req.source), settings, what="pairs")
-        if len(req.target) != len(req.source):
-            raise ApiError(400, "target", f"{len(req.target)} targets for {len(req.source)} sources")
-        translator, batcher = model.ready()
-        if len(translator.members) > 1:
-            raise ApiError(400, "source", "scoring takes one model; this server decodes an ensemble")
-        tok = translator.tokenizer
-        pieces = [*tok.encode_src(req.source), *tok.encode_tgt(req.target)]
-        tokens = sum(len(ids) for ids in pieces)
-        job = Job(lines=req.source, tokens=tokens, targets=req.target)
-        scores = await asyncio.wrap_future(batcher.submit(job))
-        metrics.sentences.labels("/v1/score").inc(len(scores))
-        return {"scores": scores}
-
-    # -- operations --------------------------------------------------------------------------------------------
-
-    @app.get("/health")
-    async def health() -> JSONResponse:
-        if model.loaded.is_set():
-            return JSONResponse({"status": "ready"})
-        return JSONResponse({"status": "loading"}, status_code=503)
-
-    @app.get("/metrics")
-    async def prometheus() -> Response:
-        return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
+    The handlers are this module's functions on `router`; what they share lives on ``app.state``: `settings`,
+    `metrics`, and `translator` and `batcher` (None until the model is loaded, then `loaded` is set)."""
+    app = FastAPI(title="nmt", summary="Neural machine translation (RNN encoder-decoder)", lifespan=_lifespan)
+    state = app.state
+    state.settings = settings
+    state.translator, state.batcher = None, None
+    state.loaded = threading.Event()
+    state.metrics = Metrics(queued=lambda: state.batcher.queued if state.batcher else 0, loaded=state.loaded.is_set)
+    state.load_model = functools.partial(_load_model, state, load, on_ready, on_load_error)
+    app.add_middleware(_Measured, metrics=state.metrics)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _internal_error)
+    app.include_router(router)
     return app
+
+
+def _load_model(
+    state: State,
+    load: Callable[[], Translator],
+    on_ready: Callable[[Translator, float], None],
+    on_load_error: Callable[[BaseException], None],
+) -> None:
+    """Load the model (in its own thread), then start the batcher and set `loaded`."""
+    start = time.perf_counter()
+    try:
+        translator = load()
+        translator.check_beam_size(state.settings.max_beam_size)
+    except BaseException as error:  # told to the command, which stops the server
+        on_load_error(error)
+        return
+    settings = state.settings
+    state.batcher = Batcher(
+        translator,
+        max_batch_tokens=settings.max_batch_tokens,
+        max_wait_ms=settings.max_wait_ms,
+        on_batch=state.metrics.batch,
+    )
+    state.translator = translator
+    state.loaded.set()
+    on_ready(translator, time.perf_counter() - start)
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI):
+    threading.Thread(target=app.state.load_model, name="nmt-serve-loader", daemon=True).start()
+    yield
+    # Shutting down: uvicorn has stopped accepting and answered every request in flight.
+    if app.state.batcher is not None:
+        await asyncio.to_thread(app.state.batcher.close)
+
+
+def _ready(state: State) -> tuple[Translator, Batcher]:
+    """The loaded translator and its batcher; a 503 before."""
+    translator, batcher = state.translator, state.batcher
+    if translator is None or batcher is None:
+        raise ApiError(503, "model", "the model is still loading; retry when GET /health answers 200")
+    return translator, batcher
+
+
+async def _api_error(request: Request, error: ApiError) -> JSONResponse:
+    return JSONResponse(error.body(), status_code=error.status)
+
+
+async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+    field = "method" if error.status_code == 405 else "path"
+    return JSONResponse({"error": f"{field}: {error.detail}", "field": field}, status_code=error.status_code)
+
+
+async def _internal_error(request: Request, error: Exception) -> JSONResponse:
+    return JSONResponse({"error": f"internal error: {error}", "field": "model"}, status_code=500)
+
+
+async def _translated(
+    state: State, lines: list[str], search: SearchConfig, where: list[str]
+) -> tuple[list[Translation], list[str]]:
+    """Translations of `lines` (in order) and a warning for each line cut to max_input_tokens (`where` names each
+    line in it)."""
+    translator, batcher = _ready(state)
+    warnings: list[str] = []
+    sources = encode_sources(
+        translator.tokenizer,
+        lines,
+        max_tokens=state.settings.max_input_tokens,
+        where=lambda number: where[number - 1],
+        warn=warnings.append,
+    )
+    return await asyncio.wrap_future(batcher.submit(TranslateJob(sources, search))), warnings
+
+
+# -- LibreTranslate ----------------------------------------------------------------------------------------------
+
+
+@router.post("/translate")
+async def libre_translate(request: Request) -> dict:
+    state = request.app.state
+    settings: ServeSettings = state.settings
+    req = validated(LibreTranslateRequest, await _read_body(request, settings.max_request_bytes))
+    _check_pair(req.source, req.target, settings)
+    texts = _texts(req.q)
+    lines, where, spans = [], [], []
+    for i, text in enumerate(texts):
+        parts = _LINE_BREAK.split(text)
+        spans.append((len(lines), len(lines) + len(parts)))
+        lines += parts
+        where += [f"q[{i}]" if len(parts) == 1 else f"q[{i}] line {k + 1}" for k in range(len(parts))]
+    _check_count("q", len(lines), settings, what="lines")
+    n_best = 1 + req.alternatives
+    _check_beam("alternatives", n_best, settings)
+    search = dataclasses.replace(settings.search, n_best=n_best, beam_size=max(settings.search.beam_size, n_best))
+    translations, warnings = await _translated(state, lines, search, where)
+    state.metrics.sentences.labels("/translate").inc(len(lines))
+    joined = [_joined(translations[a:b], n_best) for a, b in spans]  # per text: best, then the alternatives
+    one = isinstance(req.q, str)
+    body: dict = {"translatedText": joined[0][0] if one else [j[0] for j in joined]}
+    if req.alternatives:
+        body["alternatives"] = joined[0][1:] if one else [j[1:] for j in joined]
+    if warnings:
+        body["warnings"] = warnings
+    return body
+
+
+@router.get("/languages")
+async def languages(request: Request) -> list[dict]:
+    settings: ServeSettings = request.app.state.settings
+    source, target = settings.source_lang, settings.target_lang
+    return [
+        {"code": source, "name": language_name(source), "targets": [target]},
+        {"code": target, "name": language_name(target), "targets": []},
+    ]
+
+
+# -- nmt's own API -----------------------------------------------------------------------------------------------
+
+
+@router.post("/v1/translate")
+async def v1_translate(request: Request) -> dict:
+    state = request.app.state
+    settings: ServeSettings = state.settings
+    req = validated(TranslateRequest, await _read_body(request, settings.max_request_bytes))
+    lines = _texts(req.q)
+    _check_count("q", len(lines), settings, what="sentences")
+    for i, line in enumerate(lines):
+        if _LINE_BREAK.search(line):
+            raise ApiError(400, f"q[{i}]", "holds a line break: send one sentence per item")
+    beam_size = req.beam_size or settings.search.beam_size
+    _check_beam("beam_size", beam_size, settings)  # and so no wider than the vocabulary (checked at load)
+    if req.n_best > beam_size:
+        raise ApiError(400, "n_best", f"{req.n_best} is more than the beam size ({beam_size})")
+    translator, _ = _ready(state)
+    if req.alignment and not translator.has_attention:
+        raise ApiError(400, "alignment", "needs an attention model (rnnsearch); this server's has none")
+    changes = {"beam_size": beam_size, "n_best": req.n_best}
+    changes |= {k: v for k, v in (("length_penalty", req.length_penalty), ("alpha", req.alpha)) if v is not None}
+    search = dataclasses.replace(settings.search, **changes)
+    translations, warnings = await _translated(state, lines, search, [f"q[{i}]" for i in range(len(lines))])
+    state.metrics.sentences.labels("/v1/translate").inc(len(lines))
+
+    def described(c: Candidate) -> dict:
+        item: dict = {"text": c.text}
+        if req.scores:
+            item |= {"score": c.score, "log_prob": c.log_prob}
+        if req.alignment:
+            item["alignment"] = [list(link) for link in c.alignment()]
+        return item
+
+    items = []
+    for t in translations:
+        item = described(t.candidates[0])
+        if req.n_best > 1:
+            item["n_best"] = [described(c) for c in t.candidates]
+        items.append(item)
+    return {"translations": items, "warnings": warnings}
+
+
+@router.post("/v1/score")
+async def v1_score(request: Request) -> dict:
+    state = request.app.state
+    settings: ServeSettings = state.settings
+    req = validated(ScoreRequest, await _read_body(request, settings.max_request_bytes))
+    _check_count("source", len(req.source), settings, what="pairs")
+    if len(req.target) != len(req.source):
+        raise ApiError(400, "target", f"{len(req.target)} targets for {len(req.source)} sources")
+    translator, batcher = _ready(state)
+    if len(translator.members) > 1:
+        raise ApiError(400, "source", "scoring takes one model; this server decodes an ensemble")
+    pieces = [*source_ids(translator.tokenizer, req.source), *target_ids(translator.tokenizer, req.target)]
+    job = ScoreJob(req.source, req.target, tokens=sum(len(ids) for ids in pieces))
+    scores = await asyncio.wrap_future(batcher.submit(job))
+    state.metrics.sentences.labels("/v1/score").inc(len(scores))
+    return {"scores": scores}
+
+
+# -- operations --------------------------------------------------------------------------------------------------
+
+
+@router.get("/health")
+async def health(request: Request) -> JSONResponse:
+    if request.app.state.loaded.is_set():
+        return JSONResponse({"status": "ready"})
+    return JSONResponse({"status": "loading"}, status_code=503)
+
+
+@router.get("/metrics")
+async def prometheus(request: Request) -> Response:
+    metrics: Metrics = request.app.state.metrics
+    return Response(metrics.text(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
 
 # -- request checks ----------------------------------------------------------------------------------------------

@@ -1,12 +1,12 @@
 """Requests from many clients decoded together: one thread owns the model and takes the queued requests in
 batches.
 
-A request is a `Job` (the lines of one HTTP request, tokenized by its handler, with its search settings, or its
-pairs to score). The worker thread takes the first job in the queue and every other job already queued, up to
-`max_batch_tokens` source pieces, groups them by what they ask for (translations with one `SearchConfig`, or
-scores) and runs each group as one call of `nmt.Translator`, which sorts the lines by length into token
-batches. Each job gets its own results back, in its own order, through a `concurrent.futures.Future` its HTTP
-handler awaits.
+A request is a job: a `TranslateJob` (the lines of one HTTP request, encoded by its handler, with its search
+settings) or a `ScoreJob` (its pairs to score). The worker thread takes the first job in the queue and every other
+job already queued, up to `max_batch_tokens` pieces, groups them by what they ask for (translations with one
+`SearchConfig`, or scores) and runs each group as one call of `nmt.Translator`, which sorts the lines by length
+into token batches. Each job gets its own results back, in its own order, through a `concurrent.futures.Future`
+its HTTP handler awaits.
 
 Waiting for more requests (`max_wait_ms`) happens only under load, when the previous batch held several
 requests or others were queued as it ended: then the clients just answered are about to send again, and the
@@ -24,35 +24,56 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from nmt.data.encoding import Source
 from nmt.decoding import SearchConfig
 from nmt.inference import Translation, Translator
-from nmt.inference.batching import Source
 from nmt.scoring.scorer import PairScores
 
 _STOP = object()
 
 
 @dataclass(eq=False)
-class Job:
-    """One request's work: `sources` (encoded lines) to translate with `search`, or (`lines`, `targets`) pairs to
-    score."""
+class TranslateJob:
+    """One request's lines (`nmt.data.encoding.encode_sources`, numbered from 1) to translate with `search`."""
 
-    tokens: int  # source pieces, what counts against max_batch_tokens
-    sources: list[Source] = field(default_factory=list)
-    search: SearchConfig | None = None  # None: a scoring job
-    lines: list[str] = field(default_factory=list)
-    targets: list[str] = field(default_factory=list)
-    result: Future = field(default_factory=Future)
+    sources: list[Source]
+    search: SearchConfig
+    result: Future = field(default_factory=Future)  # its translations, in order
+
+    @property
+    def tokens(self) -> int:
+        """Source pieces (a blank line counts one), what counts against max_batch_tokens."""
+        return sum(max(1, len(s.ids)) for s in self.sources)
 
     @property
     def size(self) -> int:
-        """Sentences, or pairs."""
-        return len(self.sources) if self.search is not None else len(self.lines)
+        return len(self.sources)
 
     @property
     def kind(self) -> tuple:
-        """Jobs of one kind run as one call of the translator."""
-        return ("score",) if self.search is None else ("translate", *dataclasses.astuple(self.search))
+        """Jobs of one kind run as one call of the translator: translations with one `SearchConfig`."""
+        return ("translate", *dataclasses.astuple(self.search))
+
+
+@dataclass(eq=False)
+class ScoreJob:
+    """One request's (source, target) pairs to score."""
+
+    sources: list[str]
+    targets: list[str]
+    tokens: int  # source and target pieces, what counts against max_batch_tokens
+    result: Future = field(default_factory=Future)  # a dict of each pair's score and flags, in order
+
+    @property
+    def size(self) -> int:
+        return len(self.sources)
+
+    @property
+    def kind(self) -> tuple:
+        return ("score",)
+
+
+Job = TranslateJob | ScoreJob
 
 
 @dataclass
@@ -153,16 +174,19 @@ class Batcher:
         return jobs
 
     def _work(self, jobs: Sequence[Job]) -> None:
-        """One call of the translator for jobs that ask for the same thing; each gets its own slice back."""
+        """One call of the translator for jobs of one kind; each gets its own slice back."""
         try:
-            if jobs[0].search is None:
-                lines = [line for job in jobs for line in job.lines]
-                scores = self.translator.score(lines, [t for job in jobs for t in job.targets])
-                results: list = [_slice_scores(scores, i) for i in range(len(lines))]
+            if isinstance(jobs[0], ScoreJob):
+                sources = [line for job in jobs for line in job.sources]
+                scores = self.translator.score(sources, [t for job in jobs for t in job.targets])
+                results: list = [_slice_scores(scores, i) for i in range(len(sources))]
             else:  # numbered across the batch; each job's are numbered from 1 again below
-                sources = [Source(n, s.ids) for n, s in enumerate((s for job in jobs for s in job.sources), start=1)]
+                numbered = enumerate((s for job in jobs for s in job.sources), start=1)
                 results = self.translator.translate_sources(
-                    sources, jobs[0].search, batch_tokens=self.max_batch_tokens, source_name="request"
+                    [Source(n, s.ids) for n, s in numbered],
+                    jobs[0].search,
+                    batch_tokens=self.max_batch_tokens,
+                    source_name="request",
                 )
         except Exception as error:  # every waiting request learns what went wrong
             for job in jobs:
