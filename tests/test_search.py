@@ -344,6 +344,18 @@ def test_models_and_ensembles_are_search_models():
     assert ensemble.pad_id == members[0].pad_id
 
 
+def test_has_attention_says_whether_a_step_gives_attention_weights():
+    members = {(architecture, cell): peaked_model(architecture, cell, seed=9) for architecture, cell in MODELS}
+    attentive = [m for (architecture, _), m in members.items() if architecture == "rnnsearch"]
+    models = [*members.values(), Ensemble(attentive), Ensemble(list(members.values())), Ensemble([Ensemble(attentive)])]
+    src, src_lengths = batch(*SOURCES)
+    for model in models:
+        enc = model.encode(src, src_lengths)
+        alpha = model.step(torch.full((len(SOURCES),), BOS), model.initial_state(enc), enc).alpha
+        assert model.has_attention == (alpha is not None)
+    assert [m.has_attention for m in models[-3:]] == [True, False, True]
+
+
 def test_ensemble_refuses_different_vocabularies():
     def translator(path: str, proto: bytes):
         return SimpleNamespace(path=path, tokenizer=SimpleNamespace(to_bytes=lambda: {"src": proto, "tgt": proto}))

@@ -55,6 +55,8 @@ class StepWeights(NamedTuple):
 
 
 class RNNSearch(Seq2Seq):
+    has_attention = True  # α_ij over the annotations at every step (A.1.2)
+
     def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
         super().__init__()
         E, n, annotation_dim = config.emb_dim, config.decoder_dim, 2 * config.encoder_dim
@@ -81,6 +83,18 @@ class RNNSearch(Seq2Seq):
         # them (S multiply-adds per output instead of 2·enc), and a beam's k hypotheses share them. Teacher forcing
         # maps c_i itself: it has about as many target positions as source words, so it would gain nothing.
         return enc._replace(context=stacked_linear(self.C, self.output.O_c)(h))
+
+    def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:
+        """``vector="ends"``: [→h_T; ←h_1], the last state of each direction (the forward state after the whole
+        phrase, EOS included, and the backward state at the first word, the one the decoder starts from);
+        ``"mean"``: the mean annotation (1/T) Σ_j h_j over the phrase's pieces, EOS included."""
+        enc = self.encode(src, src_lengths, for_steps=False)
+        h, mask = enc.h, enc.mask  # (B, S, 2·enc), (B, S)
+        if vector == "mean":
+            return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        H = self.encoder_dim
+        forward_last = h[torch.arange(h.shape[0], device=h.device), src_lengths - 1, :H]  # →h_T at each EOS
+        return torch.cat([forward_last, h[:, 0, H:]], dim=-1)  # [→h_T; ←h_1]
 
     def initial_state(self, enc: Annotations) -> tuple[Tensor]:
         backward_first = enc.h[:, 0, self.encoder_dim :]  # ←h_1
