@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.model.gru import PaperGRUCell
+from nmt.model.gru import PaperGRUCell, paper_step
 
 INT8_MAX = 127
 
@@ -129,10 +129,11 @@ class Int8PaperGRUCell(nn.Module):
         h_{t-1} (``nmt.model.layers.stacked_linear``)."""
         return self.U_rz
 
-    def products(self) -> tuple[Int8Linear, Int8Linear]:
-        return self.U_rz, self.U
-
-    forward = PaperGRUCell.forward
+    def forward(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
+        """`PaperGRUCell.forward` with int8 products."""
+        if h_proj is None:
+            h_proj = self.U_rz(h)
+        return paper_step(x_proj, h, h_proj, self.U)
 
 
 def int8_inference_layer(name: str) -> bool:
