@@ -110,11 +110,12 @@ class Hypothesis(NamedTuple):
 
 
 def select_rows(tree: T, index: Tensor) -> T:
-    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's); None stays."""
-    if tree is None:
-        return tree
+    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's); what is not a
+    tensor (None, a flag: ``nmt.model.attention.Keys``) stays."""
     if isinstance(tree, Tensor):
         return tree.index_select(0, index)
+    if not isinstance(tree, (tuple, list)):
+        return tree
     items = [select_rows(item, index) for item in tree]  # type: ignore[attr-defined]
     return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)  # type: ignore[call-arg]
 

@@ -6,8 +6,9 @@
     out = model.step(y_prev, state, enc, weights)   # one target position: log-probs, next state, α
     logits = model(src, src_lengths, tgt_in)        # teacher-forced, all positions at once
 
-``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first, so a beam search reorders them
-with one ``index_select`` each (``nmt.decoding.search.select_rows``) without knowing what is inside; the state
+``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first (and flags that say what a tensor
+holds, ``nmt.model.attention.Keys``), so a beam search reorders them with one ``index_select`` per tensor
+(``nmt.decoding.search.select_rows``) without knowing what is inside; the state
 may have k rows per row of ``enc`` (a beam: ``SearchModel.step``). Modules
 keep no state between calls. ``SearchModel`` is the part of the contract that search and ensembles use;
 ``Seq2Seq`` is the base class of the two networks.
@@ -114,10 +115,13 @@ class Seq2Seq(nn.Module):
         """y_prev (B,) long: the previous target word (BOS at the start). One decoding step (``SearchModel.step``)."""
         raise NotImplementedError
 
-    def teacher_forced(self, enc: tuple[Tensor, ...], tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+    def teacher_forced(
+        self, enc: tuple[Tensor, ...], tgt_in: Tensor, lengths: Tensor | None = None, *, batch_invariant: bool = False
+    ) -> TeacherForced:
         """tgt_in (B, T) = BOS y_1 … y_{T-1}: the output features of every position at once. ``lengths`` (B,), rows
         sorted longest first: compute only each row's first `length` positions (``nmt.model.positions``); the
-        others' features and weights are zeros."""
+        others' features and weights are zeros. ``batch_invariant``: each row's values the same whatever the batch's
+        row count, with the attention's slower batch-invariant form (``AdditiveAttention.forward``), for scoring."""
         raise NotImplementedError
 
     def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:

@@ -122,7 +122,10 @@ class RNNEncoderDecoder(Seq2Seq):
         t = self.output.maxout(self.output.O_h(h) + embedding_out + per_state_row(enc.c_out, rows))
         return StepOutput(step_log_probs(w.output(t), w.normalised), (h,), None)
 
-    def teacher_forced(self, enc: Summary, tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+    def teacher_forced(
+        self, enc: Summary, tgt_in: Tensor, lengths: Tensor | None = None, *, batch_invariant: bool = False
+    ) -> TeacherForced:
+        del batch_invariant  # no alignment model: nothing here has a batch-dependent form to avoid
         steps = TimeSteps(*tgt_in.shape, lengths)  # the positions computed, time-major
         e = self.embed_dropout(self.tgt_embed(steps.pack(tgt_in)))  # (P, E)
         (h,) = self.initial_state(enc)
