@@ -270,7 +270,8 @@ def _search(
 class _OwnPieces(NamedTuple):
     """Each sentence's own part of a batch's shortlist: the positions in it of the pieces the sentence may choose
     (N, L), sorted, padded to the longest (padding True where a row has no more). Choosing among those L columns
-    rather than masking the others costs L/len(vocab) of the softmax and the top-k (Multi30k: ~210 of ~1,500)."""
+    rather than masking the others costs L/len(vocab) of the softmax and the top-k (Multi30k's sizes:
+    docs/benchmarks.md)."""
 
     position: Tensor  # (N, L) long
     padding: Tensor  # (N, L) bool
