@@ -212,6 +212,7 @@ class TableModel(nn.Module):
     """A decoder scripted by a table: p(y_i) depends only on the position i (hand-checkable scores)."""
 
     pad_id = 0
+    has_attention = False
 
     def __init__(self, table: list[dict[int, float]], vocab: int = 4) -> None:
         super().__init__()

@@ -80,10 +80,10 @@ class AdditiveAttention(nn.Module):
         k = query.shape[0] // B
         query = query.view(B, k, 1, -1)  # against the keys' (B, 1, S, A)
         # z_ij = W_a s_{i-1} + U_a h_j over (B, k, S, A), the step's largest tensor, transformed in place
-        if keys.sigmoid:  # σ(2 z_ij) from 2 U_a h_j + 2 W_a s_{i-1}, in float32, and 2 v_a: e_ij + Σ v_a (Keys)
-            energy = torch.add(keys.tensor.unsqueeze(1), query, alpha=2).sigmoid_()
+        if keys.sigmoid:  # the keys hold 2 U_a h_j (float32): σ(2 z_ij), weighed by 2 v_a gives e_ij + Σ v_a (Keys)
+            energy = torch.add(keys.tensor.unsqueeze(1), query, alpha=2).sigmoid_()  # σ(2 U_a h_j + 2 W_a s_{i-1})
             v = self.v_a.float() * 2
-        else:  # tanh(z_ij), and v_a: e_ij
+        else:  # the keys hold U_a h_j: tanh(z_ij), weighed by v_a gives e_ij
             energy, v = (keys.tensor.unsqueeze(1) + query).tanh_(), self.v_a
         e = (energy * v).sum(-1) if batch_invariant else energy @ v  # e_ij = v_aᵀ tanh(z_ij) (A.1.2): (B, k, S)
         # α_ij = softmax_j(e_ij) (A.1.2), in float32 whatever the weights' dtype (bf16 inference, mixed precision)
