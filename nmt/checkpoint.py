@@ -215,9 +215,7 @@ def check_training_checkpoint(
         why = "its weights do not fit the configured network"
         for field in dataclasses.fields(NetworkConfig):
             theirs, ours = getattr(checkpoint.network, field.name), getattr(network, field.name)
-            unused = (
-                field.name == "attention_dim" and network.architecture == checkpoint.network.architecture == "rnnencdec"
-            )
+            unused = field.name == "attention_dim" and not (network.has_attention or checkpoint.network.has_attention)
             if theirs != ours and field.name not in _TRAINING_ONLY_OPTIONS and not unused:
                 raise InputError(
                     path=path, message=f"{why}: model.network.{field.name} is {theirs!r} in it, {ours!r} here"

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from nmt.model import NetworkConfig, build_model
-from nmt.model.attention import AdditiveAttention
+from nmt.model.attention import AdditiveAttention, Keys
 from nmt.model.gru import CuDNNGRUCell, PaperGRUCell, run_recurrence, tanh
 from nmt.model.layers import stacked_linear
 
@@ -93,28 +93,35 @@ def test_attention_energies_through_sigmoid_give_the_softmax_of_the_tanh_energie
         alpha = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1, dtype=torch.float32)
         return (alpha.to(h.dtype) @ h).view(B * k, -1), alpha.view(B * k, S)
 
-    c, alpha = attention(attention.W_a(s), attention.keys(h), h, mask)
+    keys = attention.keys(h)
+    assert keys.sigmoid and torch.equal(keys.tensor, attention.U_a(h) * 2)  # float32: 2 U_a h_j, for σ
+    c, alpha = attention(attention.W_a(s), keys, h, mask)
     expected_c, expected_alpha = reference(attention, h, s)
     torch.testing.assert_close(alpha, expected_alpha, rtol=0, atol=1e-6)
     torch.testing.assert_close(c, expected_c, rtol=0, atol=1e-5)
     assert (alpha.view(B, k, S)[1, :, 4:] == 0).all()  # padding gets no weight
+    # the batch-invariant form (scoring's) computes the same function: v_aᵀ as a row-wise sum
+    c_rows, alpha_rows = attention(attention.W_a(s), keys, h, mask, batch_invariant=True)
+    torch.testing.assert_close(alpha_rows, alpha, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c_rows, c, rtol=0, atol=1e-6)
     half = attention.bfloat16()
     h16, s16 = h.bfloat16(), s.bfloat16()
     query16, keys16 = half.W_a(s16), half.U_a(h16)
-    assert half.keys(h16).dtype == torch.float32  # on the CPU
+    assert half.keys(h16).tensor.dtype == torch.float32 and half.keys(h16).sigmoid  # on the CPU
     c16, alpha16 = half(query16, half.keys(h16), h16, mask)
     e = torch.tanh(keys16.float().unsqueeze(1) + query16.float().view(B, k, 1, -1)) @ half.v_a.float()
     expected_alpha16 = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1).view(B * k, S)
     torch.testing.assert_close(alpha16, expected_alpha16, rtol=0, atol=1e-6)
     assert c16.dtype == torch.bfloat16
     torch.testing.assert_close(c16, (expected_alpha16.bfloat16().view(B, k, S) @ h16).view(B * k, -1))
-    c16, alpha16 = half(query16, keys16, h16, mask)  # half-precision keys: tanh in bfloat16, the reference's bits
+    c16, alpha16 = half(query16, Keys(keys16, sigmoid=False), h16, mask)  # tanh in bfloat16: the reference's bits
     expected_c16, expected_alpha16 = reference(half, h16, s16)
     assert torch.equal(alpha16, expected_alpha16) and torch.equal(c16, expected_c16)
     with torch.enable_grad():  # training keeps the half-precision keys (autograd stores the energies)
-        assert half.keys(h16).dtype == torch.bfloat16
+        training_keys = half.keys(h16)
+        assert not training_keys.sigmoid and torch.equal(training_keys.tensor, keys16)
     with torch.no_grad():
-        assert half.keys(h16).dtype == torch.float32
+        assert half.keys(h16).tensor.dtype == torch.float32
 
 
 def test_cudnn_cell_matches_nn_grucell():

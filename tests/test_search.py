@@ -212,6 +212,7 @@ class TableModel(nn.Module):
     """A decoder scripted by a table: p(y_i) depends only on the position i (hand-checkable scores)."""
 
     pad_id = 0
+    has_attention = False
 
     def __init__(self, table: list[dict[int, float]], vocab: int = 4) -> None:
         super().__init__()
@@ -342,6 +343,18 @@ def test_models_and_ensembles_are_search_models():
     ensemble = Ensemble(members)
     assert all(isinstance(m, SearchModel) for m in [*members, ensemble, Ensemble([ensemble])])
     assert ensemble.pad_id == members[0].pad_id
+
+
+def test_has_attention_says_whether_a_step_gives_attention_weights():
+    members = {(architecture, cell): peaked_model(architecture, cell, seed=9) for architecture, cell in MODELS}
+    attentive = [m for (architecture, _), m in members.items() if architecture == "rnnsearch"]
+    models = [*members.values(), Ensemble(attentive), Ensemble(list(members.values())), Ensemble([Ensemble(attentive)])]
+    src, src_lengths = batch(*SOURCES)
+    for model in models:
+        enc = model.encode(src, src_lengths)
+        alpha = model.step(torch.full((len(SOURCES),), BOS), model.initial_state(enc), enc).alpha
+        assert model.has_attention == (alpha is not None)
+    assert [m.has_attention for m in models[-3:]] == [True, False, True]
 
 
 def test_ensemble_refuses_different_vocabularies():

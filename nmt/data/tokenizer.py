@@ -236,8 +236,8 @@ class Tokenizer:
             if EOS in row:
                 row = row[: row.index(EOS)]
             rows.append([i for i in row if i != PAD and i != BOS])
-        # one row at a time: SentencePiece's batch decoding starts threads per call (~160 µs for one short row, 5 µs
-        # row by row), and translate decodes a sentence's n best at a time
+        # one row at a time: SentencePiece's batch decoding starts threads per call, which costs more than a few short
+        # rows take one by one (docs/benchmarks.md), and translate decodes a sentence's n best at a time
         return [self._tgt.decode(row) for row in rows]
 
     def src_pieces(self, ids: Sequence[int]) -> list[str]:
@@ -255,8 +255,8 @@ class Tokenizer:
 
 
 SMALL_BATCH = 32
-"""Up to this many texts are encoded one by one: SentencePiece's batch call starts threads each time (~150 µs, where
-one short sentence takes 4 µs), which pays only for many texts (a corpus, a phrase table)."""
+"""Up to this many texts are encoded one by one: SentencePiece's batch call starts threads each time, which costs
+more than a short sentence alone (docs/benchmarks.md) and pays only for many texts (a corpus, a phrase table)."""
 
 
 def _encode(model: spm.SentencePieceProcessor, texts: Sequence[str], *, add_eos: bool) -> list[list[int]]:

@@ -31,6 +31,11 @@ class Ensemble(nn.Module):
         self.members = nn.ModuleList(members)  # type: ignore[arg-type]
         self.pad_id = members[0].pad_id
 
+    @property
+    def has_attention(self) -> bool:
+        """Whether every member has attention (the ensemble's α is then their mean)."""
+        return all(m.has_attention for m in self.members)
+
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple:
         """src (B, S), src_lengths (B,) -> one encoder output per member."""
         return tuple(m.encode(src, src_lengths, for_steps) for m in self.members)

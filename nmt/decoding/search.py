@@ -110,11 +110,12 @@ class Hypothesis(NamedTuple):
 
 
 def select_rows(tree: T, index: Tensor) -> T:
-    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's); None stays."""
-    if tree is None:
-        return tree
+    """Rows `index` (R,) of every tensor of a tuple, NamedTuple or nesting of them (an ensemble's); what is not a
+    tensor (None, a flag: ``nmt.model.attention.Keys``) stays."""
     if isinstance(tree, Tensor):
         return tree.index_select(0, index)
+    if not isinstance(tree, (tuple, list)):
+        return tree
     items = [select_rows(item, index) for item in tree]  # type: ignore[attr-defined]
     return type(tree)(*items) if hasattr(tree, "_fields") else type(tree)(items)  # type: ignore[call-arg]
 
@@ -269,7 +270,8 @@ def _search(
 class _OwnPieces(NamedTuple):
     """Each sentence's own part of a batch's shortlist: the positions in it of the pieces the sentence may choose
     (N, L), sorted, padded to the longest (padding True where a row has no more). Choosing among those L columns
-    rather than masking the others costs L/len(vocab) of the softmax and the top-k (Multi30k: ~210 of ~1,500)."""
+    rather than masking the others costs L/len(vocab) of the softmax and the top-k (Multi30k's sizes:
+    docs/benchmarks.md)."""
 
     position: Tensor  # (N, L) long
     padding: Tensor  # (N, L) bool

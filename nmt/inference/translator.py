@@ -123,12 +123,12 @@ class Translator:
 
     @property
     def has_attention(self) -> bool:
-        return all(m.network.architecture == "rnnsearch" for m in self.members)
+        return self.model.has_attention
 
     def require_attention(self, why: str) -> None:
         """An `InputError` naming the first checkpoint without attention, for a feature that needs it."""
         for m in self.members:
-            if m.network.architecture != "rnnsearch":
+            if not m.model.has_attention:
                 raise InputError(
                     path=m.path, message=f"{why} needs an attention model (rnnsearch); this is {m.network.architecture}"
                 )
@@ -380,18 +380,7 @@ class Translator:
     @torch.inference_mode()
     def _vectors(self, ids: list[list[int]], vector: str) -> np.ndarray:
         src, lengths = pad_sources(ids, self.device)
-        enc = self.model.encode(src, lengths, for_steps=False)
-        if self.network.architecture == "rnnencdec":
-            vectors = enc.c  # (B, n)
-        else:
-            h, mask = enc.h, enc.mask  # (B, S, 2H), (B, S)
-            H = h.shape[-1] // 2
-            if vector == "mean":
-                vectors = (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
-            else:
-                forward_last = h[torch.arange(h.shape[0], device=h.device), lengths - 1, :H]  # →h_T at each EOS
-                vectors = torch.cat([forward_last, h[:, 0, H:]], dim=-1)  # [→h_T; ←h_1]
-        return vectors.float().cpu().numpy()
+        return self.model.phrase_vector(src, lengths, vector).float().cpu().numpy()
 
     # -- attention (Bahdanau et al. 2015, Fig. 3) ---------------------------------------------------------------
 

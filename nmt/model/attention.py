@@ -1,29 +1,34 @@
-"""The alignment model of Bahdanau et al. 2015 (§3.1, Appendix A.1.2)."""
+"""The alignment model of Bahdanau et al. 2015 (§3.1, Appendix A.1.2):
+
+    e_ij = v_aᵀ tanh(W_a s_{i-1} + U_a h_j),   α_ij = softmax_j(e_ij),   c_i = Σ_j α_ij h_j.
+
+`AdditiveAttention` computes it; its `Keys`, U_a h_j once per sentence, say in which form the energies are computed.
+"""
 
 from __future__ import annotations
 
-import contextvars
-from collections.abc import Iterator
-from contextlib import contextmanager
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from nmt.model.layers import reset_linear_
 
-_ROW_WISE_ENERGIES = contextvars.ContextVar("row_wise_energies", default=False)
 
+class Keys(NamedTuple):
+    """U_a h_j of every source word, computed once per sentence (``AdditiveAttention.keys``), in the form that says
+    how the energies are computed from z_ij = W_a s_{i-1} + U_a h_j. Since tanh z = 2σ(2z) − 1,
 
-@contextmanager
-def batch_invariant_energies() -> Iterator[None]:
-    """Within it, v_aᵀ tanh(…) is a row-wise sum rather than a matrix-vector product: its value then does not
-    depend on how many rows the batch has (BLAS blocks a product by its row count), which scoring needs (a pair's
-    score the same in any batch, ``nmt.scoring.scorer``). About 1.5× slower for that product, so only there."""
-    token = _ROW_WISE_ENERGIES.set(True)
-    try:
-        yield
-    finally:
-        _ROW_WISE_ENERGIES.reset(token)
+        e_ij = v_aᵀ tanh(z_ij) = 2 v_aᵀ σ(2 z_ij) − Σ v_a,
+
+    and the softmax over j drops the constant − Σ v_a: either form gives the same α."""
+
+    tensor: Tensor  # (B, S, A): 2 U_a h_j in float32 if `sigmoid`, else U_a h_j in the model's dtype
+    sigmoid: bool  # the energies as 2 v_aᵀ σ(2 z_ij) in float32 (True), or as v_aᵀ tanh(z_ij) (False)
+
+    def first(self, rows: int) -> Keys:
+        """The keys of the first `rows` sentences."""
+        return self._replace(tensor=self.tensor[:rows])
 
 
 class AdditiveAttention(nn.Module):
@@ -32,14 +37,6 @@ class AdditiveAttention(nn.Module):
     U_a h_j does not depend on i: ``keys`` computes it once per sentence. W_a s_{i-1} is passed in already computed
     (``query``) so the decoder can fuse it with the other products of s_{i-1} in one matmul. The values weighed may
     be the annotations h_j or a linear map of them, M h_j, whose weighted sum is M c_i.
-
-    In float32 the energies go through σ, torch's faster CPU kernel (docs/benchmarks.md): tanh z = 2σ(2z) − 1, so
-    v_aᵀ tanh z = 2 v_aᵀ σ(2z) − Σ v_a, and the softmax over j drops the constant − Σ v_a: the same α. The 2 of σ(2z)
-    is in the keys (2 U_a h_j) and in the sum that adds the query to them. A half-precision model's inference on a
-    CPU gets float32 keys too, so its energies are computed this way in float32 (σ in half precision would lose
-    tanh's bits near 0). Half-precision keys stay U_a h_j, with the paper's tanh, on a GPU (where tanh is as fast)
-    and in training (autograd would keep float32 energies: more memory, and the step was no faster). ``keys``
-    decides; ``forward`` follows the keys' dtype.
     """
 
     def __init__(self, *, query_dim: int, key_dim: int, attention_dim: int) -> None:
@@ -57,31 +54,39 @@ class AdditiveAttention(nn.Module):
         reset_linear_(self.U_a, std)
         nn.init.zeros_(self.v_a)
 
-    def keys(self, h: Tensor) -> Tensor:
-        """Annotations h (B, S, key_dim) -> the keys as ``forward`` adds them (B, S, attention_dim): 2 U_a h_j in
-        float32, and for inference on a CPU whatever the model's dtype; U_a h_j in half precision on a GPU and in
-        training (see the class docstring)."""
-        keys = self.U_a(h)
-        training = keys.requires_grad and torch.is_grad_enabled()
-        if keys.dtype != torch.float32 and (keys.device.type != "cpu" or training):
-            return keys
-        return keys.float() * 2
+    def keys(self, h: Tensor) -> Keys:
+        """Annotations h (B, S, key_dim) -> their keys (B, S, A), in the σ form (float32) wherever the energies are
+        computed in float32: a float32 model's, and a half-precision model's inference on a CPU (where torch's σ is
+        the faster kernel, docs/benchmarks.md, and float32 keeps tanh's bits near 0, which σ in half precision would
+        lose). A half-precision model keeps its own dtype and tanh on a GPU (tanh as fast as σ there) and in
+        training (autograd would keep float32 energies: more memory for no faster step)."""
+        U_a_h = self.U_a(h)
+        training = U_a_h.requires_grad and torch.is_grad_enabled()
+        if U_a_h.dtype != torch.float32 and (U_a_h.device.type != "cpu" or training):
+            return Keys(U_a_h, sigmoid=False)
+        return Keys(U_a_h.float() * 2, sigmoid=True)
 
-    def forward(self, query: Tensor, keys: Tensor, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys (B, S, A)
-        from ``keys``, values (B, S, D): h or M h, and mask (B, S), False at padding: one row per sentence, which its
-        k queries share. Returns Σ_j α_ij values_j (B·k, D), the context c_i (or M c_i), and α_i (B·k, S)."""
-        B, S, _ = keys.shape
+    def forward(
+        self, query: Tensor, keys: Keys, values: Tensor, mask: Tensor, *, batch_invariant: bool = False
+    ) -> tuple[Tensor, Tensor]:
+        """query = W_a s_{i-1} (B·k, A): k ≥ 1 consecutive rows per sentence (a beam's hypotheses); keys from
+        ``keys`` (B, S, A), values (B, S, D): h or M h, and mask (B, S), False at padding: one row per sentence, which
+        its k queries share. Returns Σ_j α_ij values_j (B·k, D), the context c_i (or M c_i), and α_i (B·k, S).
+
+        ``batch_invariant``: v_aᵀ applied as a row-wise sum rather than a matrix-vector product, whose value then
+        does not depend on how many rows the batch has (BLAS blocks a product by its row count): what scoring needs
+        (a pair's score the same in any batch, ``nmt.scoring.scorer``); slower, so only there."""
+        B, S, _ = keys.tensor.shape
         k = query.shape[0] // B
-        # e_ij = v_aᵀ tanh(z_ij), z_ij = W_a s_{i-1} + U_a h_j (Bahdanau et al. 2015, A.1.2), over (B, k, S, A), the
-        # step's largest tensor, transformed in place (the sum is not needed again)
-        if keys.dtype == torch.float32:  # keys = 2 U_a h_j: e_ij + Σ v_a = 2 v_aᵀ σ(2 z_ij) (see the class docstring)
-            energy = torch.add(keys.unsqueeze(1), query.view(B, k, 1, -1), alpha=2).sigmoid_()  # float32
+        query = query.view(B, k, 1, -1)  # against the keys' (B, 1, S, A)
+        # z_ij = W_a s_{i-1} + U_a h_j over (B, k, S, A), the step's largest tensor, transformed in place
+        if keys.sigmoid:  # the keys hold 2 U_a h_j (float32): σ(2 z_ij), weighed by 2 v_a gives e_ij + Σ v_a (Keys)
+            energy = torch.add(keys.tensor.unsqueeze(1), query, alpha=2).sigmoid_()  # σ(2 U_a h_j + 2 W_a s_{i-1})
             v = self.v_a.float() * 2
-        else:  # keys = U_a h_j
-            energy, v = (keys.unsqueeze(1) + query.view(B, k, 1, -1)).tanh_(), self.v_a
-        e = (energy * v).sum(-1) if _ROW_WISE_ENERGIES.get() else energy @ v  # (B, k, S)
-        # the softmax in float32 whatever the weights' dtype (bf16 inference, mixed-precision training)
+        else:  # the keys hold U_a h_j: tanh(z_ij), weighed by v_a gives e_ij
+            energy, v = (keys.tensor.unsqueeze(1) + query).tanh_(), self.v_a
+        e = (energy * v).sum(-1) if batch_invariant else energy @ v  # e_ij = v_aᵀ tanh(z_ij) (A.1.2): (B, k, S)
+        # α_ij = softmax_j(e_ij) (A.1.2), in float32 whatever the weights' dtype (bf16 inference, mixed precision)
         alpha = torch.softmax(e.masked_fill(~mask.unsqueeze(1), float("-inf")), dim=-1, dtype=torch.float32)
-        c = torch.bmm(alpha.to(values.dtype), values)  # (B, k, S) @ (B, S, D) -> (B, k, D)
+        c = torch.bmm(alpha.to(values.dtype), values)  # c_i = Σ_j α_ij h_j (A.1.2): (B, k, S) @ (B, S, D) -> (B, k, D)
         return c.view(B * k, -1), alpha.view(B * k, S)

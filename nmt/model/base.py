@@ -6,8 +6,9 @@
     out = model.step(y_prev, state, enc, weights)   # one target position: log-probs, next state, α
     logits = model(src, src_lengths, tgt_in)        # teacher-forced, all positions at once
 
-``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first, so a beam search reorders them
-with one ``index_select`` each (``nmt.decoding.search.select_rows``) without knowing what is inside; the state
+``enc`` and ``state`` are NamedTuples/tuples of tensors with the batch first (and flags that say what a tensor
+holds, ``nmt.model.attention.Keys``), so a beam search reorders them with one ``index_select`` per tensor
+(``nmt.decoding.search.select_rows``) without knowing what is inside; the state
 may have k rows per row of ``enc`` (a beam: ``SearchModel.step``). Modules
 keep no state between calls. ``SearchModel`` is the part of the contract that search and ensembles use;
 ``Seq2Seq`` is the base class of the two networks.
@@ -28,7 +29,7 @@ from nmt.model.layers import reset_linear_
 class StepOutput(NamedTuple):
     log_probs: Tensor  # (B, V) log p(y_t | y_<t, x) (or W_o t, the same up to a constant per row: step_weights)
     state: tuple[Tensor, ...]  # the decoder state after consuming y_prev
-    alpha: Tensor | None  # (B, S) attention weights of this step (None for the RNN Encoder–Decoder)
+    alpha: Tensor | None  # (B, S) attention weights of this step (None for a model without attention)
 
 
 class TeacherForced(NamedTuple):
@@ -47,6 +48,9 @@ class SearchModel(Protocol):
 
     pad_id: int
     """The id that pads ``src`` (an ensemble takes its first member's)."""
+
+    has_attention: bool
+    """Whether ``step`` gives attention weights α (RNNsearch; an ensemble when all its members do) or None."""
 
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple:
         """src (B, S) long, padded with pad_id; src_lengths (B,) -> the encoder output. ``for_steps=False``: without
@@ -86,9 +90,12 @@ def per_state_row(x: Tensor, rows: int) -> Tensor:
 
 
 class Seq2Seq(nn.Module):
-    """Base class of both models; subclasses implement encode / initial_state / step / teacher_forced."""
+    """Base class of both models; subclasses implement encode / initial_state / step / teacher_forced /
+    phrase_vector and say whether they have attention."""
 
     pad_id: int
+    has_attention: bool
+    """See ``SearchModel.has_attention``."""
 
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple[Tensor, ...]:
         """src (B, S) long, padded with pad_id; src_lengths (B,). Returns the model's encoder output
@@ -108,10 +115,19 @@ class Seq2Seq(nn.Module):
         """y_prev (B,) long: the previous target word (BOS at the start). One decoding step (``SearchModel.step``)."""
         raise NotImplementedError
 
-    def teacher_forced(self, enc: tuple[Tensor, ...], tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+    def teacher_forced(
+        self, enc: tuple[Tensor, ...], tgt_in: Tensor, lengths: Tensor | None = None, *, batch_invariant: bool = False
+    ) -> TeacherForced:
         """tgt_in (B, T) = BOS y_1 … y_{T-1}: the output features of every position at once. ``lengths`` (B,), rows
         sorted longest first: compute only each row's first `length` positions (``nmt.model.positions``); the
-        others' features and weights are zeros."""
+        others' features and weights are zeros. ``batch_invariant``: each row's values the same whatever the batch's
+        row count, with the attention's slower batch-invariant form (``AdditiveAttention.forward``), for scoring."""
+        raise NotImplementedError
+
+    def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:
+        """src (B, S) long, padded with pad_id; src_lengths (B,) -> the encoder's representation of each source
+        phrase (B, D) (Cho et al. 2014 §4.4): what the model's decoder is conditioned on, or for a model with one
+        vector per source word, ``vector="ends"`` or ``"mean"`` of them."""
         raise NotImplementedError
 
     def logits(self, features: Tensor) -> Tensor:

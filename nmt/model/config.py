@@ -38,3 +38,8 @@ class NetworkConfig:
     """Standard deviation of the paper initialisation."""
     attention_init_std: float = 0.001
     """Standard deviation of W_a and U_a in the paper initialisation."""
+
+    @property
+    def has_attention(self) -> bool:
+        """Whether the network has an alignment model (rnnsearch), the one that uses ``attention_dim``."""
+        return self.architecture == "rnnsearch"

@@ -16,9 +16,8 @@ from torch import Tensor, nn
 
 def tanh(x: Tensor) -> Tensor:
     """tanh(x), computed in float32 on a CPU as 2σ(2x) − 1: the same function, but torch's CPU sigmoid is
-    vectorised far better than its tanh (x86-64 with AVX2 or AVX-512, torch 2.13: a (160, 512) step 190 µs with
-    tanh, 75 µs this way; the absolute error stays about 1e-7). In bfloat16 or float16, σ near 1/2 keeps too few
-    bits of tanh near 0, and a GPU's tanh is as fast as its sigmoid: torch.tanh there."""
+    vectorised far better than its tanh (docs/benchmarks.md, σ for tanh). In bfloat16 or float16, σ near 1/2 keeps
+    too few bits of tanh near 0, and a GPU's tanh is as fast as its sigmoid: torch.tanh there."""
     if x.dtype != torch.float32 or x.device.type != "cpu":
         return torch.tanh(x)
     if x.requires_grad and torch.is_grad_enabled():
@@ -58,38 +57,42 @@ class PaperGRUCell(nn.Module):
         h_{t-1} in one matmul and pass the result as ``h_proj``."""
         return self.U_rz
 
-    def products(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-        """h ↦ [U_r; U_z] h and h ↦ U h (an int8 cell, ``nmt.model.int8``, computes them in int8)."""
-        return (lambda h: F.linear(h, self.U_rz)), (lambda h: F.linear(h, self.U))
-
     def forward(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
         """x_proj (B, 3H) = W x + b; h (B, H) = h_{t-1}; h_proj (B, 2H) = [U_r; U_z] h_{t-1} if the caller
         already computed it. Returns h_t (B, H)."""
-        rz_product, n_product = self.products()
         if h_proj is None:
-            h_proj = rz_product(h)
-        x_rz, x_n = x_proj.split((2 * self.hidden_dim, self.hidden_dim), dim=-1)
-        r, z = torch.sigmoid(x_rz + h_proj).chunk(2, dim=-1)  # Eqs. 5–6
-        h_tilde = tanh(x_n + n_product(r * h))  # Eq. 8
-        # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃. Under autocast h̃ and z come out of bf16/fp16 matmuls; the state keeps
-        # the dtype it started in (float32 for the encoders), which lerp needs of all three.
-        return torch.lerp(h_tilde.to(h.dtype), h, z.to(h.dtype))
+            h_proj = F.linear(h, self.U_rz)
+        return paper_step(x_proj, h, h_proj, lambda v: F.linear(v, self.U))
 
 
 class PaperGRUCellPair:
     """Two paper cells stepped together (the directions of a bidirectional encoder): states (2, B, H), inputs
     (2, B, 3H), and each recurrent product one batched matmul for both, so a time step costs the operations of one
-    cell instead of two. The same equations as each cell alone (`PaperGRUCell.forward`)."""
+    cell instead of two. The same equations as each cell alone (`paper_step`)."""
 
     def __init__(self, first: PaperGRUCell, second: PaperGRUCell) -> None:
         self.hidden_dim = first.hidden_dim
         self.U_rz = torch.stack([first.U_rz, second.U_rz]).transpose(1, 2)  # (2, H, 2H): h @ U_rzᵀ for each
         self.U = torch.stack([first.U, second.U]).transpose(1, 2)  # (2, H, H)
 
-    def products(self) -> tuple[Callable[[Tensor], Tensor], Callable[[Tensor], Tensor]]:
-        return (lambda h: torch.bmm(h, self.U_rz)), (lambda h: torch.bmm(h, self.U))
+    def __call__(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
+        """x_proj (2, B, 3H), h (2, B, H), h_proj (2, B, 2H) or None: `PaperGRUCell.forward` of each direction."""
+        if h_proj is None:
+            h_proj = torch.bmm(h, self.U_rz)
+        return paper_step(x_proj, h, h_proj, lambda v: torch.bmm(v, self.U))
 
-    __call__ = PaperGRUCell.forward
+
+def paper_step(x_proj: Tensor, h: Tensor, rz_proj: Tensor, U: Callable[[Tensor], Tensor]) -> Tensor:
+    """One step of the paper cell (Cho et al. 2014, Eqs. 5–8), whatever computes its recurrent products (a float
+    matrix, an int8 one, both directions of an encoder at once). x_proj (…, 3H) = W x + b; h (…, H) = h_{t-1};
+    rz_proj (…, 2H) = [U_r; U_z] h_{t-1}; U: v ↦ U v. Returns h_t (…, H)."""
+    H = h.shape[-1]
+    x_rz, x_n = x_proj.split((2 * H, H), dim=-1)
+    r, z = torch.sigmoid(x_rz + rz_proj).chunk(2, dim=-1)  # Eqs. 5–6
+    h_tilde = tanh(x_n + U(r * h))  # Eq. 8
+    # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃. Under autocast h̃ and z come out of bf16/fp16 matmuls; the state keeps
+    # the dtype it started in (float32 for the encoders), which lerp needs of all three.
+    return torch.lerp(h_tilde.to(h.dtype), h, z.to(h.dtype))
 
 
 class CuDNNGRUCell(nn.Module):

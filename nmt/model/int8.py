@@ -6,19 +6,19 @@ Each ``nn.Linear`` W (N×K) becomes an `Int8Linear`: W is stored as int8 with on
 
     y = (x_q W_qᵀ) · s_x · s_W + b
 
-is one int8 × int8 → int32 product (``torch._int_mm``, a PyTorch core op on CPUs and CUDA; measured on x86 only)
-and one pass that scales the int32 sums back to float32. The paper GRU cell's recurrent products [U_r; U_z] h and
-U (r ⊙ h) are computed the same way (`Int8PaperGRUCell`), and so are the decoder's stacked step products
-(``nmt.model.layers.stacked_linear``, the cuDNN cell's recurrent matrix among them). Everything else stays float32:
-the encoder (``int8_inference_layer``), the embeddings, the attention's energies and softmax, the output's
-log-softmax and every score.
+is one int8 × int8 → int32 product (``torch._int_mm``, a PyTorch core op on CPUs and CUDA) and one pass that scales
+the int32 sums back to float32. The paper GRU cell's recurrent products [U_r; U_z] h and U (r ⊙ h) are computed the
+same way (`Int8PaperGRUCell`), and so are the decoder's stacked step products (``nmt.model.layers.stacked_linear``,
+the cuDNN cell's recurrent matrix among them). Everything else stays float32: the encoder
+(``int8_inference_layer``), the embeddings, the attention's energies and softmax, the output's log-softmax and every
+score.
 
-Why this and not a library: ``torch.ao.quantization.quantize_dynamic`` (fbgemm/qnnpack) is about as fast but is
-deprecated in PyTorch 2.13 (it warns that it will be removed), and its packed weights are opaque objects that
-``torch.load(weights_only=True)`` refuses; torchao's int8 configurations only pay after ``torch.compile`` on CPU
-(measured: no faster than float32 eager at the decoder's shapes). An int8 weight here is two plain tensors, so an
-exported int8 checkpoint is loaded by the same safe loader, and the output layer's rows can be cut to a
-vocabulary shortlist like a float weight's.
+Why this and not a library (their speed: docs/benchmarks.md, Fast inference on a CPU):
+``torch.ao.quantization.quantize_dynamic`` (fbgemm/qnnpack) is deprecated in PyTorch 2.13 (it warns that it will be
+removed), and its packed weights are opaque objects that ``torch.load(weights_only=True)`` refuses; torchao's int8
+configurations pay only after ``torch.compile``. An int8 weight here is two plain tensors, so an exported int8
+checkpoint is loaded by the same safe loader, and the output layer's rows can be cut to a vocabulary shortlist like
+a float weight's.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.model.gru import PaperGRUCell
+from nmt.model.gru import PaperGRUCell, paper_step
 
 INT8_MAX = 127
 
@@ -129,17 +129,18 @@ class Int8PaperGRUCell(nn.Module):
         h_{t-1} (``nmt.model.layers.stacked_linear``)."""
         return self.U_rz
 
-    def products(self) -> tuple[Int8Linear, Int8Linear]:
-        return self.U_rz, self.U
-
-    forward = PaperGRUCell.forward
+    def forward(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
+        """`PaperGRUCell.forward` with int8 products."""
+        if h_proj is None:
+            h_proj = self.U_rz(h)
+        return paper_step(x_proj, h, h_proj, self.U)
 
 
 def int8_inference_layer(name: str) -> bool:
     """Whether ``--dtype int8`` computes layer `name` (its qualified name in the model) in int8: every linear map but
     the encoder's. The encoder runs once per sentence over as few rows as the batch has sentences, where quantizing
-    each input costs more than the int8 product saves (measured on Multi30k batches of 32 and 256 sentences: the
-    int8 encoder 36 and 152 ms, float32 26 and 129 ms); the decoder's products run over every beam row."""
+    each input costs more than the int8 product saves (docs/benchmarks.md); the decoder's products run over every
+    beam row."""
     return not name.startswith("encoder.")
 
 

@@ -47,6 +47,8 @@ class StepWeights(NamedTuple):
 
 
 class RNNEncoderDecoder(Seq2Seq):
+    has_attention = False  # one summary c for the whole sentence
+
     def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
         super().__init__()
         E, n = config.emb_dim, config.decoder_dim
@@ -73,6 +75,11 @@ class RNNEncoderDecoder(Seq2Seq):
         _, h_T = self.encoder(x, src_lengths, self.src_mask(src))
         c = torch.tanh(self.V(h_T))  # (B, n)
         return Summary(c=c, c_gates=self._context_gates(c), c_out=self.output.project_context(c))
+
+    def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:
+        """The summary c = tanh(V h_T) (A.1), the vector the decoder is conditioned on, whatever `vector` asks."""
+        del vector  # one vector per phrase: its ends and its mean are the same
+        return self.encode(src, src_lengths, for_steps=False).c
 
     def _context_gates(self, c: Tensor) -> Tensor:
         if self.cell_type == "paper":
@@ -115,7 +122,10 @@ class RNNEncoderDecoder(Seq2Seq):
         t = self.output.maxout(self.output.O_h(h) + embedding_out + per_state_row(enc.c_out, rows))
         return StepOutput(step_log_probs(w.output(t), w.normalised), (h,), None)
 
-    def teacher_forced(self, enc: Summary, tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+    def teacher_forced(
+        self, enc: Summary, tgt_in: Tensor, lengths: Tensor | None = None, *, batch_invariant: bool = False
+    ) -> TeacherForced:
+        del batch_invariant  # no alignment model: nothing here has a batch-dependent form to avoid
         steps = TimeSteps(*tgt_in.shape, lengths)  # the positions computed, time-major
         e = self.embed_dropout(self.tgt_embed(steps.pack(tgt_in)))  # (P, E)
         (h,) = self.initial_state(enc)

@@ -18,7 +18,7 @@ once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) �
 
 Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option. In float32
 (and a half-precision model's inference on a CPU) the energies' tanh is computed through σ, which gives the same α
-(``AdditiveAttention``).
+(``nmt.model.attention.Keys``).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from nmt.model.attention import AdditiveAttention
+from nmt.model.attention import AdditiveAttention, Keys
 from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, step_log_probs
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
@@ -39,7 +39,7 @@ from nmt.model.positions import TimeSteps
 
 class Annotations(NamedTuple):
     h: Tensor  # (B, S, 2·enc) annotations h_j
-    keys: Tensor  # (B, S, n') U_a h_j as AdditiveAttention.keys gives it (2 U_a h_j in float32)
+    keys: Keys  # U_a h_j (B, S, n'), in the form AdditiveAttention.keys chose
     mask: Tensor  # (B, S) bool, False at padding
     context: Tensor | None = None  # (B, S, 3n + 2l) [C_r; C_z; C; C_o] h_j, for ``step`` (see ``encode``)
 
@@ -55,6 +55,8 @@ class StepWeights(NamedTuple):
 
 
 class RNNSearch(Seq2Seq):
+    has_attention = True  # α_ij over the annotations at every step (A.1.2)
+
     def __init__(self, *, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> None:
         super().__init__()
         E, n, annotation_dim = config.emb_dim, config.decoder_dim, 2 * config.encoder_dim
@@ -82,6 +84,18 @@ class RNNSearch(Seq2Seq):
         # maps c_i itself: it has about as many target positions as source words, so it would gain nothing.
         return enc._replace(context=stacked_linear(self.C, self.output.O_c)(h))
 
+    def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:
+        """``vector="ends"``: [→h_T; ←h_1], the last state of each direction (the forward state after the whole
+        phrase, EOS included, and the backward state at the first word, the one the decoder starts from);
+        ``"mean"``: the mean annotation (1/T) Σ_j h_j over the phrase's pieces, EOS included."""
+        enc = self.encode(src, src_lengths, for_steps=False)
+        h, mask = enc.h, enc.mask  # (B, S, 2·enc), (B, S)
+        if vector == "mean":
+            return (h * mask.unsqueeze(-1)).sum(1) / mask.sum(1, keepdim=True)
+        H = self.encoder_dim
+        forward_last = h[torch.arange(h.shape[0], device=h.device), src_lengths - 1, :H]  # →h_T at each EOS
+        return torch.cat([forward_last, h[:, 0, H:]], dim=-1)  # [→h_T; ←h_1]
+
     def initial_state(self, enc: Annotations) -> tuple[Tensor]:
         backward_first = enc.h[:, 0, self.encoder_dim :]  # ←h_1
         return (torch.tanh(self.W_s(backward_first)),)
@@ -92,14 +106,14 @@ class RNNSearch(Seq2Seq):
         return stacked_linear(self.attention.W_a, self.cell.state_weight)
 
     def _advance(
-        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_products: nn.Module
+        self, x_emb: Tensor, s_prev: Tensor, enc: Annotations, state_products: nn.Module, batch_invariant: bool
     ) -> tuple[Tensor, Tensor, Tensor]:
         """One step of the teacher-forced recurrence from the precomputed W e(y_{i-1}) + b (B, 3n) and s_{i-1}
         (B, n): W_a s_{i-1} (A.1.2) and the cell's U s_{i-1} (Eqs. 5–6) are one product, ``_state_products()``
         (stacked once per sequence). Returns s_i (B, n), c_i (B, 2·enc) and α_i (B, S)."""
         A = self.attention.attention_dim
         query, h_proj = state_products(s_prev).split((A, state_products.out_features - A), dim=-1)
-        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask)
+        c_i, alpha = self.attention(query, enc.keys, enc.h, enc.mask, batch_invariant=batch_invariant)
         s_i = self.cell(x_emb + self.C(c_i), s_prev, h_proj)
         return s_i, c_i, alpha
 
@@ -132,7 +146,9 @@ class RNNSearch(Seq2Seq):
         t = self.output.maxout(state_out + embedding_out + context_out)  # t̃_i = U_o s_{i-1} + V_o e(y_{i-1}) + C_o c_i
         return StepOutput(step_log_probs(w.output(t), w.normalised), (s_i,), alpha)
 
-    def teacher_forced(self, enc: Annotations, tgt_in: Tensor, lengths: Tensor | None = None) -> TeacherForced:
+    def teacher_forced(
+        self, enc: Annotations, tgt_in: Tensor, lengths: Tensor | None = None, *, batch_invariant: bool = False
+    ) -> TeacherForced:
         steps = TimeSteps(*tgt_in.shape, lengths)  # the positions computed, time-major
         e = self.embed_dropout(self.tgt_embed(steps.pack(tgt_in)))  # (P, E)
         x_emb = self.W_dec(e)  # input products of every position in one matmul: (P, 3n)
@@ -142,8 +158,8 @@ class RNNSearch(Seq2Seq):
         for x_i, rows in zip(steps.split(x_emb), steps.batch_sizes, strict=True):
             s = s[:rows]  # the rows still inside their target (all, without lengths)
             s_prev.append(s)
-            rows_enc = Annotations(h=enc.h[:rows], keys=enc.keys[:rows], mask=enc.mask[:rows])
-            s, c_i, alpha = self._advance(x_i, s, rows_enc, state_products)
+            rows_enc = Annotations(h=enc.h[:rows], keys=enc.keys.first(rows), mask=enc.mask[:rows])
+            s, c_i, alpha = self._advance(x_i, s, rows_enc, state_products, batch_invariant)
             contexts.append(c_i)
             alphas.append(alpha)
         S_prev = torch.cat(s_prev)  # (P, n): s_{i-1} for every i

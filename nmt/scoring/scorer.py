@@ -22,8 +22,8 @@ kernels round differently when a tensor's shape changes, and a batch's shapes de
 - target padding only adds positions after a pair's last one, which the decoder never looks back from (and
   mostly skips: a batch's runs come longest first, and each block of ROW_BLOCK rows stops at its longest target,
   so that a step's row count stays a multiple of ROW_BLOCK, ``nmt.model.positions``); the attention's energies are
-  a row-wise sum here (`nmt.model.attention.batch_invariant_energies`); the
-  log-probabilities are summed in float64, per pair.
+  a row-wise sum here (``teacher_forced(…, batch_invariant=True)``); the log-probabilities are summed in float64,
+  per pair.
 
 So a pair scored alone, among 1,000 others, in any window, at any place, gets the same float64 value and
 prints the same digits: tested on the CPU (MKL, AVX-512) with one thread for models of 16 to 1000 units, both
@@ -60,7 +60,6 @@ from nmt.data.batch import collate
 from nmt.data.encoding import cut, is_blank, source_ids, target_ids
 from nmt.data.tokenizer import EOS, PAD, Tokenizer
 from nmt.decoding.search import select_rows
-from nmt.model.attention import batch_invariant_energies
 
 ROW_BLOCK = 32
 """Batches (and output-layer chunks) have a multiple of this many rows: at least the rows for which BLAS uses its
@@ -252,11 +251,11 @@ class PairScorer:
         # the runs come longest first: each block of ROW_BLOCK rows runs for its longest target's positions, and
         # stops there (so a step's row count is still a multiple of ROW_BLOCK)
         block_lengths = (torch.tensor([len(t) + 1 for t in tgt_ids]).view(-1, ROW_BLOCK)[:, :1]).expand(-1, ROW_BLOCK)
-        with batch_invariant_energies():  # the attention's energies as a row-wise sum (see the module docstring)
-            enc = select_rows(
-                self.model.encode(src_t, lengths, for_steps=False), torch.tensor(source_of, device=self.device)
-            )
-            features = self.model.teacher_forced(enc, tgt_in_t, block_lengths.flatten()).features  # (B, T, units)
+        enc = select_rows(
+            self.model.encode(src_t, lengths, for_steps=False), torch.tensor(source_of, device=self.device)
+        )
+        # the attention's energies as a row-wise sum (see the module docstring)
+        features = self.model.teacher_forced(enc, tgt_in_t, block_lengths.flatten(), batch_invariant=True).features
         mask = tgt_out_t != PAD
         mask[n:] = False  # the filler rows' outputs are not scored
         features, gold = features[mask], tgt_out_t[mask]  # (P, units), (P,) every real position
