@@ -23,7 +23,6 @@ from nmt.errors import InputError
 from nmt.textio import atomic_output
 
 DPI = 100
-EOS_LABEL = "</s>"
 
 
 class Series(NamedTuple):
