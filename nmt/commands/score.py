@@ -223,29 +223,33 @@ class _Input(ABC):
 
 
 def _score(source: _Input, args: Namespace, scorer: PairScorer, report: Report) -> None:
-    """Every kind of input goes through this one loop: a window of lines is read and parsed, tokenized and
-    batched in the reading thread (while the model scores the window before), scored, checked, and written
-    line by line in the input's order, a malformed line copied through in its place."""
+    """Every kind of input goes through this one loop: a window of lines is read and parsed (the first bad line
+    in file order is the error), tokenized and batched in the reading thread (while the model scores the window
+    before), scored, checked, and written line by line in the input's order, a malformed line copied through in
+    its place."""
     path = source.path
 
+    def parsed() -> Iterator[tuple[int, object, str | None, str | None, str | None]]:
+        """(number, the parsed line, None, source, target), or (number, the line as read, problem, None, None)."""
+        for number, line in source.lines():
+            try:
+                item, src, tgt = source.parse(number, line)
+            except MalformedLine as error:
+                if not args.skip_malformed:
+                    raise InputError(
+                        path=error.path,
+                        line=error.line,
+                        message=f"{error.message} (--skip-malformed copies such lines through)",
+                    ) from None
+                yield number, line, error.message, None, None
+                continue
+            yield number, item, None, src, tgt
+
     def read_windows() -> Iterator[tuple[list, list[str], list[str]]]:
-        for window in chunks(source.lines(), scorer.config.window):
-            lines, src, tgt = [], [], []  # lines: (number, parsed line or the line as read, problem)
-            for number, line in window:
-                try:
-                    item, s, t = source.parse(number, line)
-                except MalformedLine as error:
-                    if not args.skip_malformed:
-                        raise InputError(
-                            path=error.path,
-                            line=error.line,
-                            message=f"{error.message} (--skip-malformed copies such lines through)",
-                        ) from None
-                    lines.append((number, line, error.message))
-                    continue
-                lines.append((number, item, None))
-                src.append(s)
-                tgt.append(t)
+        for window in chunks(parsed(), scorer.config.window):
+            lines = [(number, item, problem) for number, item, problem, _, _ in window]
+            src = [s for _, _, problem, s, _ in window if problem is None]
+            tgt = [t for _, _, problem, _, t in window if problem is None]
             yield lines, src, tgt
 
     def prepare(window: tuple[list, list[str], list[str]]) -> tuple:
