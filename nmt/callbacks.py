@@ -31,9 +31,9 @@ from lightning.pytorch.utilities import rank_zero_warn
 from matplotlib.figure import Figure
 
 from nmt.data.batch import Batch
-from nmt.data.tokenizer import Tokenizer
+from nmt.data.tokenizer import EOS_PIECE, Tokenizer
 from nmt.module import Sample, TranslationModule
-from nmt.plotting import EOS_LABEL, attention_heatmap, figure_to_rgb, save_figure
+from nmt.plotting import attention_heatmap, figure_to_rgb, save_figure
 
 COLUMNS = ["index", "source", "reference", "hypothesis"]
 HEATMAP_SIZE = (8.0, 8.0)  # inches; one size for all, as W&B shows a step's images side by side
@@ -102,14 +102,14 @@ class ValidationSamples(L.Callback):
 
 def source_text(tokenizer: Tokenizer, src_ids: list[int]) -> str:
     """The source sentence back from its pieces (SentencePiece marks a word start with U+2581)."""
-    pieces = [p for p in tokenizer.src_pieces(src_ids) if p != EOS_LABEL]
+    pieces = [p for p in tokenizer.src_pieces(src_ids) if p != EOS_PIECE]
     return "".join(pieces).replace("\u2581", " ").strip()
 
 
 def heatmap(tokenizer: Tokenizer, sample: Sample, *, title: str) -> Figure:
     """The attention heatmap of one decoded sample (rows: output pieces and EOS when it ended)."""
     hyp = sample.hypothesis
-    tgt = [*tokenizer.tgt_pieces(hyp.tokens), *([EOS_LABEL] if hyp.complete else [])]
+    tgt = [*tokenizer.tgt_pieces(hyp.tokens), *([EOS_PIECE] if hyp.complete else [])]
     src = tokenizer.src_pieces(sample.src_ids)
     return attention_heatmap(hyp.alpha.float().numpy(), src, tgt, title=title, size=HEATMAP_SIZE)
 

@@ -69,10 +69,12 @@ def checkpoint_metadata(network: NetworkConfig, src_vocab_size: int, tgt_vocab_s
 
 
 def load_model(
-    path: str | Path, *, device: str | torch.device = "cpu", dtype: torch.dtype | str = torch.float32
+    path: str | Path, *, device: str | torch.device = "auto", dtype: torch.dtype | str = torch.float32
 ) -> LoadedModel:
-    """Build the model and tokenizer stored in a checkpoint, its weights cast to ``dtype`` (float32 as trained,
-    bfloat16, or "int8": see ``INFERENCE_DTYPES``). Raises InputError with a one-line reason."""
+    """Build the model and tokenizer stored in a checkpoint, on `device` ("auto": CUDA when there is one, as
+    `nmt.Translator.load`), its weights cast to ``dtype`` (float32 as trained, bfloat16, or "int8": see
+    ``INFERENCE_DTYPES``). Raises InputError with a one-line reason."""
+    device = resolve_device(device) if isinstance(device, str) else device
     path = str(path)
     return _loaded(path, _read(path), device=device, dtype=dtype)
 
@@ -115,15 +117,15 @@ def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch
 
 def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[str], *, dtype: str = "float32") -> None:
     """Write the inference part of checkpoint `path` to `output`: the model's weights (in `dtype`, one of
-    `EXPORT_DTYPES`) and the metadata every inference command needs (network, vocabularies, SentencePiece
+    `INFERENCE_DTYPES`) and the metadata every inference command needs (network, vocabularies, SentencePiece
     models), without the optimizer state, the loops and the callbacks' state that only resuming needs. The
     file is an nmt checkpoint like any other for `load_model`; `nmt fit/validate/test --ckpt_path` refuse it.
     Everything is checked as `load_model` checks it before anything is written; the file appears complete or
     not at all."""
     from nmt.textio import replacing
 
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"dtype must be one of {', '.join(EXPORT_DTYPES)}, got {dtype!r}")
+    if dtype not in INFERENCE_DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
     path = os.fspath(path)
     ckpt = _read(path)
     loaded = _loaded(path, ckpt, device="cpu", dtype=dtype if dtype == "int8" else "float32")  # every check
@@ -140,7 +142,6 @@ def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[st
         torch.save(exported, partial)
 
 
-EXPORT_DTYPES = ("float32", "bfloat16", "int8")
 """What `export_checkpoint` can store the weights in (bfloat16: half the size; int8: the linear layers' weights in
 int8 with a scale per row, as ``--dtype int8`` computes with them, the rest float32). Inference casts them to its
 --dtype when it loads them (an int8 file run in float computes with its int8 weights times their scales)."""

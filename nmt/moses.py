@@ -1,6 +1,7 @@
 """The Moses text formats: phrase-table and n-best lines, parsed and rewritten byte for byte; Moses escapes;
-feature weights (moses.ini). No model here: training data (``nmt.data.phrase_table``) and scoring
-(``nmt score``) both read these files, and this module imports only ``nmt.errors`` and ``nmt.textio``.
+feature weights (moses.ini) and an n-best list re-ranked by them (`Reranker`). No model here: training data
+(``nmt.data.phrase_table``) and scoring (``nmt score``) both read these files, and this module imports only
+``nmt.errors``.
 
 A line is kept as the bytes it was read as (line end included). Parsing only finds *where* the fields
 are; writing splices new bytes in at those offsets, so every other byte of the line — odd spacing, a
@@ -37,6 +38,7 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import IO
 
 from nmt.errors import InputError
 
@@ -302,3 +304,42 @@ def weighted_total(
             )
         total += math.fsum(a * b for a, b in zip(w, values, strict=True))
     return total
+
+
+class Reranker:
+    """Writes n-best hypotheses with their new features. With weights, holds one sentence's hypotheses (its run
+    of consecutive lines: the caller refuses a list whose ids are not grouped) and writes them best first by the
+    new total, a malformed line copied through among them keeping its place; without, writes each line at
+    once."""
+
+    def __init__(self, out: IO[bytes], weights: dict[str, list[float]] | None, *, path: str) -> None:
+        self.out, self.weights, self.path = out, weights, path
+        self.group: list[tuple[float, bytes] | bytes] = []  # (total, line) of a hypothesis, or a malformed line
+        self.sentence_id: int | None = None
+
+    def copy(self, raw: bytes) -> None:
+        """A malformed line, copied through in its place."""
+        if self.group:
+            self.group.append(raw)
+        else:
+            self.out.write(raw)
+
+    def add(self, number: int, hyp: NBestEntry, new: dict[str, str], digits: int) -> None:
+        """`new`: the new features' values as they are written (the total is computed from those)."""
+        if self.weights is None:
+            self.out.write(hyp.rewrite(new.items()))
+            return
+        if hyp.sentence_id != self.sentence_id:
+            self.flush()
+            self.sentence_id = hyp.sentence_id
+        features = hyp.feature_values(path=self.path, number=number)
+        features.update({label: [float(value)] for label, value in new.items()})
+        total = weighted_total(features, self.weights, path=self.path, number=number)
+        self.group.append((total, hyp.rewrite(new.items(), format_value(total, digits))))
+
+    def flush(self) -> None:
+        hypotheses = [entry for entry in self.group if isinstance(entry, tuple)]
+        ranked = iter(sorted(hypotheses, key=lambda entry: -entry[0]))  # stable: ties keep their order
+        for entry in self.group:  # the hypotheses' places get them best first; malformed lines stay in theirs
+            self.out.write(next(ranked)[1] if isinstance(entry, tuple) else entry)
+        self.group, self.sentence_id = [], None

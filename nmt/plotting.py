@@ -9,6 +9,8 @@ run, and importing this module changes no global matplotlib setting. A figure of
 
 from __future__ import annotations
 
+import os
+import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -17,10 +19,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from nmt.errors import InputError
 from nmt.textio import atomic_output
 
 DPI = 100
-EOS_LABEL = "</s>"
 
 
 class Series(NamedTuple):
@@ -123,12 +125,36 @@ def scatter_map(
     return fig
 
 
+def principal_components(vectors: np.ndarray) -> np.ndarray:
+    """The (N, 2) coordinates of `vectors` (N, D) on their first two principal directions: the top two right
+    singular vectors of the centred matrix (numpy's SVD, in float64); a second coordinate of 0 when D is 1."""
+    centred = vectors.astype(np.float64) - vectors.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal directions
+    xy = centred @ vt[:2].T  # (N, 2)
+    if xy.shape[1] < 2:
+        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
+    return xy
+
+
+def phrase_map(vectors: np.ndarray, texts: Sequence[str], *, labels: int, rng: random.Random) -> Figure:
+    """Phrase representations (N, D) projected to 2-D by PCA (Cho et al. 2014, Fig. 4), `labels` random points
+    of them labelled with (the first 40 characters of) their phrase."""
+    xy = principal_components(vectors)
+    shown = set(rng.sample(range(len(texts)), min(labels, len(texts))))
+    names = [text[:40] if i in shown else None for i, text in enumerate(texts)]
+    return scatter_map(xy, names, title=f"Phrase representations, PCA ({len(texts):,} phrases)")
+
+
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> None:
     """Write the figure (format from the suffix: png, pdf, svg, …) at exactly its size × dpi pixels, through
     `nmt.textio.atomic_output`: under a unique temporary name, renamed when complete (an interrupted run never
-    leaves half a picture under `path`); a device or FIFO is written into. A failed write is an InputError."""
-    with atomic_output(path, binary=True) as f:
-        fig.savefig(f, dpi=dpi, format=Path(path).suffix.lstrip(".").lower())
+    leaves half a picture under `path`); a device or FIFO is written into. A failed write is an InputError
+    naming `path` (one line: ``PATH: cannot write: …``)."""
+    try:
+        with atomic_output(path, binary=True) as f:
+            fig.savefig(f, dpi=dpi, format=Path(path).suffix.lstrip(".").lower())
+    except OSError as error:
+        raise InputError(path=os.fspath(path), message=f"cannot write: {error.strerror or error}") from None
 
 
 def supported_formats() -> set[str]:

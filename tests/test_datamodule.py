@@ -63,21 +63,21 @@ def test_batches_respect_the_budget_and_shift_the_target(prepared: TranslationDa
     for batch in prepared.train_dataloader():
         assert isinstance(batch, Batch)
         assert batch.src.dtype == batch.tgt_in.dtype == torch.long
-        assert batch.batch_size * max(batch.src.shape[1], batch.tgt_in.shape[1]) <= 600
+        assert len(batch.src) * max(batch.src.shape[1], batch.tgt_in.shape[1]) <= 600
         assert batch.tgt_in.shape == batch.tgt_out.shape
         assert (batch.tgt_in[:, 0] == BOS).all()
         # tgt_out is tgt_in shifted left by one, with EOS where tgt_in has its first PAD (or at the end).
         n = (batch.tgt_out != PAD).sum(1)
-        for row in range(batch.batch_size):
+        for row in range(len(batch.src)):
             assert batch.tgt_out[row, : n[row] - 1].tolist() == batch.tgt_in[row, 1 : n[row]].tolist()
             assert batch.tgt_out[row, n[row] - 1] == EOS
             assert batch.src[row, batch.src_lengths[row] - 1] == EOS
         assert batch.num_tgt_tokens == int(n.sum())
-        for row in (0, batch.batch_size - 1):  # each row is the stored pair its index names
+        for row in (0, len(batch.src) - 1):  # each row is the stored pair its index names
             pair = stored[int(batch.indices[row])]
             assert batch.tgt_out[row, : n[row] - 1].tolist() == pair["tgt_ids"]
             assert batch.src[row, : batch.src_lengths[row]].tolist() == pair["src_ids"]
-        seen += batch.batch_size
+        seen += len(batch.src)
     assert seen == len(stored)
 
 
@@ -88,7 +88,7 @@ def test_training_pairs_are_filtered_and_evaluation_lines_all_kept(prepared: Tra
     assert tgt_lengths.min() >= 1 and tgt_lengths.max() <= 40
     assert src_lengths.dtype.name == "int32"
     with gzip.open(Path(prepared.data_dir) / "val.fr.gz", "rt", encoding="utf-8") as f:
-        assert prepared.val_references() == [line.rstrip("\n") for line in f]
+        assert prepared.references("val") == [line.rstrip("\n") for line in f]
     indices = [i for batch in prepared.val_dataloader() for i in batch.indices.tolist()]
     assert sorted(indices) == list(range(VAL_LINES))
 
@@ -170,11 +170,11 @@ def test_existing_model_file_and_data_dir_from_the_environment(
     datamodule.prepare_data()
     datamodule.setup("validate")
     assert datamodule.tokenizer.to_bytes() == prepared.tokenizer.to_bytes()
-    assert len(datamodule.val_references()) == VAL_LINES
+    assert len(datamodule.references("val")) == VAL_LINES
 
 
 def test_tsv_and_json_corpora(prepared: TranslationDataModule, tmp_path: Path) -> None:
-    tgt = prepared.val_references()
+    tgt = prepared.references("val")
     src = [" ".join(reversed(t.split())) for t in tgt]  # a stand-in source language: any text will do
     (tmp_path / "train.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in zip(src, tgt, strict=True)), "utf-8")
     records = [{"translation": {"en": s, "fr": t}} for s, t in zip(src, tgt, strict=True)]
@@ -188,8 +188,8 @@ def test_tsv_and_json_corpora(prepared: TranslationDataModule, tmp_path: Path) -
     )
     datamodule.prepare_data()
     datamodule.setup("fit")
-    assert datamodule.val_references() == tgt
-    assert sum(b.batch_size for b in datamodule.val_dataloader()) == len(tgt)
+    assert datamodule.references("val") == tgt
+    assert sum(len(b.src) for b in datamodule.val_dataloader()) == len(tgt)
 
 
 @pytest.mark.parametrize(
@@ -230,7 +230,7 @@ def test_collate_by_hand() -> None:
     assert batch.tgt_in.tolist() == [[BOS, 7, 8, 9], [BOS, PAD, PAD, PAD]]
     assert batch.tgt_out.tolist() == [[7, 8, 9, EOS], [EOS, PAD, PAD, PAD]]
     assert batch.indices.tolist() == [10, 3]
-    assert (batch.batch_size, batch.num_tgt_tokens) == (2, 5)
+    assert (len(batch.src), batch.num_tgt_tokens) == (2, 5)
     with pytest.raises(ValueError):
         collate([], [])
 

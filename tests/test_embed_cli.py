@@ -3,6 +3,8 @@ phrase at a time), one row per input line, and the PCA map is drawn."""
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -42,6 +44,9 @@ def test_vectors_are_the_encoder_summary_one_row_per_line(architecture, phrases,
     )
     vectors = np.load(out)
     assert vectors.dtype == np.float32 and vectors.shape[0] == len(lines)
+    saved = io.BytesIO()
+    np.save(saved, vectors)
+    assert out.read_bytes() == saved.getvalue()  # streamed block by block, yet byte for byte numpy's own file
     H = translator.network.encoder_dim
     for i in range(0, len(lines), 11):
         enc, length = encode_one(translator, lines[i])

@@ -59,7 +59,7 @@ def test_an_all_zero_row_and_a_layer_without_bias():
 
 
 def test_quantizing_a_dequantized_model_gives_back_the_same_int8_weights(checkpoints):
-    model = load_model(checkpoints["rnnsearch"]).model
+    model = load_model(checkpoints["rnnsearch"], device="cpu").model
     quantize_linear_layers_(model)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert not any(isinstance(m, nn.Linear) for n, m in model.named_modules() if not n.startswith("encoder"))
@@ -103,7 +103,7 @@ def test_an_int8_export_holds_int8_weights_and_loads_in_any_dtype(checkpoints, t
     # the file holds exactly what --dtype int8 computes with
     assert translations(small, "int8") == translations(ckpt, "int8")
     # in float32: its int8 weights times their scales
-    model = load_model(small, dtype=torch.float32).model
+    model = load_model(small, device="cpu", dtype=torch.float32).model
     assert any(isinstance(m, nn.Linear) for m in model.modules())
     assert len(translations(small, "float32")) == len(LINES)
 
@@ -114,7 +114,7 @@ def test_int8_weights_where_float_weights_belong_are_refused_in_one_line(checkpo
     bad = tmp_path / "bad.ckpt"
     torch.save(ckpt, bad)
     with pytest.raises(Exception, match=r"weight W_s.weight is torch.int8, the network expects torch.float32"):
-        load_model(bad)
+        load_model(bad, device="cpu")
 
 
 def test_translate_and_score_take_dtype_int8(checkpoints, tmp_path, capsys):
@@ -131,10 +131,11 @@ def test_translate_and_score_take_dtype_int8(checkpoints, tmp_path, capsys):
 def test_the_decoders_paper_cell_is_int8_and_the_encoder_stays_float(checkpoints, tmp_path):
     from nmt.model.gru import CuDNNGRUCell
 
-    paper = load_model(checkpoints["rnnsearch"], dtype="int8").model
+    paper = load_model(checkpoints["rnnsearch"], device="cpu", dtype="int8").model
     assert isinstance(paper.cell, Int8PaperGRUCell)
     assert all(type(c) is PaperGRUCell for c in paper.encoder.cells) and type(paper.encoder.W) is nn.Linear
-    cudnn = load_model(tiny_checkpoint(tmp_path, architecture="rnnsearch", cell="cudnn"), dtype="int8").model
+    cudnn_checkpoint = tiny_checkpoint(tmp_path, architecture="rnnsearch", cell="cudnn")
+    cudnn = load_model(cudnn_checkpoint, device="cpu", dtype="int8").model
     assert isinstance(cudnn.cell, CuDNNGRUCell)  # its recurrent matrix joins the int8 stack of a decoding step
     assert isinstance(cudnn.step_weights().state, Int8Linear)
     # the int8 cell computes Eqs. 5–8 with int8 products: close to the float cell
@@ -151,13 +152,13 @@ def test_an_int8_export_loads_with_the_layers_it_stored_in_int8(checkpoints, tmp
     float32) loads and runs with its encoder in int8."""
     exported = tmp_path / "int8.ckpt"
     assert main(["export", str(checkpoints["rnnsearch"]), str(exported), "--dtype", "int8"]) == 0
-    everything = quantize_linear_layers_(load_model(checkpoints["rnnsearch"]).model, lambda name: True)
+    everything = quantize_linear_layers_(load_model(checkpoints["rnnsearch"], device="cpu").model, lambda name: True)
     ckpt = torch.load(exported, weights_only=True)
     ckpt["state_dict"] = {f"model.{k}": v for k, v in everything.state_dict().items()}
     older = tmp_path / "older.ckpt"
     torch.save(ckpt, older)
     for path, encoder_cell in ((exported, PaperGRUCell), (older, Int8PaperGRUCell)):
-        model = load_model(path, dtype="int8").model
+        model = load_model(path, device="cpu", dtype="int8").model
         assert all(type(c) is encoder_cell for c in model.encoder.cells)
         translator = Translator.load(path, device="cpu", dtype="int8")
         assert len(list(translator.translate(LINES, SearchConfig(beam_size=2)))) == len(LINES)

@@ -260,6 +260,20 @@ def test_malformed_lines_fail_with_file_and_line_or_are_copied_through(checkpoin
     assert f"warning: {table}:2:" in err and "1 malformed lines copied through" in err
 
 
+@pytest.mark.parametrize("kind", ["--phrase-table", "--tsv"])
+def test_the_first_bad_line_in_file_order_is_the_error(kind, checkpoints, tmp_path, capsys):
+    """A malformed line 2 is the error even when the window it is in goes on into a truncated gzip stream."""
+    good = b"le chat ||| the cat ||| 1\n" if kind == "--phrase-table" else b"le chat\tthe cat\n"
+    data = gzip.compress(good + b"no separators here\n" + good * 2000)
+    source = tmp_path / "in.gz"
+    source.write_bytes(data[: len(data) // 2])
+    out = tmp_path / "out.txt"
+    assert nmt(["score", "--checkpoint", str(checkpoints["fr", "en"]), kind, str(source), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error") == 1 and f"{source}:2: " in err and "--skip-malformed" in err
+    assert not out.exists()
+
+
 def test_empty_sides_are_scored_as_the_empty_string(checkpoints, translators, tmp_path, capsys):
     table = tmp_path / "t"
     table.write_text("le chat |||  ||| 1\n ||| the cat ||| 1\nle ||| the ||| 1\n")

@@ -13,9 +13,10 @@ import pytest
 import torch
 
 from nmt.cli import main
+from nmt.data.lexicon import lexical_table
 from nmt.data.tokenizer import EOS
 from nmt.decoding import Ensemble, SearchConfig, search
-from nmt.decoding.shortlist import Shortlist, lexical_table
+from nmt.decoding.shortlist import Shortlist
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.inference.batching import pad_sources
@@ -85,7 +86,8 @@ def test_a_shortlist_of_the_whole_vocabulary_changes_nothing(checkpoints, name):
     paths = [checkpoints["rnnsearch"], checkpoints["rnnsearch2"]] if name == "ensemble" else [checkpoints[name]]
     translator = Translator.load(paths[0], ensemble=paths[1:], device="cpu")
     config = SearchConfig(beam_size=4, n_best=3)
-    everything = Shortlist.everything(translator.tokenizer.tgt_vocab_size)
+    vocab_size = translator.tokenizer.tgt_vocab_size
+    everything = Shortlist([], range(vocab_size), per_word=0, first=vocab_size, vocab_size=vocab_size)
     plain = list(translator.translate(LINES, config))
     listed = list(translator.translate(LINES, config, shortlist=everything))
     for a, b in zip(plain, listed, strict=True):
@@ -125,15 +127,15 @@ def test_a_batch_shortlist_is_the_frequent_pieces_the_translations_of_its_pieces
     translator = Translator.load(checkpoints["rnnsearch"], device="cpu")
     shortlist = translator.load_shortlist(str(table), first=10, per_word=3)
     src = translator.tokenizer.encode_src(["a dog", "a red car"])
-    ids = set(shortlist.ids(src).tolist())
+    ids = set(shortlist.for_batch(src)[0].tolist())
     expected = {EOS, *shortlist.base.tolist()} | {int(t) for s in src for i in s for t in shortlist.translations[i]}
     assert ids == expected and len(shortlist.base) == 11
     assert translator.tokenizer.tgt_pieces([min(ids, key=lambda i: -1)])  # ids are target ids
     chien = translator.tokenizer.encode_tgt(["chien"])[0][-1]
-    assert chien in ids and np.all(np.diff(shortlist.ids(src).numpy()) > 0)  # sorted, distinct
+    assert chien in ids and np.all(np.diff(shortlist.for_batch(src)[0].numpy()) > 0)  # sorted, distinct
     # a smaller shortlist gives a smaller output layer, and the translations use its pieces only
     found = list(translator.translate(LINES, SearchConfig(beam_size=3), shortlist=shortlist))
-    allowed = set(shortlist.ids(translator.tokenizer.encode_src(LINES)).tolist())
+    allowed = set(shortlist.for_batch(translator.tokenizer.encode_src(LINES))[0].tolist())
     assert all(set(t.candidates[0].tokens) <= allowed for t in found)
 
 

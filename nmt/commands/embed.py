@@ -18,6 +18,7 @@ phrase, like Cho's Fig. 4.
 
 from __future__ import annotations
 
+import io
 import random
 import shutil
 import sys
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import numpy.lib.format
 from jsonargparse import ArgumentParser
 
 from nmt.commands import options
@@ -35,11 +37,10 @@ from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.moses import unescape
-from nmt.plotting import save_figure, scatter_map, supported_formats
+from nmt.plotting import phrase_map, save_figure, supported_formats
 from nmt.textio import atomic_output, check_output, read_lines
 
 PROG = "nmt embed"
-_HEADER_BYTES = 128  # fixed-size .npy header, rewritten with the final row count
 
 
 def build_parser() -> ArgumentParser:
@@ -118,10 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:  # from the sample's own vectors: the output may be a pipe or a device, not to be read back
         sample.sort(key=lambda entry: entry[0])
         vectors = np.stack([vector for _, _, vector in sample])
-        try:
-            plot_map(vectors, [text for _, text, _ in sample], args.plot, labels=args.labels, rng=rng)
-        except OSError as error:
-            raise InputError(path=args.plot, message=f"cannot write: {error.strerror or error}") from None
+        figure = phrase_map(vectors, [text for _, text, _ in sample], labels=args.labels, rng=rng)
+        save_figure(figure, args.plot, dpi=120)
         print(f"{PROG}: PCA map of {len(sample):,} phrases -> {args.plot}", file=sys.stderr)
     return 0
 
@@ -135,10 +134,12 @@ def _remembered(phrases: Iterable[str], texts: list[str] | None) -> Iterable[str
 
 
 class NpyRowWriter:
-    """Writes a float32 (N, D) ``.npy`` file row block by row block, N unknown in advance: a fixed-size header
-    is written first and rewritten with the final N on close. Memory stays one block. The file is written by
-    `atomic_output` (a unique temporary name, renamed when complete); an output that cannot seek (a FIFO, a
-    terminal) gets the rows spooled to an anonymous temporary file, then header and rows in one go."""
+    """Writes a float32 (N, D) ``.npy`` file row block by row block, N unknown in advance: numpy's header
+    (`numpy.lib.format`, which leaves room for N to grow) is written first and rewritten in place with the
+    final N and D on close, so the file is byte for byte what ``numpy.save`` writes for the whole matrix.
+    Memory stays one block. The file is written by `atomic_output` (a unique temporary name, renamed when
+    complete); an output that cannot seek (a FIFO, a terminal) gets the rows spooled to an anonymous temporary
+    file, then header and rows in one go."""
 
     def __init__(self, path: str, *, inputs: Iterable[str | None] = ()) -> None:
         self.path, self.inputs, self.dim, self.rows = path, list(inputs), None, 0
@@ -160,11 +161,12 @@ class NpyRowWriter:
         self.rows += block.shape[0]
 
     def _header(self) -> bytes:
-        header = repr({"descr": "<f4", "fortran_order": False, "shape": (self.rows, self.dim or 0)})
-        magic = b"\x93NUMPY\x01\x00"
-        body = header.encode("latin1")
-        size = _HEADER_BYTES - len(magic) - 2
-        return magic + size.to_bytes(2, "little") + body.ljust(size - 1) + b"\n"
+        """The version 1.0 header of the rows so far. Its length does not change as N and D grow: numpy pads
+        it to a multiple of 64 bytes with room for a 21-digit N."""
+        header = io.BytesIO()
+        shape = (self.rows, self.dim or 0)
+        numpy.lib.format.write_array_header_1_0(header, {"descr": "<f4", "fortran_order": False, "shape": shape})
+        return header.getvalue()
 
     def _finish(self) -> None:
         self.file.seek(0)
@@ -182,16 +184,3 @@ class NpyRowWriter:
                     raise
                 return False
         return bool(self._stack.__exit__(kind, error, traceback))
-
-
-def plot_map(vectors: np.ndarray, texts: list[str], path: str, *, labels: int, rng: random.Random) -> None:
-    """Scatter the first two principal components of `vectors` (N, D), labelling `labels` random points."""
-    centred = vectors.astype(np.float64) - vectors.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)  # rows of vt: principal directions
-    xy = centred @ vt[:2].T  # (N, 2)
-    if xy.shape[1] < 2:
-        xy = np.pad(xy, ((0, 0), (0, 2 - xy.shape[1])))
-    shown = set(rng.sample(range(len(texts)), min(labels, len(texts))))
-    names = [text[:40] if i in shown else None for i, text in enumerate(texts)]
-    title = f"Phrase representations, PCA ({len(texts):,} phrases)"
-    save_figure(scatter_map(xy, names, title=title), path, dpi=120)

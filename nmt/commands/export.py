@@ -18,7 +18,7 @@ import time
 
 from jsonargparse import ArgumentParser
 
-from nmt.checkpoint import EXPORT_DTYPES, export_checkpoint
+from nmt.checkpoint import INFERENCE_DTYPES, export_checkpoint
 from nmt.commands.options import CommandParser
 from nmt.textio import check_output
 
@@ -32,7 +32,7 @@ def build_parser() -> ArgumentParser:
     parser.add_argument(
         "--dtype",
         default="float32",
-        choices=list(EXPORT_DTYPES),
+        choices=list(INFERENCE_DTYPES),
         help="the stored weights: float32 (as trained), bfloat16 (half the size) or int8 (the linear layers' weights "
         "as --dtype int8 computes with them, the rest float32); the commands' --dtype decides what they compute in",
     )

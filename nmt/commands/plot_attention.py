@@ -79,9 +79,6 @@ def main(argv: list[str] | None = None) -> int:
     title = f"{args.src}\n{shown.translation}"
     fig = attention_heatmap(shown.alpha, shown.src_pieces, shown.tgt_pieces, title=title, size=args.size)
     options.check_figure(*fig.get_size_inches(), args.dpi, size_given=args.size is not None, default_dpi=DPI)
-    try:
-        save_figure(fig, args.output, dpi=args.dpi)
-    except OSError as error:
-        raise InputError(path=args.output, message=f"cannot write: {error.strerror or error}") from None
+    save_figure(fig, args.output, dpi=args.dpi)
     print(f"{PROG}: {len(shown.tgt_pieces)}×{len(shown.src_pieces)} alignment -> {args.output}", file=sys.stderr)
     return 0

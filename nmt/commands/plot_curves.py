@@ -119,9 +119,6 @@ def main(argv: list[str] | None = None) -> int:
         if not runs[label]:
             raise InputError(path=run, message="no loss or BLEU values logged yet")
     fig = curves_figure(runs, PANELS, size=tuple(args.size))
-    try:
-        save_figure(fig, args.output, dpi=args.dpi)
-    except OSError as error:
-        raise InputError(path=args.output, message=f"cannot write: {error.strerror or error}") from None
+    save_figure(fig, args.output, dpi=args.dpi)
     print(f"{PROG}: {len(runs)} run(s) -> {args.output}", file=sys.stderr)
     return 0

@@ -34,10 +34,8 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from typing import IO, Literal
 
 import numpy as np
@@ -51,18 +49,19 @@ from nmt.inference.batching import chunks, prefetch
 from nmt.moses import (
     MalformedLine,
     NBestEntry,
+    PhrasePair,
+    Reranker,
     format_value,
     parse_nbest_line,
     parse_phrase_line,
     read_weights,
     unescape,
-    weighted_total,
 )
+from nmt.scoring.report import Report
 from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig
 from nmt.textio import atomic_output, check_output, read_binary_lines, read_lines
 
 PROG = "nmt score"
-_WARNINGS_SHOWN = 5  # per kind; the rest are only counted
 _LABEL = re.compile(r"[^\s=:|]+")  # an n-best feature label, without its "=" / ":"
 
 
@@ -144,60 +143,10 @@ def build_parser() -> ArgumentParser:
     return p
 
 
-class Report:
-    """Warnings (the first few of each kind, with file:line), progress and the end-of-run summary, on stderr."""
-
-    def __init__(self, *, progress: bool) -> None:
-        self.counts: Counter[str] = Counter()
-        self.lines = 0
-        self.tty = sys.stderr.isatty()
-        self.progress = progress or self.tty
-        self.start = self._last = time.perf_counter()
-        self._line_open = False  # a progress line without its newline is on the terminal
-
-    def warn(self, kind: str, path: str, number: int, message: str) -> None:
-        self.counts[kind] += 1
-        if self.counts[kind] <= _WARNINGS_SHOWN:
-            more = "; further ones are only counted" if self.counts[kind] == _WARNINGS_SHOWN else ""
-            self._print(f"{PROG}: warning: {path}:{number}: {message}{more}")
-
-    def flags(self, path: str, numbers: list[int], scores: PairScores, config: ScoringConfig) -> None:
-        """Warn about the pairs of one window the scorer flagged."""
-        policy = "truncated" if config.too_long == "truncate" else f"scored {config.floor}"
-        for k in scores.truncated.nonzero()[0]:
-            self.warn("truncated", path, numbers[k], f"a side is longer than {config.max_len} pieces: {policy}")
-        for k in scores.empty.nonzero()[0]:
-            self.warn("empty", path, numbers[k], "empty side, scored as the empty string")
-
-    def advance(self, lines: int) -> None:
-        self.lines += lines
-        now = time.perf_counter()
-        if self.progress and now - self._last >= 1.0:
-            self._last = now
-            text = f"{PROG}: {self.lines:,} lines ({self.lines / (now - self.start):,.0f} lines/s)"
-            sys.stderr.write(f"\r{text}" if self.tty else f"{text}\n")  # a log file gets one line per update
-            sys.stderr.flush()
-            self._line_open = self.tty
-
-    def summary(self) -> None:
-        elapsed = time.perf_counter() - self.start
-        self._print(
-            f"{PROG}: {self.lines:,} lines in {elapsed:.1f} s ({self.lines / max(elapsed, 1e-9):,.0f} lines/s): "
-            f"{self.counts['truncated']:,} with an over-long side, {self.counts['empty']:,} with an empty side, "
-            f"{self.counts['malformed']:,} malformed lines copied through"
-        )
-
-    def _print(self, text: str) -> None:
-        if self._line_open:
-            sys.stderr.write("\r\033[K")  # clear the progress line
-            self._line_open = False
-        print(text, file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    mode = _mode(args)
-    if mode == "nbest" and not _LABEL.fullmatch(args.feature_name):
+    kind = _input_kind(args)
+    if kind is _NBest and not _LABEL.fullmatch(args.feature_name):
         raise InputError(
             path="--feature-name",
             message=f"{args.feature_name!r} cannot be an n-best feature label (no blanks, '=', ':' or '|')",
@@ -209,41 +158,119 @@ def main(argv: list[str] | None = None) -> int:
         too_long=args.too_long,
         floor=args.floor,
     )
-    weights = _weights(args) if mode == "nbest" else None
+    weights = _weights(args) if kind is _NBest else None
     inputs = [args.phrase_table, args.src, args.tgt, args.tsv, args.nbest, args.weights, args.checkpoint]
     check_output(args.output, inputs)  # before the model is loaded
     with options.torch_threads(args.threads):
         translator = Translator.load(args.checkpoint, device=args.device, dtype=args.dtype)
         scorer = translator.scorer(config, count_unk=args.unk_feature)
-        report = Report(progress=args.progress)
+        report = Report(PROG, progress=args.progress)
         with atomic_output(args.output, inputs=inputs) as out:
-            if mode == "table":
-                _score_table(args, scorer, report, out.buffer)
-            elif mode == "nbest":
-                _score_nbest(args, scorer, report, out.buffer, weights)
-            else:
-                _score_pairs(args, scorer, report, out)
+            source = _NBest(args, out, weights) if kind is _NBest else kind(args, out)
+            _score(source, args, scorer, report)
         report.summary()
     return 0
 
 
-def _mode(args: Namespace) -> str:
+def _input_kind(args: Namespace) -> type[_Input]:
     given = [name for name in ("phrase_table", "src", "tgt", "tsv", "nbest") if getattr(args, name) is not None]
-    modes = {("phrase_table",): "table", ("src", "tgt"): "pairs", ("tsv",): "pairs", ("src", "nbest"): "nbest"}
-    if tuple(given) not in modes:
+    kinds = {("phrase_table",): _PhraseTable, ("src", "tgt"): _Pairs, ("tsv",): _Pairs, ("src", "nbest"): _NBest}
+    if tuple(given) not in kinds:
         got = ", ".join("--" + g.replace("_", "-") for g in given) or "none"
         raise InputError(
             path="command line", message=f"give --phrase-table, --src + --tgt, --tsv, or --nbest + --src (got {got})"
         )
     if args.weights is not None and given != ["src", "nbest"]:
         raise InputError(path="command line", message="--weights applies to n-best lists only")
-    return modes[tuple(given)]
+    return kinds[tuple(given)]
 
 
-def _not_skipped(error: MalformedLine) -> InputError:
-    return InputError(
-        path=error.path, line=error.line, message=f"{error.message} (--skip-malformed copies such lines through)"
-    )
+# -- the pipeline ----------------------------------------------------------------------------------------------
+
+
+class _Input(ABC):
+    """One kind of input: its lines, how a line becomes a pair to score, and how a scored line is written.
+    `parse` raises MalformedLine for a line `--skip-malformed` may copy through (`copy`)."""
+
+    path: str  # the file the line numbers refer to
+    malformed: str  # what happens to a malformed line that is copied through, for its warning
+
+    def __init__(self, args: Namespace, out: IO[str]) -> None:
+        self.args, self.out = args, out
+
+    @abstractmethod
+    def lines(self) -> Iterator[tuple[int, object]]:
+        """(line number, the line as read) of every input line."""
+
+    @abstractmethod
+    def parse(self, number: int, line: object) -> tuple[object, str, str]:
+        """(what `write` needs of the line, source text, target text), the texts as the model reads them."""
+
+    @abstractmethod
+    def write(self, number: int, item: object, logprob: float, n_tokens: int, n_unk: int) -> None:
+        """Write a scored line."""
+
+    @abstractmethod
+    def copy(self, line: object) -> None:
+        """Write a malformed line in its place (``--skip-malformed``)."""
+
+    @abstractmethod
+    def finish(self) -> None:
+        """Write what is held back, after the last line."""
+
+    def model_text(self, text: str) -> str:
+        return text if self.args.keep_escapes else unescape(text)
+
+
+def _score(source: _Input, args: Namespace, scorer: PairScorer, report: Report) -> None:
+    """Every kind of input goes through this one loop: a window of lines is read and parsed (the first bad line
+    in file order is the error), tokenized and batched in the reading thread (while the model scores the window
+    before), scored, checked, and written line by line in the input's order, a malformed line copied through in
+    its place."""
+    path = source.path
+
+    def parsed() -> Iterator[tuple[int, object, str | None, str | None, str | None]]:
+        """(number, the parsed line, None, source, target), or (number, the line as read, problem, None, None)."""
+        for number, line in source.lines():
+            try:
+                item, src, tgt = source.parse(number, line)
+            except MalformedLine as error:
+                if not args.skip_malformed:
+                    raise InputError(
+                        path=error.path,
+                        line=error.line,
+                        message=f"{error.message} (--skip-malformed copies such lines through)",
+                    ) from None
+                yield number, line, error.message, None, None
+                continue
+            yield number, item, None, src, tgt
+
+    def read_windows() -> Iterator[tuple[list, list[str], list[str]]]:
+        for window in chunks(parsed(), scorer.config.window):
+            lines = [(number, item, problem) for number, item, problem, _, _ in window]
+            src = [s for _, _, problem, s, _ in window if problem is None]
+            tgt = [t for _, _, problem, _, t in window if problem is None]
+            yield lines, src, tgt
+
+    def prepare(window: tuple[list, list[str], list[str]]) -> tuple:
+        lines, src, tgt = window
+        return lines, scorer.prepare(*((src, tgt) if args.direction == "src2tgt" else (tgt, src)))
+
+    for lines, prepared in prefetch(read_windows(), prepare):
+        scores = scorer.run(prepared)
+        scored = [number for number, _, problem in lines if problem is None]
+        _check_finite(path, scored, scores)
+        report.flags(path, scored, scores, scorer.config)
+        k = 0
+        for number, item, problem in lines:
+            if problem is not None:
+                report.warn("malformed", path, number, f"{problem}; {source.malformed}")
+                source.copy(item)
+                continue
+            source.write(number, item, float(scores.logprob[k]), int(scores.n_tokens[k]), int(scores.n_unk[k]))
+            k += 1
+        report.advance(len(lines))
+    source.finish()
 
 
 def _check_finite(path: str, numbers: list[int], scores: PairScores) -> None:
@@ -259,129 +286,92 @@ def _check_finite(path: str, numbers: list[int], scores: PairScores) -> None:
         )
 
 
-def _model_text(args: Namespace, text: str) -> str:
-    return text if args.keep_escapes else unescape(text)
-
-
-def _oriented(args: Namespace, src: list[str], tgt: list[str]) -> tuple[list[str], list[str]]:
-    """(model inputs, model outputs) for the chosen direction."""
-    return (src, tgt) if args.direction == "src2tgt" else (tgt, src)
-
-
-def _preparer(args: Namespace, scorer: PairScorer) -> Callable[[tuple], tuple]:
-    """(lines, sources, targets) of a window -> (lines, the window tokenized and batched): the work done ahead,
-    in the reading thread, while the model scores the window before."""
-
-    def prepare(window: tuple) -> tuple:
-        lines, src, tgt = window
-        return lines, scorer.prepare(*_oriented(args, src, tgt))
-
-    return prepare
-
-
 # -- phrase tables ---------------------------------------------------------------------------------------------
 
 
-def _score_table(args: Namespace, scorer: PairScorer, report: Report, out: IO[bytes]) -> None:
-    path = args.phrase_table
+class _PhraseTable(_Input):
+    """p(tgt | src) (or log p) appended to each line's scores field."""
 
-    def read_windows() -> Iterator:
-        for window in chunks(enumerate(read_binary_lines(path), start=1), scorer.config.window):
-            pairs, src, tgt = [], [], []
-            for number, raw in window:
-                try:
-                    pair = parse_phrase_line(raw, path=path, number=number, errors=args.encoding_errors)
-                except MalformedLine as error:
-                    if not args.skip_malformed:
-                        raise _not_skipped(error) from None
-                    pairs.append((number, raw, error.message))
-                    continue
-                pairs.append((number, pair, None))
-                src.append(_model_text(args, pair.src))
-                tgt.append(_model_text(args, pair.tgt))
-            yield pairs, src, tgt
+    malformed = "copied through"
 
-    digits = args.digits
-    for pairs, prepared in prefetch(read_windows(), _preparer(args, scorer)):
-        scores = scorer.run(prepared)
-        scored = [number for number, _, problem in pairs if problem is None]
-        _check_finite(path, scored, scores)
-        report.flags(path, scored, scores, scorer.config)
-        k = 0
-        for number, pair, problem in pairs:
-            if problem is not None:
-                report.warn("malformed", path, number, f"{problem}; copied through")
-                out.write(pair)
-                continue
-            lp, n_unk = float(scores.logprob[k]), int(scores.n_unk[k])
-            k += 1
-            values = [lp if args.log else math.exp(max(lp, -100.0))]
-            if args.unk_feature:
-                values.append(n_unk if args.log else math.exp(n_unk))
-            out.write(pair.with_scores(format_value(v, digits) for v in values))
-        report.advance(len(pairs))
+    def __init__(self, args: Namespace, out: IO[str]) -> None:
+        super().__init__(args, out)
+        self.path = args.phrase_table
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        return enumerate(read_binary_lines(self.path), start=1)
+
+    def parse(self, number: int, line: bytes) -> tuple[PhrasePair, str, str]:
+        pair = parse_phrase_line(line, path=self.path, number=number, errors=self.args.encoding_errors)
+        return pair, self.model_text(pair.src), self.model_text(pair.tgt)
+
+    def write(self, number: int, pair: PhrasePair, logprob: float, n_tokens: int, n_unk: int) -> None:
+        log = self.args.log
+        values = [logprob if log else math.exp(max(logprob, -100.0))]
+        if self.args.unk_feature:
+            values.append(n_unk if log else math.exp(n_unk))
+        self.out.buffer.write(pair.with_scores(format_value(v, self.args.digits) for v in values))
+
+    def copy(self, line: bytes) -> None:
+        self.out.buffer.write(line)
+
+    def finish(self) -> None:
+        """Nothing is held back: each line is written as it is scored."""
 
 
 # -- sentence pairs --------------------------------------------------------------------------------------------
 
 
-def _pair_lines(args: Namespace) -> Iterator[tuple[int, str | None, str | None, str | None]]:
-    """(line number, source, target, problem) of every pair of --src/--tgt or --tsv."""
-    errors = args.encoding_errors
-    if args.tsv is not None:
-        for number, (line, _) in enumerate(read_lines(args.tsv, errors=errors), start=1):
-            tabs = line.count("\t")
-            if tabs == 1:
-                src, tgt = line.split("\t")
-                yield number, src, tgt, None
-            elif args.skip_malformed:
-                yield number, None, None, f"expected one tab between source and target, found {tabs}"
-            else:
-                raise _not_skipped(
-                    MalformedLine(
-                        path=args.tsv, line=number, message=f"expected one tab between source and target, found {tabs}"
-                    )
+class _Pairs(_Input):
+    """``sum <TAB> mean <TAB> tokens [<TAB> unknown words]`` for each pair of --src/--tgt or --tsv."""
+
+    malformed = "written as 'nan nan 0'"
+
+    def __init__(self, args: Namespace, out: IO[str]) -> None:
+        super().__init__(args, out)
+        self.path = args.tsv or args.src
+
+    def lines(self) -> Iterator[tuple[int, str | tuple[str, str]]]:
+        """(number, a TSV line) or (number, (source, target)) of two files."""
+        args, errors = self.args, self.args.encoding_errors
+        if args.tsv is not None:
+            for number, (line, _) in enumerate(read_lines(args.tsv, errors=errors), start=1):
+                yield number, line
+            return
+        src_lines, tgt_lines = read_lines(args.src, errors=errors), read_lines(args.tgt, errors=errors)
+        for number, (s, t) in enumerate(itertools.zip_longest(src_lines, tgt_lines), start=1):
+            if s is None or t is None:
+                short, other = (args.src, args.tgt) if s is None else (args.tgt, args.src)
+                raise InputError(
+                    path=short,
+                    line=number - 1 or None,
+                    message=f"file ends after line {number - 1}, but {other} goes on",
                 )
-        return
-    src_lines, tgt_lines = read_lines(args.src, errors=errors), read_lines(args.tgt, errors=errors)
-    for number, (s, t) in enumerate(itertools.zip_longest(src_lines, tgt_lines), start=1):
-        if s is None or t is None:
-            short, other = (args.src, args.tgt) if s is None else (args.tgt, args.src)
-            raise InputError(
-                path=short, line=number - 1 or None, message=f"file ends after line {number - 1}, but {other} goes on"
-            )
-        yield number, s[0], t[0], None
+            yield number, (s[0], t[0])
 
+    def parse(self, number: int, line: str | tuple[str, str]) -> tuple[None, str, str]:
+        if isinstance(line, str):
+            tabs = line.count("\t")
+            if tabs != 1:
+                raise MalformedLine(
+                    path=self.path, line=number, message=f"expected one tab between source and target, found {tabs}"
+                )
+            line = tuple(line.split("\t"))
+        src, tgt = line
+        return None, self.model_text(src), self.model_text(tgt)
 
-def _score_pairs(args: Namespace, scorer: PairScorer, report: Report, out: IO[str]) -> None:
-    path = args.tsv or args.src
+    def write(self, number: int, item: None, logprob: float, n_tokens: int, n_unk: int) -> None:
+        digits = self.args.digits
+        fields = [format_value(logprob, digits), format_value(logprob / n_tokens, digits), str(n_tokens)]
+        if self.args.unk_feature:
+            fields.append(str(n_unk))
+        self.out.write("\t".join(fields) + "\n")
 
-    def read_windows() -> Iterator:
-        for window in chunks(_pair_lines(args), scorer.config.window):
-            good = [(s, t) for _, s, t, problem in window if problem is None]
-            src = [_model_text(args, s) for s, _ in good]
-            tgt = [_model_text(args, t) for _, t in good]
-            yield window, src, tgt
+    def copy(self, line: str | tuple[str, str]) -> None:
+        self.out.write("nan\tnan\t0" + ("\t0" if self.args.unk_feature else "") + "\n")
 
-    digits = args.digits
-    for window, prepared in prefetch(read_windows(), _preparer(args, scorer)):
-        scores = scorer.run(prepared)
-        scored = [number for number, *_, problem in window if problem is None]
-        _check_finite(path, scored, scores)
-        report.flags(path, scored, scores, scorer.config)
-        k = 0
-        for number, _, _, problem in window:
-            if problem is not None:
-                report.warn("malformed", path, number, f"{problem}; written as 'nan nan 0'")
-                out.write("nan\tnan\t0" + ("\t0" if args.unk_feature else "") + "\n")
-                continue
-            lp, n = float(scores.logprob[k]), int(scores.n_tokens[k])
-            fields = [format_value(lp, digits), format_value(lp / n, digits), str(n)]
-            if args.unk_feature:
-                fields.append(str(int(scores.n_unk[k])))
-            k += 1
-            out.write("\t".join(fields) + "\n")
-        report.advance(len(window))
+    def finish(self) -> None:
+        """Nothing is held back: each line is written as it is scored."""
 
 
 # -- n-best lists ----------------------------------------------------------------------------------------------
@@ -400,118 +390,67 @@ def _weights(args: Namespace) -> dict[str, list[float]] | None:
     return weights
 
 
-def _score_nbest(
-    args: Namespace, scorer: PairScorer, report: Report, out: IO[bytes], weights: dict[str, list[float]] | None
-) -> None:
-    path, name = args.nbest, args.feature_name
-    sources = [_model_text(args, text) for text, _ in read_lines(args.src, errors=args.encoding_errors)]
-    started: dict[int, int] = {}  # with --weights: sentence id -> the line its run of hypotheses starts at
-    current: int | None = None
+class _NBest(_Input):
+    """``NAME= log p`` (and ``NAME_unk= n``) appended to each hypothesis' features; with weights, each
+    sentence's hypotheses re-ranked by the new total (`nmt.moses.Reranker`)."""
 
-    def check_grouped(sentence_id: int, number: int) -> None:
+    malformed = "copied through"
+
+    def __init__(self, args: Namespace, out: IO[str], weights: dict[str, list[float]] | None) -> None:
+        super().__init__(args, out)
+        self.path, self.name, self.weights = args.nbest, args.feature_name, weights
+        self.sources = [self.model_text(text) for text, _ in read_lines(args.src, errors=args.encoding_errors)]
+        self.started: dict[int, int] = {}  # with weights: sentence id -> the line its run of hypotheses starts at
+        self.current: int | None = None
+        self.ranker = Reranker(out.buffer, weights, path=self.path)
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        return enumerate(read_binary_lines(self.path), start=1)
+
+    def parse(self, number: int, line: bytes) -> tuple[NBestEntry, str, str]:
+        hyp = parse_nbest_line(line, path=self.path, number=number, errors=self.args.encoding_errors)
+        if not 0 <= hyp.sentence_id < len(self.sources):
+            raise InputError(
+                path=self.path,
+                line=number,
+                message=f"sentence id {hyp.sentence_id}, but "
+                f"{self.args.src} has {len(self.sources)} lines (ids count from 0)",
+            )
+        if hyp.has_label(self.name):
+            raise InputError(
+                path=self.path,
+                line=number,
+                message=f"the list already has a feature {self.name!r}; choose --feature-name",
+            )
+        if self.weights is not None:
+            self._check_grouped(hyp.sentence_id, number)
+        return hyp, self.sources[hyp.sentence_id], self.model_text(hyp.text)
+
+    def _check_grouped(self, sentence_id: int, number: int) -> None:
         """Re-ranking holds one sentence's hypotheses at a time (the list streams through): they must be
         consecutive lines, as Moses writes them. An id that comes back after another is refused, since its
         hypotheses would be ranked in two separate pieces."""
-        nonlocal current
-        if sentence_id == current:
+        if sentence_id == self.current:
             return
-        if sentence_id in started:
+        if sentence_id in self.started:
             raise InputError(
-                path=path,
+                path=self.path,
                 line=number,
-                message=f"sentence id {sentence_id} again, after id {current} (its hypotheses start at line "
-                f"{started[sentence_id]}): --weights re-ranks the hypotheses of a sentence together, so they must "
-                "be consecutive lines, as Moses writes them; sort the list by id first, keeping their order "
+                message=f"sentence id {sentence_id} again, after id {self.current} (its hypotheses start at line "
+                f"{self.started[sentence_id]}): --weights re-ranks the hypotheses of a sentence together, so they "
+                "must be consecutive lines, as Moses writes them; sort the list by id first, keeping their order "
                 "(e.g. sort -s -n -k1,1)",
             )
-        started[sentence_id], current = number, sentence_id
+        self.started[sentence_id], self.current = number, sentence_id
 
-    def read_windows() -> Iterator:
-        for window in chunks(enumerate(read_binary_lines(path), start=1), scorer.config.window):
-            hyps, src, tgt = [], [], []
-            for number, raw in window:
-                try:
-                    hyp = parse_nbest_line(raw, path=path, number=number, errors=args.encoding_errors)
-                except MalformedLine as error:
-                    if not args.skip_malformed:
-                        raise _not_skipped(error) from None
-                    hyps.append((number, raw, error.message))
-                    continue
-                if not 0 <= hyp.sentence_id < len(sources):
-                    raise InputError(
-                        path=path,
-                        line=number,
-                        message=f"sentence id {hyp.sentence_id}, but "
-                        f"{args.src} has {len(sources)} lines (ids count from 0)",
-                    )
-                if hyp.has_label(name):
-                    raise InputError(
-                        path=path,
-                        line=number,
-                        message=f"the list already has a feature {name!r}; choose --feature-name",
-                    )
-                if weights is not None:
-                    check_grouped(hyp.sentence_id, number)
-                hyps.append((number, hyp, None))
-                src.append(sources[hyp.sentence_id])
-                tgt.append(_model_text(args, hyp.text))
-            yield hyps, src, tgt
+    def write(self, number: int, hyp: NBestEntry, logprob: float, n_tokens: int, n_unk: int) -> None:
+        new = {self.name: format_value(logprob, self.args.digits)}
+        if self.args.unk_feature:
+            new[f"{self.name}_unk"] = str(n_unk)
+        self.ranker.add(number, hyp, new, self.args.digits)
 
-    ranker = _Reranker(out, weights, path=path)
-    for hyps, prepared in prefetch(read_windows(), _preparer(args, scorer)):
-        scores = scorer.run(prepared)
-        scored = [number for number, _, problem in hyps if problem is None]
-        _check_finite(path, scored, scores)
-        report.flags(path, scored, scores, scorer.config)
-        k = 0
-        for number, hyp, problem in hyps:
-            if problem is not None:
-                report.warn("malformed", path, number, f"{problem}; copied through")
-                ranker.copy(hyp)
-                continue
-            new = {name: format_value(float(scores.logprob[k]), args.digits)}
-            if args.unk_feature:
-                new[f"{name}_unk"] = str(int(scores.n_unk[k]))
-            k += 1
-            ranker.add(number, hyp, new, args.digits)
-        report.advance(len(hyps))
-    ranker.flush()
+    def copy(self, line: bytes) -> None:
+        self.ranker.copy(line)
 
-
-class _Reranker:
-    """Writes hypotheses with their new features. With weights, holds one sentence's hypotheses (its run of
-    consecutive lines: `_score_nbest` refuses a list whose ids are not grouped) and writes them best first by
-    the new total, a malformed line copied through among them keeping its place; without, writes each line at
-    once."""
-
-    def __init__(self, out: IO[bytes], weights: dict[str, list[float]] | None, *, path: str) -> None:
-        self.out, self.weights, self.path = out, weights, path
-        self.group: list[tuple[float, bytes] | bytes] = []  # (total, line) of a hypothesis, or a malformed line
-        self.sentence_id: int | None = None
-
-    def copy(self, raw: bytes) -> None:
-        """A malformed line, copied through in its place."""
-        if self.group:
-            self.group.append(raw)
-        else:
-            self.out.write(raw)
-
-    def add(self, number: int, hyp: NBestEntry, new: dict[str, str], digits: int) -> None:
-        """`new`: the new features' values as they are written (the total is computed from those)."""
-        if self.weights is None:
-            self.out.write(hyp.rewrite(new.items()))
-            return
-        if hyp.sentence_id != self.sentence_id:
-            self.flush()
-            self.sentence_id = hyp.sentence_id
-        features = hyp.feature_values(path=self.path, number=number)
-        features.update({label: [float(value)] for label, value in new.items()})
-        total = weighted_total(features, self.weights, path=self.path, number=number)
-        self.group.append((total, hyp.rewrite(new.items(), format_value(total, digits))))
-
-    def flush(self) -> None:
-        hypotheses = [entry for entry in self.group if isinstance(entry, tuple)]
-        ranked = iter(sorted(hypotheses, key=lambda entry: -entry[0]))  # stable: ties keep their order
-        for entry in self.group:  # the hypotheses' places get them best first; malformed lines stay in theirs
-            self.out.write(next(ranked)[1] if isinstance(entry, tuple) else entry)
-        self.group, self.sentence_id = [], None
+    def finish(self) -> None:
+        self.ranker.flush()

@@ -5,7 +5,8 @@
 The corpus (plain or gzip'd, one sentence a line, the two sides line by line) is tokenized with the checkpoint's
 SentencePiece model, and IBM Model 1 (five EM iterations) estimates p(target piece | source piece); TABLE keeps
 the --keep best translations of each source piece and every target piece's count, in the tab-separated text
-format of ``nmt.decoding.shortlist``. Build it from the corpus the model was trained on.
+format of ``nmt.decoding.shortlist`` (``nmt.data.lexicon`` estimates it). Build it from the corpus the model was
+trained on.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from jsonargparse import ArgumentParser
 from nmt.checkpoint import load_model
 from nmt.commands import options
 from nmt.commands.options import CommandParser
-from nmt.decoding.shortlist import build_table
+from nmt.data.lexicon import build_table
 from nmt.textio import check_output
 
 PROG = "nmt shortlist"
@@ -44,7 +45,7 @@ def main(argv: list[str]) -> int:
     inputs = [args.checkpoint, args.source, args.target]
     check_output(args.output, inputs)
     start = time.perf_counter()
-    tokenizer = load_model(args.checkpoint).tokenizer
+    tokenizer = load_model(args.checkpoint, device="cpu").tokenizer  # only its SentencePiece model is used
     pairs = build_table(args.output, tokenizer, args.source, args.target, keep=args.keep)
     print(f"{PROG}: {args.output}: {pairs:,} sentence pairs, {time.perf_counter() - start:.1f} s", file=sys.stderr)
     return 0

@@ -35,10 +35,6 @@ class Batch:
     indices: Tensor
 
     @property
-    def batch_size(self) -> int:
-        return self.src.shape[0]
-
-    @property
     def num_tgt_tokens(self) -> int:
         """Target tokens to predict: the non-PAD entries of `tgt_out` (EOS included)."""
         return int(self.tgt_out.ne(PAD).sum())

@@ -257,10 +257,6 @@ class TranslationDataModule(L.LightningDataModule):
             raise ValueError("the training split is stored as token ids only; references exist for val and test")
         return list(self._dataset(split)["tgt"])
 
-    def val_references(self) -> list[str]:
-        """The raw validation targets, for BLEU."""
-        return self.references("val")
-
     # -- internals ----------------------------------------------------------------------------------------
 
     @contextmanager

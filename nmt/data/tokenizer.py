@@ -17,13 +17,14 @@ from typing import Literal
 
 import sentencepiece as spm
 
-__all__ = ["BOS", "EOS", "PAD", "UNK", "UNK_PIECE", "Tokenizer", "TokenizerConfig", "VocabularySizeError"]
+__all__ = ["BOS", "EOS", "EOS_PIECE", "PAD", "UNK", "UNK_PIECE", "Tokenizer", "TokenizerConfig", "VocabularySizeError"]
 
 PAD, UNK, BOS, EOS = 0, 1, 2, 3
 UNK_PIECE = "<unk>"
+EOS_PIECE = "</s>"  # also the label of EOS in attention plots
 
 _SPECIAL_IDS = {"pad_id": PAD, "unk_id": UNK, "bos_id": BOS, "eos_id": EOS}
-_SPECIAL_PIECES = {"pad_piece": "<pad>", "unk_piece": UNK_PIECE, "bos_piece": "<s>", "eos_piece": "</s>"}
+_SPECIAL_PIECES = {"pad_piece": "<pad>", "unk_piece": UNK_PIECE, "bos_piece": "<s>", "eos_piece": EOS_PIECE}
 # SentencePiece's learned vocabulary depends on its thread count (observed with 0.2.x: 1, 2, 4, 8, 16
 # and 32 threads give 6 different unigram models on the same input). Fixing it makes a model a function
 # of its input and options only, whatever machine trains it.

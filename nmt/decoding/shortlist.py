@@ -8,13 +8,12 @@ shortlist computes the output layer, its softmax and the top-k only over
 
 computed once for a batch, while each sentence chooses among its own part of it (its pieces' translations, the
 frequent pieces, EOS), renormalised over that, so that its translation does not depend on its batch. The "best
-translations" are ranked by a lexical translation table p(t | s) estimated on the training corpus
-with IBM Model 1 (Brown et al. 1993; five EM iterations, a NULL source word to absorb what no source piece
-explains). The probabilities are renormalised over the shortlist, so scores printed under one are not exact
-log-probabilities: the scoring commands never use one.
+translations" are ranked by a lexical translation table p(t | s) estimated on the training corpus with IBM
+Model 1 (``nmt.data.lexicon``). The probabilities are renormalised over the shortlist, so scores printed under
+one are not exact log-probabilities: the scoring commands never use one.
 
-The table is a text file (``nmt shortlist`` writes it), one entry per line, tab-separated, pieces as
-SentencePiece writes them, so it can be read, filtered or built by another tool:
+The table is a text file (``nmt shortlist`` writes it: `nmt.data.lexicon.write_table`), one entry per line,
+tab-separated, pieces as SentencePiece writes them, so it can be read, filtered or built by another tool:
 
     SOURCE_PIECE  TARGET_PIECE  p(target | source)     the best translations of each source piece, best first
     (empty)       TARGET_PIECE  count                   the target pieces by corpus frequency, most frequent first
@@ -25,85 +24,20 @@ from __future__ import annotations
 import io
 import itertools
 import math
-import os
 from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from nmt.data.encoding import source_ids, target_ids
 from nmt.data.tokenizer import EOS, Tokenizer
 from nmt.errors import InputError
-from nmt.textio import BOM, atomic_output, decoded_lines, read_binary, read_lines
+from nmt.textio import BOM, decoded_lines, read_binary
 
-EM_ITERATIONS = 5
 SHORTLIST_FIRST = 100
 """Default number of most frequent target pieces always in a shortlist."""
 SHORTLIST_PER_WORD = 50
 """Default number of translations of each source piece in a shortlist."""
-
-
-def lexical_table(
-    src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], src_vocab: int, tgt_vocab: int, *, keep: int
-) -> tuple[list[list[tuple[int, float]]], np.ndarray]:
-    """IBM Model 1 p(t | s) from sentence pairs of piece ids (no EOS). Returns, for each source id, its `keep`
-    most probable target ids with their probabilities (best first), and the target ids' corpus counts (V_tgt,).
-
-    Vectorised over every (source piece, target piece) link of every pair at once: an EM iteration is a gather,
-    two bincounts and a division over the links."""
-    null = src_vocab  # the NULL word, one more source id, present in every sentence
-    link_src, link_tgt, link_word = [], [], []  # per link: its source id, target id and target occurrence
-    occurrence = 0
-    for s, t in zip(src, tgt, strict=True):
-        if not t:
-            continue
-        s_ids = np.append(np.asarray(s, dtype=np.int64), null)
-        t_ids = np.asarray(t, dtype=np.int64)
-        link_src.append(np.tile(s_ids, len(t_ids)))
-        link_tgt.append(np.repeat(t_ids, len(s_ids)))
-        link_word.append(np.repeat(np.arange(occurrence, occurrence + len(t_ids)), len(s_ids)))
-        occurrence += len(t_ids)
-    counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in tgt] or [np.zeros(0, np.int64)]),
-                         minlength=tgt_vocab)  # fmt: skip
-    if not link_src:
-        return [[] for _ in range(src_vocab)], counts
-    pair_key = np.concatenate(link_src) * tgt_vocab + np.concatenate(link_tgt)
-    word = np.concatenate(link_word)
-    pairs, link_pair = np.unique(pair_key, return_inverse=True)  # the distinct (s, t) and each link's
-    pair_src = pairs // tgt_vocab
-    prob = np.ones(len(pairs))  # p(t | s), uniform to start
-    for _ in range(EM_ITERATIONS):
-        p = prob[link_pair]
-        posterior = p / np.bincount(word, weights=p, minlength=occurrence)[word]  # E: which s produced this t
-        expected = np.bincount(link_pair, weights=posterior, minlength=len(pairs))
-        prob = expected / np.bincount(pair_src, weights=expected, minlength=src_vocab + 1)[pair_src]  # M
-    order = np.lexsort((-prob, pair_src))  # by source id, then most probable first
-    best: list[list[tuple[int, float]]] = [[] for _ in range(src_vocab)]
-    for i in order:
-        s = int(pair_src[i])
-        if s < src_vocab and len(best[s]) < keep:
-            best[s].append((int(pairs[i] % tgt_vocab), float(prob[i])))
-    return best, counts
-
-
-def write_table(
-    path: str,
-    tokenizer: Tokenizer,
-    best: Sequence[Sequence[tuple[int, float]]],
-    counts: np.ndarray,
-    *,
-    inputs: Iterable[str] = (),
-) -> None:
-    """The table in the text format of the module docstring, written atomically."""
-    src_pieces = tokenizer.src_pieces(range(len(best)))
-    tgt_pieces = tokenizer.tgt_pieces(range(len(counts)))
-    with atomic_output(path, inputs=inputs) as out:
-        for s, entries in enumerate(best):
-            out.writelines(f"{src_pieces[s]}\t{tgt_pieces[t]}\t{p:.6g}\n" for t, p in entries)
-        for t in np.argsort(-counts, kind="stable"):
-            if counts[t] > 0:
-                out.write(f"\t{tgt_pieces[t]}\t{int(counts[t])}\n")
 
 
 class Shortlist:
@@ -117,9 +51,9 @@ class Shortlist:
 
     @classmethod
     def read(cls, path: str, tokenizer: Tokenizer, *, first: int, per_word: int) -> Shortlist:
-        """Read a table written by `write_table` (or by hand in its format) for the model of `tokenizer`; a line
-        that is not three fields, a piece the model does not know, or a bad number is an `InputError` naming the
-        line."""
+        """Read a table written by `nmt.data.lexicon.write_table` (or by hand in its format) for the model of
+        `tokenizer`; a line that is not three fields, a piece the model does not know, or a bad number is an
+        `InputError` naming the line."""
         src_ids = {p: i for i, p in enumerate(tokenizer.src_pieces(range(tokenizer.src_vocab_size)))}
         tgt_ids = {p: i for i, p in enumerate(tokenizer.tgt_pieces(range(tokenizer.tgt_vocab_size)))}
         raw = read_binary(path)
@@ -132,15 +66,6 @@ class Shortlist:
         if not len(frequent) and not any(len(t) for t in translations):
             raise InputError(path=path, message="an empty shortlist table")
         return cls(translations, frequent, per_word=per_word, first=first, vocab_size=tokenizer.tgt_vocab_size)
-
-    @classmethod
-    def everything(cls, vocab_size: int) -> Shortlist:
-        """A shortlist of the whole vocabulary: it changes nothing (a check of the mechanism)."""
-        return cls([], range(vocab_size), per_word=0, first=vocab_size, vocab_size=vocab_size)
-
-    def ids(self, sources: Iterable[Sequence[int]], device: torch.device | str = "cpu") -> Tensor:
-        """The sorted target ids allowed for a batch of source sentences (piece ids): the union of theirs."""
-        return self.for_batch(sources, device)[0]
 
     def for_batch(self, sources: Iterable[Sequence[int]], device: torch.device | str = "cpu") -> tuple[Tensor, Tensor]:
         """(ids, allowed): the sorted union of the sentences' target ids (V',), for the output layer, and which of
@@ -230,24 +155,3 @@ def _checked_entries(
         else:
             translations[src_ids[source]].append(tgt_ids[target])
     return translations, frequent
-
-
-def corpus_pairs(source: str, target: str) -> tuple[list[str], list[str]]:
-    """The lines of a parallel corpus (plain or gzip'd), checked to have as many lines on each side."""
-    src = [text for text, _ in read_lines(source)]
-    tgt = [text for text, _ in read_lines(target)]
-    if len(src) != len(tgt):
-        shorter = source if len(src) < len(tgt) else target
-        raise InputError(path=shorter, message=f"{len(src)} source lines but {len(tgt)} target lines")
-    return src, tgt
-
-
-def build_table(path: str, tokenizer: Tokenizer, source: str, target: str, *, keep: int) -> int:
-    """``nmt shortlist``: the lexical table of corpus `source`/`target` tokenized with `tokenizer`, to `path`.
-    Returns the number of sentence pairs read."""
-    src_lines, tgt_lines = corpus_pairs(source, target)
-    src = [ids[:-1] for ids in source_ids(tokenizer, src_lines)]  # without EOS
-    tgt = target_ids(tokenizer, tgt_lines)
-    best, counts = lexical_table(src, tgt, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, keep=keep)
-    write_table(path, tokenizer, best, counts, inputs=[os.fspath(source), os.fspath(target)])
-    return len(src_lines)

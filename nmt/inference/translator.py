@@ -28,7 +28,7 @@ import torch
 
 from nmt.checkpoint import INFERENCE_DTYPES, LoadedModel, load_model, resolve_device
 from nmt.data.encoding import Source, encode_sources, source_ids, target_ids
-from nmt.data.tokenizer import BOS, EOS, Tokenizer
+from nmt.data.tokenizer import BOS, EOS, EOS_PIECE, Tokenizer
 from nmt.decoding import Ensemble, Hypothesis, SearchConfig, check_same_vocabulary, search
 from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
@@ -388,8 +388,6 @@ class Translator:
     def attention(self, src: str, tgt: str | None = None, *, beam_size: int = 1) -> Alignment:
         """The attention weights of `tgt` given `src` (teacher-forced), or of the model's own translation."""
         self.require_attention("an attention map")
-        from nmt.plotting import EOS_LABEL  # matplotlib only when a picture is wanted
-
         model, tokenizer = self.model, self.tokenizer
         src_ids = source_ids(tokenizer, [src])[0]  # pieces + EOS
         src_t, lengths = pad_sources([src_ids], self.device)
@@ -399,12 +397,12 @@ class Translator:
             tgt_ids = target_ids(tokenizer, [tgt])[0]
             tgt_in = torch.tensor([[BOS, *tgt_ids]], device=self.device)  # BOS y_1 … y_n predicts y_1 … EOS
             alpha = model.teacher_forced(model.encode(src_t, lengths, for_steps=False), tgt_in).alpha[0]  # (T, S)
-            tgt_pieces, translation = [*tokenizer.tgt_pieces(tgt_ids), EOS_LABEL], tgt
+            tgt_pieces, translation = [*tokenizer.tgt_pieces(tgt_ids), EOS_PIECE], tgt
         else:
             self.check_beam_size(beam_size)
             best = search(model, src_t, lengths, SearchConfig(beam_size=beam_size), bos_id=BOS, eos_id=EOS)[0][0]
             alpha = best.alpha  # (T, S): one row per output piece, and one for EOS when the translation ended
-            tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), *([EOS_LABEL] if best.complete else [])]
+            tgt_pieces = [*tokenizer.tgt_pieces(best.tokens), *([EOS_PIECE] if best.complete else [])]
             translation = tokenizer.decode_tgt([best.tokens])[0]
         return Alignment(tokenizer.src_pieces(src_ids), tgt_pieces, alpha.float().cpu().numpy(), translation)
 

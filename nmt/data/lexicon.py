@@ -1,0 +1,101 @@
+"""The lexical translation table of a parallel corpus: p(target piece | source piece) estimated with IBM
+Model 1 (Brown et al. 1993; five EM iterations, a NULL source word to absorb what no source piece explains), and
+every target piece's count. ``nmt shortlist`` writes it, in the text format of ``nmt.decoding.shortlist``, which
+draws a decoding shortlist from it."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+from nmt.data.encoding import source_ids, target_ids
+from nmt.data.tokenizer import Tokenizer
+from nmt.errors import InputError
+from nmt.textio import atomic_output, read_lines
+
+EM_ITERATIONS = 5
+
+
+def lexical_table(
+    src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]], src_vocab: int, tgt_vocab: int, *, keep: int
+) -> tuple[list[list[tuple[int, float]]], np.ndarray]:
+    """IBM Model 1 p(t | s) from sentence pairs of piece ids (no EOS). Returns, for each source id, its `keep`
+    most probable target ids with their probabilities (best first), and the target ids' corpus counts (V_tgt,).
+
+    Vectorised over every (source piece, target piece) link of every pair at once: an EM iteration is a gather,
+    two bincounts and a division over the links."""
+    null = src_vocab  # the NULL word, one more source id, present in every sentence
+    link_src, link_tgt, link_word = [], [], []  # per link: its source id, target id and target occurrence
+    occurrence = 0
+    for s, t in zip(src, tgt, strict=True):
+        if not t:
+            continue
+        s_ids = np.append(np.asarray(s, dtype=np.int64), null)
+        t_ids = np.asarray(t, dtype=np.int64)
+        link_src.append(np.tile(s_ids, len(t_ids)))
+        link_tgt.append(np.repeat(t_ids, len(s_ids)))
+        link_word.append(np.repeat(np.arange(occurrence, occurrence + len(t_ids)), len(s_ids)))
+        occurrence += len(t_ids)
+    counts = np.bincount(np.concatenate([np.asarray(t, dtype=np.int64) for t in tgt] or [np.zeros(0, np.int64)]),
+                         minlength=tgt_vocab)  # fmt: skip
+    if not link_src:
+        return [[] for _ in range(src_vocab)], counts
+    pair_key = np.concatenate(link_src) * tgt_vocab + np.concatenate(link_tgt)
+    word = np.concatenate(link_word)
+    pairs, link_pair = np.unique(pair_key, return_inverse=True)  # the distinct (s, t) and each link's
+    pair_src = pairs // tgt_vocab
+    prob = np.ones(len(pairs))  # p(t | s), uniform to start
+    for _ in range(EM_ITERATIONS):
+        p = prob[link_pair]
+        posterior = p / np.bincount(word, weights=p, minlength=occurrence)[word]  # E: which s produced this t
+        expected = np.bincount(link_pair, weights=posterior, minlength=len(pairs))
+        prob = expected / np.bincount(pair_src, weights=expected, minlength=src_vocab + 1)[pair_src]  # M
+    order = np.lexsort((-prob, pair_src))  # by source id, then most probable first
+    best: list[list[tuple[int, float]]] = [[] for _ in range(src_vocab)]
+    for i in order:
+        s = int(pair_src[i])
+        if s < src_vocab and len(best[s]) < keep:
+            best[s].append((int(pairs[i] % tgt_vocab), float(prob[i])))
+    return best, counts
+
+
+def write_table(
+    path: str,
+    tokenizer: Tokenizer,
+    best: Sequence[Sequence[tuple[int, float]]],
+    counts: np.ndarray,
+    *,
+    inputs: Iterable[str] = (),
+) -> None:
+    """The table in the text format of the module docstring, written atomically."""
+    src_pieces = tokenizer.src_pieces(range(len(best)))
+    tgt_pieces = tokenizer.tgt_pieces(range(len(counts)))
+    with atomic_output(path, inputs=inputs) as out:
+        for s, entries in enumerate(best):
+            out.writelines(f"{src_pieces[s]}\t{tgt_pieces[t]}\t{p:.6g}\n" for t, p in entries)
+        for t in np.argsort(-counts, kind="stable"):
+            if counts[t] > 0:
+                out.write(f"\t{tgt_pieces[t]}\t{int(counts[t])}\n")
+
+
+def corpus_pairs(source: str, target: str) -> tuple[list[str], list[str]]:
+    """The lines of a parallel corpus (plain or gzip'd), checked to have as many lines on each side."""
+    src = [text for text, _ in read_lines(source)]
+    tgt = [text for text, _ in read_lines(target)]
+    if len(src) != len(tgt):
+        shorter = source if len(src) < len(tgt) else target
+        raise InputError(path=shorter, message=f"{len(src)} source lines but {len(tgt)} target lines")
+    return src, tgt
+
+
+def build_table(path: str, tokenizer: Tokenizer, source: str, target: str, *, keep: int) -> int:
+    """``nmt shortlist``: the lexical table of corpus `source`/`target` tokenized with `tokenizer`, to `path`.
+    Returns the number of sentence pairs read."""
+    src_lines, tgt_lines = corpus_pairs(source, target)
+    src = [ids[:-1] for ids in source_ids(tokenizer, src_lines)]  # without EOS
+    tgt = target_ids(tokenizer, tgt_lines)
+    best, counts = lexical_table(src, tgt, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, keep=keep)
+    write_table(path, tokenizer, best, counts, inputs=[os.fspath(source), os.fspath(target)])
+    return len(src_lines)
