@@ -88,15 +88,20 @@ def tiny_checkpoint(
     seed: int = 0,
     src_lang: str = "en",
     tgt_lang: str = "fr",
+    edit: Callable[[torch.nn.Module], None] | None = None,
     **network_overrides,
 ) -> Path:
-    """A checkpoint of a small random model (with its SentencePiece model) that `nmt.Translator.load` reads."""
+    """A checkpoint of a small random model (with its SentencePiece model) that `nmt.Translator.load` reads.
+    `edit` changes the initialised model's weights in place (without gradients) before it is saved."""
     tokenizer = tiny_tokenizer(src_lang, tgt_lang)
     network = tiny_network(architecture, cell, **network_overrides)
     torch.manual_seed(seed)
     model = build_model(
         network, src_vocab_size=tokenizer.src_vocab_size, tgt_vocab_size=tokenizer.tgt_vocab_size, pad_id=PAD
     )
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
     path = Path(directory) / f"{architecture}-{cell}-{src_lang}{tgt_lang}-{seed}.ckpt"
     torch.save(
         {

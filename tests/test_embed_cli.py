@@ -3,6 +3,7 @@ phrase at a time), one row per input line, and the PCA map is drawn."""
 
 from __future__ import annotations
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
@@ -82,30 +83,39 @@ def test_rnnsearch_mean_annotation_and_unescape(phrases, tmp_path):
 
 
 def test_plot_is_a_png_map(phrases, tmp_path):
+    """The map is 10 × 8 inches at 120 dpi: the 50 sampled phrases as points, 10 of them labelled with their text."""
     path, _ = phrases
     ckpt = tiny_checkpoint(tmp_path, architecture="rnnencdec")
-    plot = tmp_path / "map.png"
-    assert (
-        nmt(
-            [
-                "embed",
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(path),
-                "--output",
-                str(tmp_path / "v.npy"),
-                "--plot",
-                str(plot),
-                "--labels",
-                "10",
-                "--plot-points",
-                "50",
-            ]
+    pictures = {}
+    for labels in (0, 10):
+        plot = tmp_path / f"map{labels}.png"
+        assert (
+            nmt(
+                [
+                    "embed",
+                    "--checkpoint",
+                    str(ckpt),
+                    "--input",
+                    str(path),
+                    "--output",
+                    str(tmp_path / "v.npy"),
+                    "--plot",
+                    str(plot),
+                    "--labels",
+                    str(labels),
+                    "--plot-points",
+                    "50",
+                ]
+            )
+            == 0
         )
-        == 0
-    )
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        pictures[labels] = matplotlib.image.imread(plot)[..., :3]  # (H, W, RGB) in [0, 1]
+    for picture in pictures.values():
+        assert picture.shape == (960, 1200, 3)
+        red, blue = picture[..., 0], picture[..., 2]
+        assert (blue - red > 0.2).sum() > 50 * 10  # the points (matplotlib's blue): at least 50 dots' worth
+    dark = {labels: int((picture.max(-1) < 0.3).sum()) for labels, picture in pictures.items()}
+    assert dark[10] > dark[0] + 1000  # the labels' text: more dark pixels than the axes and title alone
 
 
 def test_errors(tmp_path, capsys):
