@@ -43,6 +43,12 @@ def needs_whole_file(relative: str) -> Callable[[Callable], Callable]:
     return mark
 
 
+def argv(*parts: str | os.PathLike | int) -> list[str]:
+    """A command line: each string split at its spaces, each path or number one argument, as in
+    ``argv("score --checkpoint", checkpoint, "--phrase-table", table, "--log --digits", 12)``."""
+    return [word for part in parts for word in (part.split() if isinstance(part, str) else [str(part)])]
+
+
 def multi30k_file(split: str, lang: str) -> Path:
     """A Multi30k file: the repository's copy for English and French; for German, the first 3,000 training
     lines in tests/data (what tiny_tokenizer reads)."""

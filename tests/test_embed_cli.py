@@ -7,7 +7,7 @@ import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from factories import multi30k_lines, tiny_checkpoint
+from factories import argv, multi30k_lines, tiny_checkpoint
 
 from nmt.cli import main as nmt
 from nmt.inference import Translator
@@ -59,23 +59,8 @@ def test_rnnsearch_mean_annotation_and_unescape(phrases, tmp_path):
     ckpt = tiny_checkpoint(tmp_path, architecture="rnnsearch")
     translator = Translator.load(ckpt, device="cpu")
     out = tmp_path / "v.npy"
-    assert (
-        nmt(
-            [
-                "embed",
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(path),
-                "--output",
-                str(out),
-                "--rnnsearch-vector",
-                "mean",
-                "--unescape",
-            ]
-        )
-        == 0
-    )
+    command = argv("embed --checkpoint", ckpt, "--input", path, "--output", out, "--rnnsearch-vector mean --unescape")
+    assert nmt(command) == 0
     vectors = np.load(out)
     for i in (0, 7, 100):
         enc, _ = encode_one(translator, lines[i].replace("&apos;", "'"))
@@ -89,26 +74,8 @@ def test_plot_is_a_png_map(phrases, tmp_path):
     pictures = {}
     for labels in (0, 10):
         plot = tmp_path / f"map{labels}.png"
-        assert (
-            nmt(
-                [
-                    "embed",
-                    "--checkpoint",
-                    str(ckpt),
-                    "--input",
-                    str(path),
-                    "--output",
-                    str(tmp_path / "v.npy"),
-                    "--plot",
-                    str(plot),
-                    "--labels",
-                    str(labels),
-                    "--plot-points",
-                    "50",
-                ]
-            )
-            == 0
-        )
+        command = argv("embed --checkpoint", ckpt, "--input", path, "--output", tmp_path / "v.npy", "--plot", plot)
+        assert nmt(command + argv("--labels", labels, "--plot-points 50")) == 0
         pictures[labels] = matplotlib.image.imread(plot)[..., :3]  # (H, W, RGB) in [0, 1]
     for picture in pictures.values():
         assert picture.shape == (960, 1200, 3)

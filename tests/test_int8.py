@@ -29,9 +29,8 @@ LINES = multi30k_lines("test_2016_flickr", "en", 6)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("ckpt")
-    return {arch: tiny_checkpoint(directory, architecture=arch, seed=3) for arch in ("rnnsearch", "rnnencdec")}
+def checkpoints(tiny_checkpoints) -> dict[str, Path]:
+    return {arch: tiny_checkpoints(architecture=arch, seed=3) for arch in ("rnnsearch", "rnnencdec")}
 
 
 def test_an_int8_layer_computes_the_integer_product_of_its_quantized_rows_and_weights():

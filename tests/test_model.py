@@ -11,27 +11,16 @@ from nmt.model import NetworkConfig, build_model
 from nmt.model.attention import AdditiveAttention
 from nmt.model.gru import CuDNNGRUCell, PaperGRUCell, run_recurrence, tanh
 from nmt.model.layers import stacked_linear
+from tests.factories import tiny_network
 
 ARCHS = ["rnnencdec", "rnnsearch"]
 CELLS = ["paper", "cudnn"]
 
 
 def tiny_config(architecture: str, cell: str, **overrides) -> NetworkConfig:
-    base = dict(
-        architecture=architecture,
-        cell=cell,
-        emb_dim=12,
-        encoder_dim=10,
-        decoder_dim=14,
-        attention_dim=9,
-        maxout_units=7,
-        maxout_pool=2,
-        init="paper",
-        init_std=0.3,
-        attention_init_std=0.3,
-    )
-    base.update(overrides)
-    return NetworkConfig(**base)
+    """`tiny_network` with sizes that all differ, so that a mixed-up dimension is a shape error."""
+    sizes = dict(emb_dim=12, encoder_dim=10, decoder_dim=14, attention_dim=9, maxout_units=7, maxout_pool=2)
+    return tiny_network(architecture, cell, **(sizes | dict(init_std=0.3, attention_init_std=0.3) | overrides))
 
 
 def test_paper_cell_matches_equations_5_to_8():

@@ -14,7 +14,8 @@ from torch import nn
 
 from nmt.decoding import Ensemble, SearchConfig, check_same_vocabulary, search, select_rows
 from nmt.errors import InputError
-from nmt.model import NetworkConfig, StepOutput, build_model
+from nmt.model import StepOutput, build_model
+from tests.factories import tiny_network
 
 BOS, EOS = 2, 3  # nmt's fixed special ids (PAD 0, UNK 1)
 MODELS = [("rnnsearch", "paper"), ("rnnencdec", "paper"), ("rnnencdec", "cudnn"), ("rnnsearch", "cudnn")]
@@ -24,17 +25,8 @@ def peaked_model(architecture: str, cell: str, *, seed: int = 0, tgt_vocab: int 
     """A tiny random model whose output distributions are far from uniform (large weights), with EOS
     likely enough that hypotheses of every length compete."""
     torch.manual_seed(seed)
-    network = NetworkConfig(
-        architecture=architecture,
-        cell=cell,
-        emb_dim=8,
-        encoder_dim=6,
-        decoder_dim=8,
-        attention_dim=6,
-        maxout_units=5,
-        init_std=0.7,
-        attention_init_std=0.7,
-    )
+    sizes = dict(emb_dim=8, encoder_dim=6, decoder_dim=8, attention_dim=6, maxout_units=5)
+    network = tiny_network(architecture, cell, **sizes, init_std=0.7, attention_init_std=0.7)
     model = build_model(network, src_vocab_size=9, tgt_vocab_size=tgt_vocab)
     with torch.no_grad():
         model.output.W_o.bias[EOS] = 1.5

@@ -18,18 +18,17 @@ from torch import nn
 from nmt.cli import main
 from nmt.data.tokenizer import EOS
 from nmt.inference import Translator
-from tests.factories import multi30k_lines, tiny_checkpoint
+from tests.factories import argv, multi30k_lines, tiny_checkpoint
 
 LINES = multi30k_lines("test_2016_flickr", "en", 4)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("ckpt")
+def checkpoints(tiny_checkpoints) -> dict[str, Path]:
     return {
-        "rnnsearch": tiny_checkpoint(directory, architecture="rnnsearch", seed=1),
-        "rnnsearch2": tiny_checkpoint(directory, architecture="rnnsearch", seed=2),
-        "rnnencdec": tiny_checkpoint(directory, architecture="rnnencdec", seed=1),
+        "rnnsearch": tiny_checkpoints(architecture="rnnsearch", seed=1),
+        "rnnsearch2": tiny_checkpoints(architecture="rnnsearch", seed=2),
+        "rnnencdec": tiny_checkpoints(architecture="rnnencdec", seed=1),
     }
 
 
@@ -73,21 +72,8 @@ def test_translate_streams_through_an_open_pipe(checkpoints):
 def test_every_line_gets_one_output_line(checkpoints, tmp_path, capsys):
     long_line = " ".join(LINES) * 3
     source = write(tmp_path / "in.txt", [LINES[0], "", long_line, "   ", LINES[1]])
-    status, out, err = run(
-        [
-            "--checkpoint",
-            str(checkpoints["rnnsearch"]),
-            "--input",
-            str(source),
-            "--max-input-tokens",
-            "80",
-            "--beam-size",
-            "2",
-            "--batch-tokens",
-            "30",
-        ],
-        capsys,
-    )
+    options = "--max-input-tokens 80 --beam-size 2 --batch-tokens 30"
+    status, out, err = run(argv("--checkpoint", checkpoints["rnnsearch"], "--input", source, options), capsys)
     assert status == 0
     outputs = out.split("\n")
     assert len(outputs) == 6 and outputs[-1] == ""  # five lines, each ended
@@ -165,24 +151,8 @@ def test_bfloat16_translates_every_line_with_float32_scores(checkpoints, tmp_pat
 
 def test_n_best_moses_format(checkpoints, tmp_path, capsys):
     source = write(tmp_path / "in.txt", LINES[:2])
-    status, out, _ = run(
-        [
-            "--checkpoint",
-            str(checkpoints["rnnsearch"]),
-            "--input",
-            str(source),
-            "--n-best",
-            "3",
-            "--beam-size",
-            "4",
-            "--length-penalty",
-            "gnmt",
-            "--alpha",
-            "0.6",
-            "--scores",
-        ],
-        capsys,
-    )
+    options = "--n-best 3 --beam-size 4 --length-penalty gnmt --alpha 0.6 --scores"
+    status, out, _ = run(argv("--checkpoint", checkpoints["rnnsearch"], "--input", source, options), capsys)
     assert status == 0
     rows = [line.split(" ||| ") for line in out.splitlines()]
     assert [r[0] for r in rows] == ["0"] * 3 + ["1"] * 3
