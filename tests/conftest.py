@@ -1,12 +1,14 @@
-"""Shared test setup: Hugging Face offline, and where the real Multi30k corpus lies."""
+"""Shared test setup: Hugging Face offline, where the real Multi30k corpus lies, and the tiny checkpoints."""
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+from factories import tiny_checkpoint
 
 # Tests must never reach the network (CI has none); set before anything imports `datasets`.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -35,3 +37,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory) -> Callable[..., Path]:
+    """`factories.tiny_checkpoint(**options)`, made once a session for each set of options: the tests only read
+    them (a test that changes a checkpoint makes its own)."""
+    directory = tmp_path_factory.mktemp("checkpoints")
+    made: dict[tuple, Path] = {}
+
+    def checkpoint(**options) -> Path:
+        key = tuple(sorted(options.items()))
+        if key not in made:  # a directory each: the file name says the architecture, cell, languages and seed only
+            (where := directory / str(len(made))).mkdir()
+            made[key] = tiny_checkpoint(where, **options)
+        return made[key]
+
+    return checkpoint
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tiny_checkpoints) -> Path:
+    """The tiny RNNsearch (seed 0, English to French) the commands' tests run."""
+    return tiny_checkpoints(architecture="rnnsearch")

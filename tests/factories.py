@@ -43,6 +43,12 @@ def needs_whole_file(relative: str) -> Callable[[Callable], Callable]:
     return mark
 
 
+def argv(*parts: str | os.PathLike | int) -> list[str]:
+    """A command line: each string split at its spaces, each path or number one argument, as in
+    ``argv("score --checkpoint", checkpoint, "--phrase-table", table, "--log --digits", 12)``."""
+    return [word for part in parts for word in (part.split() if isinstance(part, str) else [str(part)])]
+
+
 def multi30k_file(split: str, lang: str) -> Path:
     """A Multi30k file: the repository's copy for English and French; for German, the first 3,000 training
     lines in tests/data (what tiny_tokenizer reads)."""
@@ -88,15 +94,20 @@ def tiny_checkpoint(
     seed: int = 0,
     src_lang: str = "en",
     tgt_lang: str = "fr",
+    edit: Callable[[torch.nn.Module], None] | None = None,
     **network_overrides,
 ) -> Path:
-    """A checkpoint of a small random model (with its SentencePiece model) that `nmt.Translator.load` reads."""
+    """A checkpoint of a small random model (with its SentencePiece model) that `nmt.Translator.load` reads.
+    `edit` changes the initialised model's weights in place (without gradients) before it is saved."""
     tokenizer = tiny_tokenizer(src_lang, tgt_lang)
     network = tiny_network(architecture, cell, **network_overrides)
     torch.manual_seed(seed)
     model = build_model(
         network, src_vocab_size=tokenizer.src_vocab_size, tgt_vocab_size=tokenizer.tgt_vocab_size, pad_id=PAD
     )
+    if edit is not None:
+        with torch.no_grad():
+            edit(model)
     path = Path(directory) / f"{architecture}-{cell}-{src_lang}{tgt_lang}-{seed}.ckpt"
     torch.save(
         {

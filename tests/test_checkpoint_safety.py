@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import MULTI30K, tiny_checkpoint
+from factories import MULTI30K
 from test_training import TINY, run_nmt
 
 from nmt.checkpoint import CHECKPOINT_FORMAT, load_model
@@ -29,12 +29,11 @@ class CreatesAFile:
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("ckpt")
+def checkpoints(tiny_checkpoints) -> dict[str, Path]:
     return {
-        "rnnsearch": tiny_checkpoint(directory, architecture="rnnsearch"),
-        "rnnencdec": tiny_checkpoint(directory, architecture="rnnencdec"),
-        "cudnn": tiny_checkpoint(directory, architecture="rnnsearch", cell="cudnn"),
+        "rnnsearch": tiny_checkpoints(architecture="rnnsearch"),
+        "rnnencdec": tiny_checkpoints(architecture="rnnencdec"),
+        "cudnn": tiny_checkpoints(architecture="rnnsearch", cell="cudnn"),
     }
 
 

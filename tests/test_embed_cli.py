@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import io
 
+import matplotlib.image
 import numpy as np
 import pytest
 import torch
-from factories import multi30k_lines, tiny_checkpoint
+from factories import argv, multi30k_lines, tiny_checkpoint
 
 from nmt.cli import main as nmt
 from nmt.inference import Translator
@@ -63,23 +64,8 @@ def test_rnnsearch_mean_annotation_and_unescape(phrases, tmp_path):
     ckpt = tiny_checkpoint(tmp_path, architecture="rnnsearch")
     translator = Translator.load(ckpt, device="cpu")
     out = tmp_path / "v.npy"
-    assert (
-        nmt(
-            [
-                "embed",
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(path),
-                "--output",
-                str(out),
-                "--rnnsearch-vector",
-                "mean",
-                "--unescape",
-            ]
-        )
-        == 0
-    )
+    command = argv("embed --checkpoint", ckpt, "--input", path, "--output", out, "--rnnsearch-vector mean --unescape")
+    assert nmt(command) == 0
     vectors = np.load(out)
     for i in (0, 7, 100):
         enc, _ = encode_one(translator, lines[i].replace("&apos;", "'"))
@@ -87,30 +73,21 @@ def test_rnnsearch_mean_annotation_and_unescape(phrases, tmp_path):
 
 
 def test_plot_is_a_png_map(phrases, tmp_path):
+    """The map is 10 × 8 inches at 120 dpi: the 50 sampled phrases as points, 10 of them labelled with their text."""
     path, _ = phrases
     ckpt = tiny_checkpoint(tmp_path, architecture="rnnencdec")
-    plot = tmp_path / "map.png"
-    assert (
-        nmt(
-            [
-                "embed",
-                "--checkpoint",
-                str(ckpt),
-                "--input",
-                str(path),
-                "--output",
-                str(tmp_path / "v.npy"),
-                "--plot",
-                str(plot),
-                "--labels",
-                "10",
-                "--plot-points",
-                "50",
-            ]
-        )
-        == 0
-    )
-    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    pictures = {}
+    for labels in (0, 10):
+        plot = tmp_path / f"map{labels}.png"
+        command = argv("embed --checkpoint", ckpt, "--input", path, "--output", tmp_path / "v.npy", "--plot", plot)
+        assert nmt(command + argv("--labels", labels, "--plot-points 50")) == 0
+        pictures[labels] = matplotlib.image.imread(plot)[..., :3]  # (H, W, RGB) in [0, 1]
+    for picture in pictures.values():
+        assert picture.shape == (960, 1200, 3)
+        red, blue = picture[..., 0], picture[..., 2]
+        assert (blue - red > 0.2).sum() > 50 * 10  # the points (matplotlib's blue): at least 50 dots' worth
+    dark = {labels: int((picture.max(-1) < 0.3).sum()) for labels, picture in pictures.items()}
+    assert dark[10] > dark[0] + 1000  # the labels' text: more dark pixels than the axes and title alone
 
 
 def test_errors(tmp_path, capsys):

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 import pytest
-from factories import multi30k_lines, tiny_checkpoint
+from factories import multi30k_lines
 
 from nmt.cli import main as nmt_main
 from nmt.data.corpus import Corpus, load_corpus
@@ -205,11 +205,6 @@ class Outcome(NamedTuple):
     status: int
     output: list[bytes] | None  # output lines (with their ends), or array rows as bytes; None when none written
     stderr: str
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch")
 
 
 SHORT_SEARCH = ["--beam-size", "1", "--max-length-a", "0", "--max-length-b", "6", "--threads", "1"]

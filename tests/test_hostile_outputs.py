@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from factories import multi30k_lines, tiny_checkpoint
+from factories import multi30k_lines
 
 from nmt.cli import main as nmt_main
 
@@ -40,11 +40,6 @@ LINES = multi30k_lines("train", "en", 3000)  # enough to keep a command busy aft
 # Two lines the tiny model of `tiny_checkpoint(seed=0)` translates into non-ASCII text ("Jë …", "… surprès …").
 NON_ASCII = ["A man in a green hat running.", "Large earth moving equipment at work."]
 METRICS = "step,train/loss\n1,2.5\n2,2.0\n"
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch")
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,10 @@ import time
 from pathlib import Path
 
 import pytest
-from factories import tiny_checkpoint
 
 pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the fast tier
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch")
 
 
 def start(args: list[str], first_lines: bytes) -> subprocess.Popen:

@@ -11,27 +11,16 @@ from nmt.model import NetworkConfig, build_model
 from nmt.model.attention import AdditiveAttention, Keys
 from nmt.model.gru import CuDNNGRUCell, PaperGRUCell, run_recurrence, tanh
 from nmt.model.layers import stacked_linear
+from tests.factories import tiny_network
 
 ARCHS = ["rnnencdec", "rnnsearch"]
 CELLS = ["paper", "cudnn"]
 
 
 def tiny_config(architecture: str, cell: str, **overrides) -> NetworkConfig:
-    base = dict(
-        architecture=architecture,
-        cell=cell,
-        emb_dim=12,
-        encoder_dim=10,
-        decoder_dim=14,
-        attention_dim=9,
-        maxout_units=7,
-        maxout_pool=2,
-        init="paper",
-        init_std=0.3,
-        attention_init_std=0.3,
-    )
-    base.update(overrides)
-    return NetworkConfig(**base)
+    """`tiny_network` with sizes that all differ, so that a mixed-up dimension is a shape error."""
+    sizes = dict(emb_dim=12, encoder_dim=10, decoder_dim=14, attention_dim=9, maxout_units=7, maxout_pool=2)
+    return tiny_network(architecture, cell, **(sizes | dict(init_std=0.3, attention_init_std=0.3) | overrides))
 
 
 def test_paper_cell_matches_equations_5_to_8():
@@ -233,12 +222,23 @@ def test_rnnsearch_initial_state_is_backward_first_annotation():
     assert not torch.allclose(model.initial_state(model.encode(src2, torch.tensor([5, 5])))[0], s0)
 
 
-def test_factorized_embeddings_and_output_have_the_rank():
-    cfg = tiny_config("rnnencdec", "paper", emb_rank=3, output_rank=4)
-    model = build_model(cfg, src_vocab_size=30, tgt_vocab_size=40)
-    assert model.src_embed.lookup.weight.shape == (30, 3)
-    assert model.src_embed.expand.weight.shape == (12, 3)
-    assert torch.linalg.matrix_rank(model.output.W_o[1].weight @ model.output.W_o[0].weight) <= 4
+@pytest.mark.parametrize("arch", ARCHS)
+@torch.no_grad()
+def test_factorized_embeddings_and_output_have_the_rank(arch):
+    """Cho et al. 2014 §4.1.1: the embeddings of all V words span only emb_rank of emb_dim dimensions, and the
+    output layer's scores W_o t of any t only output_rank of V (without the factorisation, emb_dim and units)."""
+    torch.manual_seed(0)
+    model = build_model(tiny_config(arch, "paper", emb_rank=3, output_rank=4), src_vocab_size=30, tgt_vocab_size=40)
+    full = build_model(tiny_config(arch, "paper"), src_vocab_size=30, tgt_vocab_size=40)
+    for vocab_size, embed in [(30, model.src_embed), (40, model.tgt_embed)]:
+        vectors = embed(torch.arange(vocab_size))
+        assert vectors.shape == (vocab_size, 12) and torch.linalg.matrix_rank(vectors) == 3
+    t = torch.randn(50, 7)  # maxout outputs (units 7)
+    bias = model.output.logits(torch.zeros(1, 7))
+    assert model.output.logits(t).shape == (50, 40)
+    assert torch.linalg.matrix_rank(model.output.logits(t) - bias) == 4
+    assert torch.linalg.matrix_rank(full.output.logits(t) - full.output.logits(torch.zeros(1, 7))) == 7
+    assert torch.linalg.matrix_rank(full.src_embed(torch.arange(30))) == 12
 
 
 def test_paper_initialisation():

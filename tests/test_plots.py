@@ -38,16 +38,11 @@ def assert_png(path, width: int, height: int) -> None:
     assert len(np.unique(pixels.reshape(-1, pixels.shape[-1]), axis=0)) > 2, "the image is (nearly) uniform"
 
 
-@pytest.fixture(scope="module")
-def attention_checkpoint(tmp_path_factory):
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch")
-
-
 @pytest.fixture
-def translator(attention_checkpoint):
+def translator(checkpoint):
     """The checkpoint's model with every weight redrawn from N(0, 0.5²): the papers' initialisation sets
     v_a = 0, which makes every attention weight 1/|src|, and a uniform matrix would hide transposed axes."""
-    translator = Translator.load(attention_checkpoint, device="cpu")
+    translator = Translator.load(checkpoint, device="cpu")
     torch.manual_seed(0)
     with torch.no_grad():
         for p in translator.model.parameters():
@@ -101,9 +96,9 @@ def test_alignment_of_the_models_translation_is_the_searchs_attention(translator
     np.testing.assert_allclose(shown.alpha, forced, atol=1e-5)
 
 
-def test_plot_attention_command_writes_the_png(attention_checkpoint, tmp_path, capsys):
+def test_plot_attention_command_writes_the_png(checkpoint, tmp_path, capsys):
     out = tmp_path / "fig.png"
-    args = ["--checkpoint", str(attention_checkpoint), "--src", SRC, "--output", str(out), "--dpi", "40"]
+    args = ["--checkpoint", str(checkpoint), "--src", SRC, "--output", str(out), "--dpi", "40"]
     assert nmt_main(["plot-attention", *args, "--tgt", TGT, "--size", "6", "5"]) == 0
     assert_png(out, 240, 200)
     assert nmt_main(["plot-attention", *args]) == 0  # the model's own translation, size from its length

@@ -18,7 +18,6 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from factories import tiny_checkpoint
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -51,11 +50,6 @@ PIECE = st.one_of(
     st.characters(exclude_categories=("Cs",), exclude_characters="\n\x00"), st.sampled_from(HOSTILE_CHARACTERS)
 )
 LINE = st.one_of(st.lists(PIECE, max_size=10).map("".join), st.sampled_from(["", " ", "A man rides a bike.", "\u3000"]))
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    return tiny_checkpoint(tmp_path_factory.mktemp("ckpt"), architecture="rnnsearch")
 
 
 @pytest.fixture(scope="module")

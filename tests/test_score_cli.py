@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from factories import SMT, multi30k_lines, needs_whole_file, tiny_checkpoint
+from factories import SMT, argv, multi30k_lines, needs_whole_file
 
 from nmt.cli import main as nmt_main
 from nmt.data.tokenizer import BOS, EOS
@@ -27,9 +27,9 @@ from nmt.moses import parse_labelled_values, read_weights, unescape, weighted_to
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def nmt(argv: list[str]) -> int:
+def nmt(args: list[str]) -> int:
     """`nmt …` in-process, on one thread: these models are tiny, and more threads only wait on each other."""
-    return nmt_main([*argv, "--threads", "1"])
+    return nmt_main([*args, "--threads", "1"])
 
 
 # table -> (source language, target language) as SOURCES.md gives them
@@ -42,12 +42,11 @@ TABLES = {
 
 
 @pytest.fixture(scope="session")
-def checkpoints(tmp_path_factory) -> dict[tuple[str, str], Path]:
-    directory = tmp_path_factory.mktemp("ckpt")
+def checkpoints(tiny_checkpoints) -> dict[tuple[str, str], Path]:
     return {
-        ("fr", "en"): tiny_checkpoint(directory, architecture="rnnencdec", src_lang="fr", tgt_lang="en"),
-        ("de", "en"): tiny_checkpoint(directory, architecture="rnnsearch", src_lang="de", tgt_lang="en"),
-        ("en", "fr"): tiny_checkpoint(directory, architecture="rnnsearch", src_lang="en", tgt_lang="fr"),
+        ("fr", "en"): tiny_checkpoints(architecture="rnnencdec", src_lang="fr", tgt_lang="en"),
+        ("de", "en"): tiny_checkpoints(architecture="rnnsearch", src_lang="de", tgt_lang="en"),
+        ("en", "fr"): tiny_checkpoints(architecture="rnnsearch", src_lang="en", tgt_lang="fr"),
     }
 
 
@@ -108,22 +107,8 @@ def test_phrase_table_round_trip_plain_and_gz(name, checkpoints, tmp_path, capsy
     assert nmt(["score", "--checkpoint", str(ckpt), "--phrase-table", str(plain), "--output", str(tmp_path / "p")]) == 0
     probabilities = split_scored(read(plain), (tmp_path / "p").read_bytes(), 1)
     assert all(math.exp(-100) * 0.999 <= p <= 1.0 for (p,) in probabilities)
-    assert (
-        nmt(
-            [
-                "score",
-                "--checkpoint",
-                str(ckpt),
-                "--phrase-table",
-                str(packed),
-                "--output",
-                str(tmp_path / "l"),
-                "--log",
-                "--unk-feature",
-            ]
-        )
-        == 0
-    )
+    command = argv("score --checkpoint", ckpt, "--phrase-table", packed, "--output", tmp_path / "l")
+    assert nmt([*command, "--log", "--unk-feature"]) == 0
     logs = split_scored(read(packed), (tmp_path / "l").read_bytes(), 2)
     assert all(lp <= 0 and n >= 0 and n == int(n) for lp, n in logs)
     # the same pairs get the same score in both runs (p written with 6 significant digits)
@@ -138,20 +123,7 @@ def test_a_whole_real_table(checkpoints, tmp_path, capsys):
     name = "moses-regression-tests/lexicalized-reordering/phrase-table.0-0.gz"
     table = SMT / name
     out = tmp_path / "scored"
-    assert (
-        nmt(
-            [
-                "score",
-                "--checkpoint",
-                str(checkpoints[TABLES[name]]),
-                "--phrase-table",
-                str(table),
-                "--output",
-                str(out),
-            ]
-        )
-        == 0
-    )
+    assert nmt(argv("score --checkpoint", checkpoints[TABLES[name]], "--phrase-table", table, "--output", out)) == 0
     values = split_scored(gzip.decompress(table.read_bytes()), out.read_bytes(), 1)
     assert len(values) == 41915
     assert "41,915 lines" in capsys.readouterr().err
@@ -160,27 +132,11 @@ def test_a_whole_real_table(checkpoints, tmp_path, capsys):
 def test_scores_are_the_models_log_probabilities_whatever_the_batch(checkpoints, translators, tmp_path):
     name = "AranBSmith_SMT-Project/phrase-table.gz"
     table = head_file(name, 400, tmp_path, gz=True)
-    runs = {}
+    ckpt, runs = checkpoints[TABLES[name]], {}
     for label, options in {"default": [], "small": ["--batch-tokens", "40", "--window", "37"]}.items():
         out = tmp_path / f"{label}.txt"
-        assert (
-            nmt(
-                [
-                    "score",
-                    "--checkpoint",
-                    str(checkpoints[TABLES[name]]),
-                    "--phrase-table",
-                    str(table),
-                    "--output",
-                    str(out),
-                    "--log",
-                    "--digits",
-                    "12",
-                    *options,
-                ]
-            )
-            == 0
-        )
+        command = argv("score --checkpoint", ckpt, "--phrase-table", table, "--output", out, "--log --digits 12")
+        assert nmt([*command, *options]) == 0
         runs[label] = [v for (v,) in split_scored(read(table), out.read_bytes(), 1)]
     assert runs["default"] == pytest.approx(runs["small"], abs=1e-4)
     lines = read(table).decode().splitlines()
@@ -193,25 +149,9 @@ def test_direction_tgt2src_gives_the_model_the_target_side(checkpoints, translat
     # An En→Fr model scoring the Fr→En table: p(fr | en) = p(source phrase | target phrase)
     table = head_file("AranBSmith_SMT-Project/phrase-table.gz", 60, tmp_path, gz=False)
     out = tmp_path / "out"
-    assert (
-        nmt(
-            [
-                "score",
-                "--checkpoint",
-                str(checkpoints["en", "fr"]),
-                "--phrase-table",
-                str(table),
-                "--output",
-                str(out),
-                "--log",
-                "--digits",
-                "12",
-                "--direction",
-                "tgt2src",
-            ]
-        )
-        == 0
-    )
+    ckpt = checkpoints["en", "fr"]
+    command = argv("score --checkpoint", ckpt, "--phrase-table", table, "--output", out, "--log --digits 12")
+    assert nmt([*command, "--direction", "tgt2src"]) == 0
     values = split_scored(table.read_bytes(), out.read_bytes(), 1)
     for line, (value,) in zip(table.read_text().splitlines(), values, strict=True):
         fr, en = (unescape(f.strip()) for f in line.split("|||")[:2])
@@ -223,22 +163,8 @@ def test_unk_feature_counts_words_the_vocabulary_cannot_represent(checkpoints, t
     table.write_text("le chat ||| the cat ||| 1\nle chat ||| 日本 cat 語語 ||| 1\nx ||| a日 b ||| 1\n")
     for options, expected in (([], [1, math.e**2, math.e]), (["--log"], [0, 2, 1])):
         out = tmp_path / "out"
-        assert (
-            nmt(
-                [
-                    "score",
-                    "--checkpoint",
-                    str(checkpoints["fr", "en"]),
-                    "--phrase-table",
-                    str(table),
-                    "--output",
-                    str(out),
-                    "--unk-feature",
-                    *options,
-                ]
-            )
-            == 0
-        )
+        command = argv("score --checkpoint", checkpoints["fr", "en"], "--phrase-table", table, "--output", out)
+        assert nmt([*command, "--unk-feature", *options]) == 0
         unk = [v[1] for v in split_scored(table.read_bytes(), out.read_bytes(), 2)]
         assert unk == pytest.approx(expected, rel=1e-5)
 
@@ -278,23 +204,8 @@ def test_empty_sides_are_scored_as_the_empty_string(checkpoints, translators, tm
     table = tmp_path / "t"
     table.write_text("le chat |||  ||| 1\n ||| the cat ||| 1\nle ||| the ||| 1\n")
     out = tmp_path / "out"
-    assert (
-        nmt(
-            [
-                "score",
-                "--checkpoint",
-                str(checkpoints["fr", "en"]),
-                "--phrase-table",
-                str(table),
-                "--output",
-                str(out),
-                "--log",
-                "--digits",
-                "12",
-            ]
-        )
-        == 0
-    )
+    ckpt = checkpoints["fr", "en"]
+    assert nmt(argv("score --checkpoint", ckpt, "--phrase-table", table, "--output", out, "--log --digits 12")) == 0
     values = [v for (v,) in split_scored(table.read_bytes(), out.read_bytes(), 1)]
     model = translators["fr", "en"]
     expected = [
@@ -313,20 +224,8 @@ def test_over_long_sides_are_truncated_or_floored(checkpoints, translators, tmp_
         "le ||| the ||| 1\n"
     )
     out = tmp_path / "out"
-    base = [
-        "score",
-        "--checkpoint",
-        str(checkpoints["fr", "en"]),
-        "--phrase-table",
-        str(table),
-        "--output",
-        str(out),
-        "--log",
-        "--digits",
-        "12",
-        "--max-len",
-        "4",
-    ]
+    ckpt = checkpoints["fr", "en"]
+    base = argv("score --checkpoint", ckpt, "--phrase-table", table, "--output", out, "--log --digits 12 --max-len 4")
     assert nmt(base) == 0
     values = [v for (v,) in split_scored(table.read_bytes(), out.read_bytes(), 1)]
     model = translators["fr", "en"]
@@ -393,26 +292,8 @@ def nbest_inputs(name: str, n: int, directory: Path) -> tuple[Path, Path]:
 def test_nbest_feature_is_added_to_every_hypothesis(name, checkpoints, translators, tmp_path):
     nbest, src = nbest_inputs(name, 300, tmp_path)
     out = tmp_path / "out"
-    assert (
-        nmt(
-            [
-                "score",
-                "--checkpoint",
-                str(checkpoints["en", "fr"]),
-                "--nbest",
-                str(nbest),
-                "--src",
-                str(src),
-                "--output",
-                str(out),
-                "--feature-name",
-                "NMT0",
-                "--digits",
-                "12",
-            ]
-        )
-        == 0
-    )
+    command = argv("score --checkpoint", checkpoints["en", "fr"], "--nbest", nbest, "--src", src, "--output", out)
+    assert nmt([*command, "--feature-name", "NMT0", "--digits", "12"]) == 0
     sources = src.read_text().splitlines()
     original, scored = nbest.read_bytes().splitlines(True), out.read_bytes().splitlines(True)
     assert len(scored) == len(original) == 300
@@ -438,24 +319,8 @@ def test_nbest_reranking_orders_hypotheses_by_the_new_total(name, checkpoints, t
     else:
         weights.write_text("d= 0.1 0.1 0.1 0.1 0.1 0.1 0.1\nlm= 0.2\ntm= 0.05 0.05 0.05 0.05 -0.1\nw= -0.3\nRNN= 0.2\n")
     out = tmp_path / "out"
-    assert (
-        nmt(
-            [
-                "score",
-                "--checkpoint",
-                str(checkpoints["en", "fr"]),
-                "--nbest",
-                str(nbest),
-                "--src",
-                str(src),
-                "--output",
-                str(out),
-                "--weights",
-                str(weights),
-            ]
-        )
-        == 0
-    )
+    command = argv("score --checkpoint", checkpoints["en", "fr"], "--nbest", nbest, "--src", src, "--output", out)
+    assert nmt([*command, "--weights", str(weights)]) == 0
     w = read_weights(str(weights))
     original, scored = nbest.read_bytes().splitlines(True), out.read_bytes().splitlines(True)
     assert len(scored) == len(original)
@@ -581,23 +446,7 @@ def test_one_input_kind_at_a_time(checkpoints, tmp_path, capsys):
 @pytest.mark.slow
 def test_command_line_smoke_with_progress(checkpoints, tmp_path):
     table = head_file("Portage-SMT-TAS/cpt.ibm2-rf-zn-kn3.train.en2fr.gz", 50, tmp_path, gz=True)
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "nmt",
-            "score",
-            "--checkpoint",
-            str(checkpoints["en", "fr"]),
-            "--phrase-table",
-            str(table),
-            "--progress",
-            "--threads",
-            "1",
-        ],
-        capture_output=True,
-        cwd=ROOT,
-        check=True,
-    )
+    command = argv("-m nmt score --checkpoint", checkpoints["en", "fr"], "--phrase-table", table, "--progress")
+    result = subprocess.run([sys.executable, *command, "--threads", "1"], capture_output=True, cwd=ROOT, check=True)
     split_scored(read(table), result.stdout, 1)
     assert "50 lines in" in result.stderr.decode()

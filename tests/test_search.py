@@ -14,7 +14,8 @@ from torch import nn
 
 from nmt.decoding import Ensemble, SearchConfig, check_same_vocabulary, search, select_rows
 from nmt.errors import InputError
-from nmt.model import NetworkConfig, SearchModel, StepOutput, build_model
+from nmt.model import StepOutput, build_model
+from tests.factories import tiny_network
 
 BOS, EOS = 2, 3  # nmt's fixed special ids (PAD 0, UNK 1)
 MODELS = [("rnnsearch", "paper"), ("rnnencdec", "paper"), ("rnnencdec", "cudnn"), ("rnnsearch", "cudnn")]
@@ -24,17 +25,8 @@ def peaked_model(architecture: str, cell: str, *, seed: int = 0, tgt_vocab: int 
     """A tiny random model whose output distributions are far from uniform (large weights), with EOS
     likely enough that hypotheses of every length compete."""
     torch.manual_seed(seed)
-    network = NetworkConfig(
-        architecture=architecture,
-        cell=cell,
-        emb_dim=8,
-        encoder_dim=6,
-        decoder_dim=8,
-        attention_dim=6,
-        maxout_units=5,
-        init_std=0.7,
-        attention_init_std=0.7,
-    )
+    sizes = dict(emb_dim=8, encoder_dim=6, decoder_dim=8, attention_dim=6, maxout_units=5)
+    network = tiny_network(architecture, cell, **sizes, init_std=0.7, attention_init_std=0.7)
     model = build_model(network, src_vocab_size=9, tgt_vocab_size=tgt_vocab)
     with torch.no_grad():
         model.output.W_o.bias[EOS] = 1.5
@@ -338,11 +330,24 @@ def test_ensemble_of_two_averages_log_probs():
         torch.testing.assert_close(torch.tensor([h.log_prob for h in found]), mean, atol=1e-4, rtol=0)
 
 
-def test_models_and_ensembles_are_search_models():
-    members = [peaked_model(architecture, cell, seed=9) for architecture, cell in MODELS]
-    ensemble = Ensemble(members)
-    assert all(isinstance(m, SearchModel) for m in [*members, ensemble, Ensemble([ensemble])])
-    assert ensemble.pad_id == members[0].pad_id
+@pytest.mark.parametrize("architecture,cell", MODELS)
+def test_an_ensemble_of_one_model_or_of_one_ensemble_searches_as_what_it_holds(architecture, cell):
+    """An `Ensemble` is driven by search like a model: of one member it is that member (the same hypotheses,
+    log-probabilities and attention weights, bit for bit), and an ensemble of an ensemble is that ensemble (its
+    nested encoder outputs and states reordered with the beam)."""
+    model = peaked_model(architecture, cell, seed=9)
+    pair = Ensemble([model, peaked_model(*MODELS[0], seed=10)])
+    src, src_lengths = batch(*SOURCES)
+    config = SearchConfig(beam_size=3, n_best=3, max_length_a=1.0, max_length_b=2)
+    with torch.no_grad():
+        for held, ensemble in [(model, Ensemble([model])), (pair, Ensemble([pair]))]:
+            assert ensemble.pad_id == held.pad_id
+            expected = search(held, src, src_lengths, config, bos_id=BOS, eos_id=EOS)
+            found = search(ensemble, src, src_lengths, config, bos_id=BOS, eos_id=EOS)
+            for mine, theirs in zip(itertools.chain(*found), itertools.chain(*expected), strict=True):
+                assert (mine.tokens, mine.score, mine.log_prob, mine.complete) == theirs[:4]
+                assert (mine.alpha is None) == (theirs.alpha is None) == (architecture == "rnnencdec")
+                assert mine.alpha is None or torch.equal(mine.alpha, theirs.alpha)
 
 
 def test_has_attention_says_whether_a_step_gives_attention_weights():

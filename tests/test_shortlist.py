@@ -20,18 +20,17 @@ from nmt.decoding.shortlist import Shortlist
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.inference.batching import pad_sources
-from tests.factories import multi30k_lines, tiny_checkpoint
+from tests.factories import multi30k_lines
 
 LINES = multi30k_lines("test_2016_flickr", "en", 8)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("ckpt")
+def checkpoints(tiny_checkpoints) -> dict[str, Path]:
     return {
-        "rnnsearch": tiny_checkpoint(directory, architecture="rnnsearch", seed=4),
-        "rnnsearch2": tiny_checkpoint(directory, architecture="rnnsearch", seed=5),
-        "rnnencdec": tiny_checkpoint(directory, architecture="rnnencdec", cell="cudnn", seed=4),
+        "rnnsearch": tiny_checkpoints(architecture="rnnsearch", seed=4),
+        "rnnsearch2": tiny_checkpoints(architecture="rnnsearch", seed=5),
+        "rnnencdec": tiny_checkpoints(architecture="rnnencdec", cell="cudnn", seed=4),
     }
 
 

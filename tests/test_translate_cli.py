@@ -13,21 +13,22 @@ import threading
 from pathlib import Path
 
 import pytest
+from torch import nn
 
 from nmt.cli import main
+from nmt.data.tokenizer import EOS
 from nmt.inference import Translator
-from tests.factories import multi30k_lines, tiny_checkpoint
+from tests.factories import argv, multi30k_lines, tiny_checkpoint
 
 LINES = multi30k_lines("test_2016_flickr", "en", 4)
 
 
 @pytest.fixture(scope="module")
-def checkpoints(tmp_path_factory) -> dict[str, Path]:
-    directory = tmp_path_factory.mktemp("ckpt")
+def checkpoints(tiny_checkpoints) -> dict[str, Path]:
     return {
-        "rnnsearch": tiny_checkpoint(directory, architecture="rnnsearch", seed=1),
-        "rnnsearch2": tiny_checkpoint(directory, architecture="rnnsearch", seed=2),
-        "rnnencdec": tiny_checkpoint(directory, architecture="rnnencdec", seed=1),
+        "rnnsearch": tiny_checkpoints(architecture="rnnsearch", seed=1),
+        "rnnsearch2": tiny_checkpoints(architecture="rnnsearch", seed=2),
+        "rnnencdec": tiny_checkpoints(architecture="rnnencdec", seed=1),
     }
 
 
@@ -71,21 +72,8 @@ def test_translate_streams_through_an_open_pipe(checkpoints):
 def test_every_line_gets_one_output_line(checkpoints, tmp_path, capsys):
     long_line = " ".join(LINES) * 3
     source = write(tmp_path / "in.txt", [LINES[0], "", long_line, "   ", LINES[1]])
-    status, out, err = run(
-        [
-            "--checkpoint",
-            str(checkpoints["rnnsearch"]),
-            "--input",
-            str(source),
-            "--max-input-tokens",
-            "80",
-            "--beam-size",
-            "2",
-            "--batch-tokens",
-            "30",
-        ],
-        capsys,
-    )
+    options = "--max-input-tokens 80 --beam-size 2 --batch-tokens 30"
+    status, out, err = run(argv("--checkpoint", checkpoints["rnnsearch"], "--input", source, options), capsys)
     assert status == 0
     outputs = out.split("\n")
     assert len(outputs) == 6 and outputs[-1] == ""  # five lines, each ended
@@ -111,20 +99,37 @@ def test_output_follows_input_order_whatever_the_batching(checkpoints, tmp_path,
         assert status == 0 and out == "".join(alone)
 
 
-def test_scores_and_alignment_columns(checkpoints, tmp_path, capsys):
-    source = write(tmp_path / "in.txt", LINES[:3])
-    ckpt = checkpoints["rnnsearch"]
-    status, out, _ = run(["--checkpoint", str(ckpt), "--input", str(source), "--scores", "--alignment"], capsys)
+def attending_and_ending(model: nn.Module) -> None:
+    """Attention weights that differ between source pieces (at initialisation v_a = 0: every α uniform), and EOS
+    likely enough that translations end before the length limit."""
+    nn.init.normal_(model.attention.v_a, 0.0, 1.0)
+    model.output.W_o.bias[EOS] = 2.0
+
+
+def test_scores_and_alignment_columns(tmp_path, capsys):
+    """LOG_PROB is log p(translation + EOS | source), what `Translator.score` gives the pair and the n-best list
+    prints; ALIGNMENT links each target piece j to the source piece i its attention weights are largest on (here
+    recomputed by teacher forcing, `Translator.attention`), links to the source EOS left out."""
+    ckpt = tiny_checkpoint(
+        tmp_path, architecture="rnnsearch", init_std=0.4, attention_init_std=0.3, edit=attending_and_ending
+    )
+    sentences = [multi30k_lines("test_2016_flickr", "en", 8)[i] for i in (0, 1, 7)]
+    options = ["--checkpoint", str(ckpt), "--input", str(write(tmp_path / "in.txt", sentences)), "--scores"]
+    status, out, _ = run([*options, "--alignment"], capsys)
     assert status == 0
-    tokenizer = Translator.load(ckpt, device="cpu").tokenizer
-    for sentence, line in zip(LINES[:3], out.splitlines(), strict=True):
-        text, log_prob, links = line.split("\t")
-        assert text and float(log_prob) < 0
-        n_src = len(tokenizer.encode_src([sentence])[0]) - 1  # pieces without EOS
-        pairs = [tuple(map(int, link.split("-"))) for link in links.split()]
-        assert all(0 <= i < n_src for i, _ in pairs)
-        targets = [j for _, j in pairs]
-        assert targets == sorted(set(targets))  # at most one link per target piece, in order
+    _, nbest, _ = run([*options, "--alignment", "--n-best", "1"], capsys)
+    translator = Translator.load(ckpt, device="cpu")
+    rows = [line.split("\t") for line in out.splitlines()]
+    exact = translator.score(sentences, [text for text, _, _ in rows]).logprob
+    for sentence, (text, log_prob, links), expected, listed in zip(
+        sentences, rows, exact, nbest.splitlines(), strict=True
+    ):
+        assert len(text.split()) >= 3 and len({link.split("-")[0] for link in links.split()}) >= 2
+        assert float(log_prob) == pytest.approx(expected, abs=1e-4)
+        assert listed.split(" ||| ")[1:] == [text, log_prob, log_prob, links]  # SCORE = LOG_PROB: no length penalty
+        alpha = translator.attention(sentence, text).alpha  # (T + 1, S): a row per target piece and EOS
+        eos = alpha.shape[1] - 1
+        assert links.split() == [f"{i}-{j}" for j, i in enumerate(alpha[:-1].argmax(-1).tolist()) if i < eos]
 
 
 @pytest.mark.parametrize("architecture", ["rnnsearch", "rnnencdec"])
@@ -147,24 +152,8 @@ def test_bfloat16_translates_every_line_with_float32_scores(checkpoints, tmp_pat
 
 def test_n_best_moses_format(checkpoints, tmp_path, capsys):
     source = write(tmp_path / "in.txt", LINES[:2])
-    status, out, _ = run(
-        [
-            "--checkpoint",
-            str(checkpoints["rnnsearch"]),
-            "--input",
-            str(source),
-            "--n-best",
-            "3",
-            "--beam-size",
-            "4",
-            "--length-penalty",
-            "gnmt",
-            "--alpha",
-            "0.6",
-            "--scores",
-        ],
-        capsys,
-    )
+    options = "--n-best 3 --beam-size 4 --length-penalty gnmt --alpha 0.6 --scores"
+    status, out, _ = run(argv("--checkpoint", checkpoints["rnnsearch"], "--input", source, options), capsys)
     assert status == 0
     rows = [line.split(" ||| ") for line in out.splitlines()]
     assert [r[0] for r in rows] == ["0"] * 3 + ["1"] * 3
