@@ -14,7 +14,7 @@ import torch
 from factories import MULTI30K
 from test_training import TINY
 
-from nmt.cli import train_cli
+from nmt.training.cli import train_cli
 
 pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the fast tier
 

@@ -24,7 +24,7 @@ from factories import MULTI30K
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_training import TINY, run_nmt
 
-from nmt.resume import AtomicCheckpointIO, newest_resume_checkpoint
+from nmt.training.resume import AtomicCheckpointIO, newest_resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4  # of 7 batches each (300 pairs): 28 updates in all
@@ -43,7 +43,7 @@ def resume_config(directory: Path) -> Path:
     trainer["max_epochs"] = EPOCHS
     trainer["enable_progress_bar"] = False
     for callback in trainer["callbacks"]:
-        if callback["class_path"] == "nmt.resume.ResumeCheckpoint":
+        if callback["class_path"] == "nmt.training.resume.ResumeCheckpoint":
             callback.setdefault("init_args", {})["every_n_train_steps"] = EVERY
     trainer["callbacks"].append(
         {
@@ -175,7 +175,7 @@ def test_resume_from_every_stop_point_retraces_the_uninterrupted_run(tmp_path: P
 WRITER = """
 import sys, torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from nmt.resume import AtomicCheckpointIO, newest_resume_checkpoint
+from nmt.training.resume import AtomicCheckpointIO, newest_resume_checkpoint
 io, step = AtomicCheckpointIO(), 0
 while True:
     step += 1

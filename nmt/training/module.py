@@ -19,17 +19,17 @@ from nmt.data.batch import Batch
 from nmt.data.tokenizer import BOS, EOS, PAD
 from nmt.decoding import Hypothesis, SearchConfig, search
 from nmt.errors import TrainingDiverged
-from nmt.loss import smoothed_cross_entropy
-from nmt.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, forget_tokenized_lines, release_free_memory
 from nmt.model import NetworkConfig, build_model
-from nmt.resume import collect_rng_states, restore_rng_states
+from nmt.training.loss import smoothed_cross_entropy
+from nmt.training.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, forget_tokenized_lines, release_free_memory
+from nmt.training.resume import collect_rng_states, restore_rng_states
 
 # A run whose loss stays non-finite this long will not recover by skipping batches: stop it.
 MAX_SKIPPED_IN_A_ROW = 100
 
 
 class Sample(NamedTuple):
-    """One evaluation sentence as the last validation or test decoded it (see ``nmt.callbacks.ValidationSamples``)."""
+    """One evaluation sentence as the last validation or test decoded it (see `ValidationSamples`)."""
 
     index: int  # its row in the evaluation corpus
     src_ids: list[int]  # (S) source pieces, EOS included
@@ -97,14 +97,14 @@ class TranslationModule(L.LightningModule):
         checkpoint["nmt"] = checkpoint_metadata(
             self.network_config, self.src_vocab_size, self.tgt_vocab_size, self.tokenizer
         )
-        checkpoint["rng_states"] = collect_rng_states(self.trainer)  # for an exact resume (nmt.resume)
+        checkpoint["rng_states"] = collect_rng_states(self.trainer)  # for an exact resume (nmt.training.resume)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Applied when training starts rather than now: the sanity check and loader set-up come in between.
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
     def on_train_start(self) -> None:
-        bound_heap_growth()  # the peak memory of a run stays that of its first epochs (nmt.memory)
+        bound_heap_growth()  # the peak memory of a run stays that of its first epochs (nmt.training.memory)
         if self._rng_states_to_restore is not None:
             restore_rng_states(self._rng_states_to_restore, rank=self.global_rank)
             self._rng_states_to_restore = None
@@ -129,7 +129,7 @@ class TranslationModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
-        # Without this, freed memory stays with malloc and the resident size climbs all run long (nmt.memory).
+        # Without this, freed memory stays with malloc and the resident size climbs all run long (nmt.training.memory).
         if self.global_step % RELEASE_EVERY_N_STEPS == 0:
             release_free_memory()
 
@@ -201,7 +201,7 @@ class TranslationModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._end_evaluation("val")
-        release_free_memory()  # beam search's shapes differ from training's: hand back what it freed (nmt.memory)
+        release_free_memory()  # beam search's shapes differ from training's: hand back what it freed (.memory)
 
     def on_test_epoch_end(self) -> None:
         self._end_evaluation("test")
@@ -243,7 +243,7 @@ class TranslationModule(L.LightningModule):
         hypotheses, refs = [decoded[i] for i in indices], [all_refs[i] for i in indices]
         bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
         bleu_score, chrf_score = bleu.corpus_score(hypotheses, [refs]), chrf.corpus_score(hypotheses, [refs])
-        forget_tokenized_lines()  # sacrebleu would keep every line of every validation (nmt.memory)
+        forget_tokenized_lines()  # sacrebleu would keep every line of every validation (nmt.training.memory)
         self.log(f"{stage}/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
         self.log(f"{stage}/chrf", chrf_score.score, sync_dist=False)
         subset = "" if len(indices) == len(all_refs) else f" over {len(indices)} of {len(all_refs)} sentences"

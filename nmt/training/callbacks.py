@@ -32,8 +32,8 @@ from matplotlib.figure import Figure
 
 from nmt.data.batch import Batch
 from nmt.data.tokenizer import Tokenizer
-from nmt.module import Sample, TranslationModule
 from nmt.plotting import EOS_LABEL, attention_heatmap, figure_to_rgb, save_figure
+from nmt.training.module import Sample, TranslationModule
 
 COLUMNS = ["index", "source", "reference", "hypothesis"]
 HEATMAP_SIZE = (8.0, 8.0)  # inches; one size for all, as W&B shows a step's images side by side
@@ -79,7 +79,7 @@ class ValidationSamples(L.Callback):
         tokenizer = pl_module.tokenizer
         hypotheses = tokenizer.decode_tgt([s.hypothesis.tokens for s in samples])
         rows = [
-            [s.index, source_text(tokenizer, s.src_ids), self._references.get(s.index, ""), hyp]
+            [s.index, tokenizer.decode_src(s.src_ids), self._references.get(s.index, ""), hyp]
             for s, hyp in zip(samples, hypotheses, strict=True)
         ]
         step = trainer.global_step
@@ -98,12 +98,6 @@ class ValidationSamples(L.Callback):
                     logger.experiment.add_image(f"val/attention/{s.index}", image, step, dataformats="HWC")
             elif getattr(logger, "log_dir", None):
                 write_files(Path(logger.log_dir), step, rows, zip(with_attention, figures, strict=True))
-
-
-def source_text(tokenizer: Tokenizer, src_ids: list[int]) -> str:
-    """The source sentence back from its pieces (SentencePiece marks a word start with U+2581)."""
-    pieces = [p for p in tokenizer.src_pieces(src_ids) if p != EOS_LABEL]
-    return "".join(pieces).replace("\u2581", " ").strip()
 
 
 def heatmap(tokenizer: Tokenizer, sample: Sample, *, title: str) -> Figure:
