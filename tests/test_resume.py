@@ -223,7 +223,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temp_file(
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # temp files of killed writes are cleaned up
 
 
-def test_ckpt_path_last_prefers_a_newer_slurm_requeue_checkpoint(tmp_path: Path) -> None:
+def test_ckpt_path_last_takes_the_newest_of_last_and_the_slurm_requeue_checkpoints(tmp_path: Path) -> None:
     checkpoints = tmp_path / "checkpoints"
     trainer = L.Trainer(
         default_root_dir=tmp_path,
@@ -233,8 +233,9 @@ def test_ckpt_path_last_prefers_a_newer_slurm_requeue_checkpoint(tmp_path: Path)
     )
     checkpoints.mkdir()
     last, requeue = checkpoints / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
+    assert newest_resume_checkpoint(trainer) is None  # nothing yet: the run starts from scratch
     last.write_bytes(b"")
-    assert newest_resume_checkpoint(trainer) is None  # no requeue checkpoint: Lightning's own "last"
+    assert newest_resume_checkpoint(trainer) == str(last)
     requeue.write_bytes(b"")
     for path, age in ((last, 100), (requeue, 10)):
         os.utime(path, ns=(time.time_ns() - age * 10**9,) * 2)

@@ -27,7 +27,6 @@ class TrainingCheckpoint(NamedTuple):
     vocab_sizes: tuple[int, int]  # (source, target)
     shapes: dict[str, tuple[int, ...]]  # its state_dict: name -> shape
     resumable: bool  # it holds the training state (optimizer, loops), not just the weights
-    has_hyper_parameters: bool
     written_by: str
 
 
@@ -60,7 +59,6 @@ def read_training_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint
         vocab_sizes=(meta["src_vocab_size"], meta["tgt_vocab_size"]),
         shapes=shapes,
         resumable="optimizer_states" in ckpt and "loops" in ckpt,
-        has_hyper_parameters=bool(ckpt.get("hyper_parameters")),
         written_by=written_by,
     )
 

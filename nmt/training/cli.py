@@ -15,7 +15,6 @@ import os
 import re
 import stat
 import sys
-import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,7 +22,7 @@ from jsonargparse import Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.trainer.states import TrainerFn
+from lightning.pytorch.utilities import rank_zero_warn
 
 from nmt.data.datamodule import TranslationDataModule
 from nmt.errors import InputError
@@ -80,57 +79,55 @@ class NMTLightningCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
         # Read --ckpt_path the safe way (a regular file, plain data only: one line for each problem) before
-        # Lightning reads it, which it does next (_parse_ckpt_path), then again when the run starts.
+        # Lightning reads it (for hyper-parameters saved in it, which nmt's hold none of), then again when the run
+        # starts.
         subcommand = self.config.get("subcommand")
         path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if _is_checkpoint_file(path):
             self._checkpoint = read_training_checkpoint(path)
 
-    def _parse_ckpt_path(self) -> None:
-        # Lightning loads the checkpoint here for hyper-parameters saved in it; nmt's hold none.
-        if self._checkpoint is None or self._checkpoint.has_hyper_parameters:
-            super()._parse_ckpt_path()
+    # LightningCLI calls `before_<subcommand>` right before it runs the subcommand with `config_init`'s arguments.
+    def before_fit(self) -> None:
+        self._check_ckpt_path("fit")
 
-    def _prepare_subcommand_kwargs(self, subcommand: str) -> dict:
-        # The checkpoint the run will load (`last`, `best` resolved), compared with the network the config builds.
-        kwargs = super()._prepare_subcommand_kwargs(subcommand)
-        path = kwargs.get("ckpt_path")
-        if path in ("last", "best"):
-            path = self._resolved_checkpoint(subcommand, path)
-        if _is_checkpoint_file(path):
-            checkpoint = self._checkpoint
-            if checkpoint is None or checkpoint.path != os.fspath(path):
-                checkpoint = read_training_checkpoint(path)
-            tokenizer = self.datamodule.tokenizer_config
-            check_training_checkpoint(
-                checkpoint,
-                network=self.model.network_config,
-                vocab_sizes=(self.model.src_vocab_size, self.model.tgt_vocab_size),
-                vocab_option="data.tokenizer."
-                + ("model" if tokenizer.model else "src_model/tgt_model" if tokenizer.src_model else "vocab_size"),
-                state_dict=self.model.state_dict(),
-                resume=subcommand == "fit",
+    def before_validate(self) -> None:
+        self._check_ckpt_path("validate")
+
+    def before_test(self) -> None:
+        self._check_ckpt_path("test")
+
+    def _check_ckpt_path(self, subcommand: str) -> None:
+        """Resolve `--ckpt_path last|best` to the file itself (what the run then loads), and compare the file with
+        the network the config builds."""
+        config = self.config_init[subcommand]
+        path = config.get("ckpt_path")
+        if path == "best":  # the best checkpoint of a fit earlier in the same process: there is none
+            raise InputError(
+                path="--ckpt_path",
+                message="best is the best checkpoint of a fit earlier in the same process; from the command line, "
+                "give its file (e.g. runs/NAME/checkpoints/best.ckpt)",
             )
-            if "weights_only" in kwargs and kwargs["weights_only"] is None:
-                kwargs["weights_only"] = True  # what torch.load defaults to, made explicit
-        return kwargs
-
-    def _resolved_checkpoint(self, subcommand: str, keyword: str) -> str | None:
-        """The file Lightning will take for `--ckpt_path last|best` (None: no `last` yet, or not resolvable)."""
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # "no last checkpoint": Lightning says it itself, once
-            try:
-                return self.trainer._checkpoint_connector._parse_ckpt_path(
-                    TrainerFn(subcommand), keyword, model_provided=True, model_connected=False
-                )
-            except ValueError:  # `best`: the best checkpoint of a fit run in this process, and none has run
-                raise InputError(
-                    path="--ckpt_path",
-                    message=f"{keyword} is the best checkpoint of a fit earlier in the same process; from the "
-                    "command line, give its file (e.g. runs/NAME/checkpoints/best.ckpt)",
-                ) from None
-            except (AttributeError, TypeError, OSError):  # Lightning's internals moved: its own checks remain
-                return None
+        if path == "last":
+            path = config["ckpt_path"] = newest_resume_checkpoint(self.trainer)
+            if path is None:  # not an error: a job can be started with `last` before its first run
+                rank_zero_warn(f"--ckpt_path last: no last checkpoint yet; the {subcommand} starts from scratch")
+        if not _is_checkpoint_file(path):
+            return
+        checkpoint = self._checkpoint
+        if checkpoint is None or checkpoint.path != os.fspath(path):
+            checkpoint = read_training_checkpoint(path)
+        tokenizer = self.datamodule.tokenizer_config
+        check_training_checkpoint(
+            checkpoint,
+            network=self.model.network_config,
+            vocab_sizes=(self.model.src_vocab_size, self.model.tgt_vocab_size),
+            vocab_option="data.tokenizer."
+            + ("model" if tokenizer.model else "src_model/tgt_model" if tokenizer.src_model else "vocab_size"),
+            state_dict=self.model.state_dict(),
+            resume=subcommand == "fit",
+        )
+        if "weights_only" in config and config["weights_only"] is None:
+            config["weights_only"] = True  # what torch.load defaults to, made explicit
 
     def add_arguments_to_parser(self, parser) -> None:
         # The vocabulary sizes are stated once, by the data (its SentencePiece models).
@@ -155,13 +152,6 @@ class NMTLightningCLI(LightningCLI):
             if isinstance(callback, ModelCheckpoint):
                 use_default_checkpoint_dir(callback, trainer)
         return trainer
-
-    def before_fit(self) -> None:
-        # `--ckpt_path last` also considers the checkpoint Lightning writes when SLURM preempts the job,
-        # so a requeued job resumes from whichever is newer.
-        config = self.config_init[self.subcommand]
-        if config.get("ckpt_path") == "last" and (newest := newest_resume_checkpoint(self.trainer)):
-            config["ckpt_path"] = newest
 
 
 def train_cli(args: list[str], *, run: bool = True) -> NMTLightningCLI:
