@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -72,8 +73,8 @@ def train(
         src_vocab_size=tokenizer.src_vocab_size,
         tgt_vocab_size=tokenizer.tgt_vocab_size,
         nan_policy=nan_policy,
+        data=SimpleNamespace(tokenizer=tokenizer),  # the datamodule in `nmt fit`: here only what a checkpoint saves
     )
-    module.tokenizer = tokenizer  # what the datamodule gives it in `nmt fit`
     last = ModelCheckpoint(dirpath=directory, filename="last", every_n_train_steps=1, enable_version_counter=False)
     trainer = L.Trainer(
         accelerator="cpu",

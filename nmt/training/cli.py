@@ -133,6 +133,8 @@ class NMTLightningCLI(LightningCLI):
         # The vocabulary sizes are stated once, by the data (its SentencePiece models).
         parser.link_arguments("data.src_vocab_size", "model.src_vocab_size", apply_on="instantiate")
         parser.link_arguments("data.tgt_vocab_size", "model.tgt_vocab_size", apply_on="instantiate")
+        # The module reads its tokenizer and references from the data it is given, not through the trainer.
+        parser.link_arguments("data", "model.data", apply_on="instantiate")
 
     def instantiate_classes(self) -> None:
         try:
