@@ -20,6 +20,7 @@ from test_training import TINY, metrics, run_nmt
 
 from nmt.cli import main
 from nmt.inference import Translator
+from nmt.training.resume import ResumeCheckpoint
 
 OLD_CHECKPOINT = Path(__file__).parent / "data" / "nmt-0.1.0-last.ckpt"
 NETWORK = {"emb_dim": 8, "encoder_dim": 8, "decoder_dim": 8, "attention_dim": 8, "maxout_units": 8}
@@ -40,6 +41,13 @@ def test_old_checkpoint_scores_as_it_did() -> None:
     scores = Translator.load(OLD_CHECKPOINT).score(SOURCES, ["Un homme dort.", "Deux chiens jouent dans la neige."])
     assert scores.n_tokens.tolist() == [9, 21]
     assert scores.logprob.tolist() == pytest.approx([-42.82505608, -100.13390017], rel=1e-6)
+
+
+def test_resume_checkpoint_finds_its_state_in_an_old_checkpoint() -> None:
+    callbacks = torch.load(OLD_CHECKPOINT, weights_only=True)["callbacks"]
+    # The run's checkpoint directory: the state is the callback's of the run that wrote it, and of none other.
+    assert ResumeCheckpoint(dirpath="/tmp/legacy/run/checkpoints").state_key in callbacks
+    assert ResumeCheckpoint(dirpath="/tmp/legacy/run/checkpoints", every_n_train_steps=5).state_key not in callbacks
 
 
 def run_config(directory: Path) -> Path:
