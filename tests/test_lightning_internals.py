@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader
 from nmt.training.lightning_internals import (
     batches_that_stepped,
     end_restart,
+    find_last_checkpoints,
     resume_point_loop_state,
     validates_after,
 )
@@ -115,3 +116,18 @@ def test_a_resume_point_loop_state_restarts_after_its_batch_and_end_restart_lowe
     assert (
         torch.load(path, weights_only=True)["loops"]["fit_loop"]["epoch_loop.state_dict"]["_batches_that_stepped"] == 1
     )
+
+
+def test_find_last_checkpoints_looks_in_the_directory_given(tmp_path: Path) -> None:
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.loggers import CSVLogger
+
+    directory = tmp_path / "checkpoints"
+    directory.mkdir()
+    for name in ("last.ckpt", "last-v1.ckpt", "best.ckpt"):
+        (directory / name).write_bytes(b"")
+    callback = ModelCheckpoint()  # no dirpath: Lightning's own choice would be the logger's version directory
+    run = L.Trainer(default_root_dir=tmp_path, logger=CSVLogger(tmp_path), callbacks=[callback])
+    found = find_last_checkpoints(callback, run, str(directory))
+    assert found == {str(directory / "last.ckpt"), str(directory / "last-v1.ckpt")}
+    assert callback.dirpath == str(directory)

@@ -18,7 +18,8 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from jsonargparse import Namespace
+import lightning.pytorch
+from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
@@ -75,6 +76,14 @@ class NMTArgumentParser(LightningArgumentParser):
 
 class NMTLightningCLI(LightningCLI):
     _checkpoint = None  # the --ckpt_path file, as read_training_checkpoint found it
+
+    def init_parser(self, **kwargs) -> NMTArgumentParser:
+        # Every parser of the CLI (the main one, one per subcommand) is made here: ours, as LightningCLI makes its own.
+        kwargs.setdefault("dump_header", [f"lightning.pytorch=={lightning.pytorch.__version__}"])
+        parser = NMTArgumentParser(**kwargs)
+        described = "Path to a configuration file in json or yaml format."
+        parser.add_argument("-c", "--config", action=ActionConfigFile, help=described)
+        return parser
 
     def parse_arguments(self, parser, args) -> None:
         super().parse_arguments(parser, args)
@@ -174,7 +183,6 @@ def train_cli(args: list[str], *, run: bool = True) -> NMTLightningCLI:
             trainer_defaults={"use_distributed_sampler": False},
             save_config_kwargs={"overwrite": True},
             parser_kwargs={"prog": "nmt"},
-            parser_class=NMTArgumentParser,
         )
 
 

@@ -9,8 +9,9 @@ else of nmt uses Lightning through its public API (hooks, ``Trainer.save_checkpo
 Why each exists: `ResumeCheckpoint` (``nmt.training.resume``) writes ``last.ckpt`` between two training batches,
 and must know whether validation follows a batch (`validates_after`), what the logging step is
 (`batches_that_stepped`), and record the point in the loop state that Lightning's restart logic reads
-(`resume_point_loop_state`); and Lightning skips the LR-scheduler step of the epoch it resumed in unless its
-"restarting" flag is lowered once the restart is over (`end_restart`).
+(`resume_point_loop_state`); Lightning skips the LR-scheduler step of the epoch it resumed in unless its
+"restarting" flag is lowered once the restart is over (`end_restart`); and ``Trainer.fit(ckpt_path="last")`` looks
+for ``last.ckpt`` before any hook of the callback runs, where it has no directory yet (`find_last_checkpoints`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,18 @@ from __future__ import annotations
 from typing import Any
 
 import lightning as L
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+
+def find_last_checkpoints(callback: ModelCheckpoint, trainer: L.Trainer, dirpath: str) -> set[str]:
+    """The ``last*.ckpt`` files ``ckpt_path="last"`` considers for `callback` (Lightning asks each ModelCheckpoint's
+    ``_find_last_checkpoints``, before the callback's `setup`): looked for in `dirpath` when the callback was given
+    no directory, which it then keeps, with the filesystem ModelCheckpoint derives from a directory it is given."""
+    if callback.dirpath is None:
+        callback.dirpath = dirpath
+        callback._fs = get_filesystem(dirpath)
+    return ModelCheckpoint._find_last_checkpoints(callback, trainer)
 
 
 def end_restart(trainer: L.Trainer) -> None:

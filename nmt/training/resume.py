@@ -43,6 +43,7 @@ from nmt.textio import replacing
 from nmt.training.lightning_internals import (
     batches_that_stepped,
     end_restart,
+    find_last_checkpoints,
     resume_point_loop_state,
     validates_after,
 )
@@ -152,6 +153,10 @@ class ResumeCheckpoint(ModelCheckpoint):
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         use_default_checkpoint_dir(self, trainer)
         super().setup(trainer, pl_module, stage)
+
+    def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
+        # Lightning's lookup for `Trainer.fit(ckpt_path="last")`, before `setup`: in our default directory too.
+        return find_last_checkpoints(self, trainer, default_checkpoint_dir(trainer))
 
     # ModelCheckpoint's own saving hooks fire at points that are not resume points: replaced by ours.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
