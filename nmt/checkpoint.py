@@ -7,7 +7,7 @@ sizes and the SentencePiece model(s) as bytes — sits under ``checkpoint["nmt"]
 and each problem is one `InputError` naming it.
 
 `nmt fit|validate|test --ckpt_path` read a training checkpoint the same way before Lightning does
-(`read_training_checkpoint`), and compare it with the network they have built (`check_training_checkpoint`).
+(`nmt.training.checkpoint`: `read_checkpoint`, `checked_metadata`, `checked_network`).
 `export_checkpoint` (``nmt export``) writes the inference part of a checkpoint alone: weights and metadata.
 """
 
@@ -41,9 +41,6 @@ _UNSAFE_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 # layers' weights and products in int8, everything else float32 (`nmt.model.int8`): what pays on CPUs without bf16.
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 INFERENCE_DTYPES = (*DTYPES, "int8")
-# Network options that only shape training (regularisation, the initial weights): a checkpoint still fits a network
-# that differs in them. Every other option changes which weights there are or their shapes.
-_TRAINING_ONLY_OPTIONS = frozenset({"dropout", "init", "init_std", "attention_init_std"})
 
 
 class LoadedModel(NamedTuple):
@@ -76,13 +73,13 @@ def load_model(
     ``INFERENCE_DTYPES``). Raises InputError with a one-line reason."""
     device = resolve_device(device) if isinstance(device, str) else device
     path = str(path)
-    return _loaded(path, _read(path), device=device, dtype=dtype)
+    return _loaded(path, read_checkpoint(path), device=device, dtype=dtype)
 
 
 def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch.dtype | str) -> LoadedModel:
-    meta = _metadata(path, ckpt)
+    meta = checked_metadata(path, ckpt)
     written_by = f"checkpoint written by nmt {meta.get('version')}"
-    network = _network(path, meta["network"], written_by)
+    network = checked_network(path, meta["network"], written_by)
     try:
         tok = meta["tokenizer"]
         tokenizer = Tokenizer.from_bytes(tok["src"], tok.get("tgt"))
@@ -127,7 +124,7 @@ def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[st
     if dtype not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
     path = os.fspath(path)
-    ckpt = _read(path)
+    ckpt = read_checkpoint(path)
     loaded = _loaded(path, ckpt, device="cpu", dtype=dtype if dtype == "int8" else "float32")  # every check
     weights = DTYPES.get(dtype, torch.float32)  # int8: what is not int8 stays float32
     state = {
@@ -147,106 +144,7 @@ int8 with a scale per row, as ``--dtype int8`` computes with them, the rest floa
 --dtype when it loads them (an int8 file run in float computes with its int8 weights times their scales)."""
 
 
-class TrainingCheckpoint(NamedTuple):
-    """What `nmt fit|validate|test --ckpt_path` need to know of a checkpoint before Lightning loads it."""
-
-    path: str
-    network: NetworkConfig
-    vocab_sizes: tuple[int, int]  # (source, target)
-    shapes: dict[str, tuple[int, ...]]  # its state_dict: name -> shape
-    resumable: bool  # it holds the training state (optimizer, loops), not just the weights
-    has_hyper_parameters: bool
-    written_by: str
-
-
-def read_training_checkpoint(path: str | os.PathLike[str]) -> TrainingCheckpoint:
-    """Read a checkpoint given to ``--ckpt_path`` as inference does (a regular file, ``weights_only=True``, its
-    metadata and weights checked) and keep what `check_training_checkpoint` compares. Raises InputError."""
-    path = os.fspath(path)
-    ckpt = _read(path)
-    meta = _metadata(path, ckpt)
-    if "exported" in meta:
-        raise InputError(
-            path=path,
-            message="an inference-only file written by nmt export (weights and vocabularies, no training state): "
-            "the inference commands read it; give --ckpt_path the training checkpoint it was exported from",
-        )
-    written_by = f"checkpoint written by nmt {meta.get('version')}"
-    network = _network(path, meta["network"], written_by)
-    shapes = {}
-    for name, tensor in ckpt["state_dict"].items():
-        if not isinstance(name, str) or not isinstance(tensor, torch.Tensor):
-            raise InputError(path=path, message=f"its state_dict holds a {type(tensor).__name__} under {name!r}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise InputError(
-                path=path, message=f"weight {name} holds NaN or infinite values (saved from a diverged run?)"
-            )
-        shapes[name] = tuple(tensor.shape)
-    return TrainingCheckpoint(
-        path=path,
-        network=network,
-        vocab_sizes=(meta["src_vocab_size"], meta["tgt_vocab_size"]),
-        shapes=shapes,
-        resumable="optimizer_states" in ckpt and "loops" in ckpt,
-        has_hyper_parameters=bool(ckpt.get("hyper_parameters")),
-        written_by=written_by,
-    )
-
-
-def check_training_checkpoint(
-    checkpoint: TrainingCheckpoint,
-    *,
-    network: NetworkConfig,
-    vocab_sizes: tuple[int, int],
-    vocab_option: str,
-    state_dict: dict[str, torch.Tensor],
-    resume: bool,
-) -> None:
-    """Raise InputError unless `checkpoint`'s weights load into the module whose `state_dict` is given (built with
-    `network` and `vocab_sizes`), naming the first network option (``model.network.*``) or the vocabulary option
-    (`vocab_option`) that differs; with `resume`, it must also hold the training state."""
-    path = checkpoint.path
-    expected = {name: tuple(tensor.shape) for name, tensor in state_dict.items()}
-    missing = sorted(set(expected) - set(checkpoint.shapes))
-    unexpected = sorted(set(checkpoint.shapes) - set(expected))
-    reshaped = [
-        name for name in sorted(set(expected) & set(checkpoint.shapes)) if expected[name] != checkpoint.shapes[name]
-    ]
-    if missing or unexpected or reshaped or checkpoint.vocab_sizes != vocab_sizes:
-        why = "its weights do not fit the configured network"
-        for field in dataclasses.fields(NetworkConfig):
-            theirs, ours = getattr(checkpoint.network, field.name), getattr(network, field.name)
-            unused = field.name == "attention_dim" and not (network.has_attention or checkpoint.network.has_attention)
-            if theirs != ours and field.name not in _TRAINING_ONLY_OPTIONS and not unused:
-                raise InputError(
-                    path=path, message=f"{why}: model.network.{field.name} is {theirs!r} in it, {ours!r} here"
-                )
-        if checkpoint.vocab_sizes != vocab_sizes:
-            theirs, ours = ("/".join(map(str, sizes)) for sizes in (checkpoint.vocab_sizes, vocab_sizes))
-            raise InputError(
-                path=path, message=f"{why}: vocabularies of {theirs} pieces in it, {ours} here ({vocab_option})"
-            )
-        if reshaped:
-            name = reshaped[0]
-            raise InputError(
-                path=path,
-                message=f"weight {name.removeprefix('model.')} has shape {checkpoint.shapes[name]}, the configured "
-                f"network has {expected[name]}",
-            )
-        raise InputError(
-            path=path,
-            message=f"{why}: {len(missing)} missing (e.g. {missing[:1]}), {len(unexpected)} unexpected "
-            f"(e.g. {unexpected[:1]}); {checkpoint.written_by}",
-        )
-    if resume and not checkpoint.resumable:
-        raise InputError(
-            path=path,
-            message="it holds the weights only, no optimizer state or training progress (save_weights_only?): "
-            "nmt fit cannot resume from it; nmt validate/test and the inference commands read it",
-        )
-
-
-def _read(path: str) -> object:
+def read_checkpoint(path: str) -> object:
     """torch.load with weights_only=True: tensors and plain containers only, never code."""
     _check_regular_file(path)
     try:
@@ -288,7 +186,7 @@ def _check_regular_file(path: str) -> None:
         raise InputError(path=path, message=f"not a regular file ({kind}); a checkpoint is a file")
 
 
-def _metadata(path: str, ckpt: object) -> dict:
+def checked_metadata(path: str, ckpt: object) -> dict:
     """checkpoint["nmt"], checked for the types and the format version this nmt reads."""
     if (
         not isinstance(ckpt, dict)
@@ -312,7 +210,7 @@ def _metadata(path: str, ckpt: object) -> dict:
     return meta
 
 
-def _network(path: str, options: dict, written_by: str) -> NetworkConfig:
+def checked_network(path: str, options: dict, written_by: str) -> NetworkConfig:
     """The NetworkConfig of the metadata; options or values this nmt does not know are named."""
     fields = {f.name for f in dataclasses.fields(NetworkConfig)}
     unknown = sorted(str(name) for name in set(options) - fields)

@@ -72,7 +72,7 @@ def bench_train(config: Path, *, steps: int, warmup: int, data_dir: Path, overri
     import lightning as L
     import torch
 
-    from nmt.cli import train_cli
+    from nmt.training.cli import train_cli
 
     class StepTimer(L.Callback):
         def __init__(self) -> None:
@@ -214,7 +214,7 @@ def bench_translate(
 
 def bench_prepare(config: Path, *, data_dir: Path, overrides: list[str]) -> dict:
     """Preprocessing from scratch (the config's cache_dir should be empty): tokenizer, then Arrow token ids."""
-    from nmt.cli import train_cli
+    from nmt.training.cli import train_cli
 
     cli = train_cli(["--config", str(config), "--data.data_dir", str(data_dir), *overrides], run=False)
     datamodule = cli.datamodule
@@ -280,8 +280,8 @@ def bench_epochs(config: Path, *, epochs: int, data_dir: Path, overrides: list[s
     import lightning as L
     import torch
 
-    from nmt.callbacks import rss_bytes
-    from nmt.cli import train_cli
+    from nmt.training.callbacks import rss_bytes
+    from nmt.training.cli import train_cli
 
     class EpochMemory(L.Callback):
         def __init__(self) -> None:

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from nmt.module import TranslationModule
+from nmt.training.module import TranslationModule
 from tests.factories import tiny_network
 
 

@@ -1,4 +1,4 @@
-"""`nmt.memory`: the allocator settings that keep a training run's memory bounded."""
+"""`nmt.training.memory`: the allocator settings that keep a training run's memory bounded."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ glibc = pytest.mark.skipif(
 # and after bound_heap_growth().
 PROBE = """
 import ctypes, ctypes.util, json, torch
-from nmt.memory import MMAP_THRESHOLD, bound_heap_growth, release_free_memory
+from nmt.training.memory import MMAP_THRESHOLD, bound_heap_growth, release_free_memory
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in
@@ -79,7 +79,7 @@ def test_validation_leaves_no_tokenized_lines_behind(tmp_path: Path) -> None:
     from factories import MULTI30K
     from test_training import TINY
 
-    from nmt.cli import train_cli
+    from nmt.training.cli import train_cli
 
     held_after: list[int] = []
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
@@ -14,12 +15,13 @@ from factories import multi30k_lines, tiny_checkpoint, tiny_network, tiny_tokeni
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
-import nmt.module
+import nmt.training.module
 from nmt import cli
 from nmt.checkpoint import load_model
 from nmt.data.batch import collate
 from nmt.errors import TrainingDiverged
-from nmt.module import TranslationModule
+from nmt.training import cli as training_cli
+from nmt.training.module import TranslationModule
 
 POISONED = 2  # the batch whose loss is made NaN
 
@@ -71,8 +73,8 @@ def train(
         src_vocab_size=tokenizer.src_vocab_size,
         tgt_vocab_size=tokenizer.tgt_vocab_size,
         nan_policy=nan_policy,
+        data=SimpleNamespace(tokenizer=tokenizer),  # the datamodule in `nmt fit`: here only what a checkpoint saves
     )
-    module.tokenizer = tokenizer  # what the datamodule gives it in `nmt fit`
     last = ModelCheckpoint(dirpath=directory, filename="last", every_n_train_steps=1, enable_version_counter=False)
     trainer = L.Trainer(
         accelerator="cpu",
@@ -114,7 +116,7 @@ def test_nan_policy_stop_ends_the_run_and_keeps_the_last_good_checkpoint(batches
 
 
 def test_a_loss_that_stays_nan_stops_the_run(batches, tmp_path, monkeypatch):
-    monkeypatch.setattr(nmt.module, "MAX_SKIPPED_IN_A_ROW", 2)
+    monkeypatch.setattr(nmt.training.module, "MAX_SKIPPED_IN_A_ROW", 2)
     monkeypatch.setattr(Module, "poisoned", frozenset(range(1, 6)))
     with pytest.warns(UserWarning, match="step skipped"):
         with pytest.raises(
@@ -184,7 +186,7 @@ def test_the_cli_prints_a_diverged_run_as_one_line(monkeypatch, capsys):
     def diverge(args):
         raise TrainingDiverged("loss nan at step 7 (epoch 0, batch 7) (model.nan_policy: stop)")
 
-    monkeypatch.setattr(cli, "train_cli", diverge)
+    monkeypatch.setattr(training_cli, "train_cli", diverge)
     assert cli.main(["fit", "--config", "x.yaml"]) == 1
     assert capsys.readouterr().err == "nmt fit: error: loss nan at step 7 (epoch 0, batch 7) (model.nan_policy: stop)\n"
 

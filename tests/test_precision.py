@@ -16,9 +16,9 @@ import torch
 from factories import MULTI30K, multi30k_lines
 from test_training import TINY
 
-from nmt.cli import train_cli
 from nmt.data.tokenizer import BOS, EOS
 from nmt.decoding import search
+from nmt.training.cli import train_cli
 
 pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the fast tier
 

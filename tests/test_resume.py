@@ -24,7 +24,7 @@ from factories import MULTI30K
 from lightning.pytorch.callbacks import ModelCheckpoint
 from test_training import TINY, run_nmt
 
-from nmt.resume import AtomicCheckpointIO, newest_resume_checkpoint
+from nmt.training.resume import AtomicCheckpointIO, newest_resume_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = 4  # of 7 batches each (300 pairs): 28 updates in all
@@ -43,7 +43,7 @@ def resume_config(directory: Path) -> Path:
     trainer["max_epochs"] = EPOCHS
     trainer["enable_progress_bar"] = False
     for callback in trainer["callbacks"]:
-        if callback["class_path"] == "nmt.resume.ResumeCheckpoint":
+        if callback["class_path"] == "nmt.training.resume.ResumeCheckpoint":
             callback.setdefault("init_args", {})["every_n_train_steps"] = EVERY
     trainer["callbacks"].append(
         {
@@ -175,7 +175,7 @@ def test_resume_from_every_stop_point_retraces_the_uninterrupted_run(tmp_path: P
 WRITER = """
 import sys, torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from nmt.resume import AtomicCheckpointIO, newest_resume_checkpoint
+from nmt.training.resume import AtomicCheckpointIO, newest_resume_checkpoint
 io, step = AtomicCheckpointIO(), 0
 while True:
     step += 1
@@ -223,7 +223,7 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_temp_file(
     assert [p.name for p in path.parent.iterdir()] == ["last.ckpt"]  # temp files of killed writes are cleaned up
 
 
-def test_ckpt_path_last_prefers_a_newer_slurm_requeue_checkpoint(tmp_path: Path) -> None:
+def test_ckpt_path_last_takes_the_newest_of_last_and_the_slurm_requeue_checkpoints(tmp_path: Path) -> None:
     checkpoints = tmp_path / "checkpoints"
     trainer = L.Trainer(
         default_root_dir=tmp_path,
@@ -233,8 +233,9 @@ def test_ckpt_path_last_prefers_a_newer_slurm_requeue_checkpoint(tmp_path: Path)
     )
     checkpoints.mkdir()
     last, requeue = checkpoints / "last.ckpt", tmp_path / "hpc_ckpt_1.ckpt"
+    assert newest_resume_checkpoint(trainer) is None  # nothing yet: the run starts from scratch
     last.write_bytes(b"")
-    assert newest_resume_checkpoint(trainer) is None  # no requeue checkpoint: Lightning's own "last"
+    assert newest_resume_checkpoint(trainer) == str(last)
     requeue.write_bytes(b"")
     for path, age in ((last, 100), (requeue, 10)):
         os.utime(path, ns=(time.time_ns() - age * 10**9,) * 2)

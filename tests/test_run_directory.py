@@ -14,7 +14,7 @@ import yaml
 from factories import MULTI30K
 from test_training import TINY, run_nmt
 
-from nmt.cli import train_cli
+from nmt.training.cli import train_cli
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / "configs").glob("*.yaml"))
@@ -41,7 +41,7 @@ def test_every_config_names_its_run_directory_once(config: Path) -> None:
     assert "save_dir" not in (trainer["logger"].get("init_args") or {})
     for callback in trainer["callbacks"]:
         assert "dirpath" not in (callback.get("init_args") or {}), callback
-    assert "nmt.resume.ResumeCheckpoint" in [callback["class_path"] for callback in trainer["callbacks"]]
+    assert "nmt.training.resume.ResumeCheckpoint" in [callback["class_path"] for callback in trainer["callbacks"]]
 
 
 @pytest.mark.parametrize("extra_logger", [None, "lightning.pytorch.loggers.TensorBoardLogger"])
@@ -70,7 +70,7 @@ def test_resume_checkpoint_defaults_to_default_root_dir_without_the_cli(tmp_path
     from lightning.pytorch.loggers import CSVLogger
     from torch.utils.data import DataLoader
 
-    from nmt.resume import ResumeCheckpoint
+    from nmt.training.resume import ResumeCheckpoint
 
     class Loader(DataLoader):  # a loader with a state, as ResumeCheckpoint expects (nmt's own resumes mid-epoch)
         def state_dict(self) -> dict:

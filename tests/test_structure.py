@@ -213,3 +213,31 @@ def test_only_the_encoder_module_tokenizes_text():
         )
     }
     assert sentencepiece == {TOKENIZER_MODULE}, f"SentencePiece used outside {TOKENIZER_MODULE}: {sentencepiece}"
+
+
+LIGHTNING_INTERNALS = "nmt.training.lightning_internals"
+"""The one module that may use Lightning's private names (each use tested in tests/test_lightning_internals.py)."""
+
+
+def private_names(path: Path) -> list[str]:
+    """`obj._name` on anything but self/cls (a namedtuple's `_replace` aside) and `from lightning… import _name`,
+    with their lines."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), filename=str(path))):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if node.attr != "_replace" and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+                found.append(f"{node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "lightning":
+            found += [f"{node.lineno}: import {alias.name}" for alias in node.names if alias.name.startswith("_")]
+    return found
+
+
+def test_only_the_adapter_uses_lightning_internals():
+    lightning_users = {
+        name: path
+        for name, path in module_names().items()
+        if name != LIGHTNING_INTERNALS and "lightning" in path.read_text(encoding="utf-8")
+    }
+    found = [f"{name}:{use}" for name, path in sorted(lightning_users.items()) for use in private_names(path)]
+    assert not found, f"private names outside {LIGHTNING_INTERNALS}:\n" + "\n".join(found)
+    assert private_names(module_names()[LIGHTNING_INTERNALS])  # the check sees what it looks for

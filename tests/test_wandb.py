@@ -46,7 +46,7 @@ def offline_run(tmp_path_factory):
         "--data.train.limit", "300", "--data.val.limit", str(VAL_LINES), "--trainer.max_epochs", "1",
         # the switch docs/training.md documents: add W&B next to the config's CSV logger
         "--trainer.logger+=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.project", "nmt-test",
-        "--trainer.callbacks+=nmt.callbacks.BestCheckpointArtifact",
+        "--trainer.callbacks+=nmt.training.callbacks.BestCheckpointArtifact",
     ]  # fmt: skip
     fit = subprocess.run(
         [sys.executable, "-m", "nmt", *args], cwd=work, env=env, capture_output=True, text=True, timeout=600

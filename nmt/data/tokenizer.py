@@ -241,6 +241,11 @@ class Tokenizer:
         # rows take one by one (docs/benchmarks.md), and translate decodes a sentence's n best at a time
         return [self._tgt.decode(row) for row in rows]
 
+    def decode_src(self, ids: Sequence[int]) -> str:
+        """The source sentence of source ids (EOS, if there, dropped): SentencePiece's detokenisation, byte-fallback
+        pieces joined back into their characters."""
+        return self._src.decode([int(i) for i in ids if i != EOS])
+
     def src_pieces(self, ids: Sequence[int]) -> list[str]:
         """The pieces of source ids, e.g. to label an attention plot ("</s>" for EOS)."""
         return [self._src.id_to_piece(int(i)) for i in ids]

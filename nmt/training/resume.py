@@ -23,20 +23,30 @@ from __future__ import annotations
 import glob
 import os
 import random
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, BinaryIO
+from weakref import proxy
 
 import lightning as L
 import numpy as np
 import torch
+from fsspec.utils import get_protocol
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.cloud_io import _is_local_file_protocol, get_filesystem
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
 from lightning.pytorch.utilities import rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nmt.textio import replacing
+from nmt.training.lightning_internals import (
+    batches_that_stepped,
+    end_restart,
+    find_last_checkpoints,
+    resume_point_loop_state,
+    validates_after,
+)
 
 __all__ = [
     "AtomicCheckpointIO",
@@ -55,7 +65,7 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     fsync, `os.replace`, fsync of the directory. Remote paths (``s3://`` …) keep Lightning's writer."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: str | os.PathLike, storage_options: Any = None) -> None:
-        if storage_options is not None or not _is_local_file_protocol(path):
+        if storage_options is not None or not _is_local(path):
             super().save_checkpoint(checkpoint, path, storage_options)
             return
         write_atomically(Path(path), lambda f: torch.save(checkpoint, f))
@@ -80,19 +90,23 @@ def install_atomic_checkpoint_io(trainer: L.Trainer) -> None:
         trainer.strategy.checkpoint_io = AtomicCheckpointIO()
 
 
+def _is_local(path: str | os.PathLike) -> bool:
+    """Whether `path` is a local file path (no ``s3://``, ``gs://`` … protocol)."""
+    return get_protocol(os.fspath(path)) in ("file", "local")
+
+
 def default_checkpoint_dir(trainer: L.Trainer) -> str:
     """``default_root_dir/checkpoints``, the directory of a run's checkpoints (what Lightning takes for a
     ModelCheckpoint without a dirpath when the trainer has no logger), normalised as ModelCheckpoint normalises
     the dirpath it is given."""
     path = os.path.join(trainer.default_root_dir, "checkpoints")
-    return os.path.realpath(os.path.expanduser(path)) if _is_local_file_protocol(path) else path
+    return os.path.realpath(os.path.expanduser(path)) if _is_local(path) else path
 
 
 def use_default_checkpoint_dir(callback: ModelCheckpoint, trainer: L.Trainer) -> None:
     """Give `callback` the directory `default_checkpoint_dir` if it was given none."""
-    if callback.dirpath is None:
+    if callback.dirpath is None:  # set before `setup`, which derives the callback's filesystem from it
         callback.dirpath = default_checkpoint_dir(trainer)
-        callback._fs = get_filesystem(callback.dirpath)  # what ModelCheckpoint derives from a dirpath it is given
 
 
 class ResumeCheckpoint(ModelCheckpoint):
@@ -112,7 +126,7 @@ class ResumeCheckpoint(ModelCheckpoint):
       SIGTERM, at the batch boundary where Lightning stops (nothing is written when the signal lands during
       validation or the epoch-end hooks: ``last.ckpt`` is then the previous point).
 
-    The checkpoint's loop state is rewritten to describe that point exactly (``canonical_loop_state``), so
+    The checkpoint's loop state is rewritten to describe that point exactly (``resume_point_loop_state``), so
     Lightning's restart logic resumes with batch ``b`` of epoch ``e`` whatever hook wrote it.
     """
 
@@ -126,19 +140,23 @@ class ResumeCheckpoint(ModelCheckpoint):
             raise ValueError(f"every_n_train_steps must be >= 0, got {every_n_train_steps}")
         super().__init__(dirpath=dirpath, filename=self.CHECKPOINT_NAME_LAST, enable_version_counter=False)
         self.every = every_n_train_steps
-        self._point: tuple[int, int] | None = None  # (epoch, batches done) of the write in progress
+        self._point: tuple[int, int, int] | None = None  # (epoch, batches done, logging step) of the write in progress
+        self._saved_step = -1  # trainer.global_step at the last write (or at the point resumed from)
 
     @property
     def state_key(self) -> str:
-        return self._generate_state_key(dirpath=os.fspath(self.dirpath) if self.dirpath else None, every=self.every)
+        # The key of its state in a checkpoint's "callbacks": the form Lightning's callbacks use (class name and
+        # the arguments that tell two instances apart), unchanged since nmt 0.1.0 so that older checkpoints match.
+        options = {"dirpath": os.fspath(self.dirpath) if self.dirpath else None, "every": self.every}
+        return f"{type(self).__qualname__}{options!r}"
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         use_default_checkpoint_dir(self, trainer)
         super().setup(trainer, pl_module, stage)
 
     def _find_last_checkpoints(self, trainer: L.Trainer) -> set[str]:
-        use_default_checkpoint_dir(self, trainer)  # `ckpt_path="last"` looks here before `setup` runs
-        return super()._find_last_checkpoints(trainer)
+        # Lightning's lookup for `Trainer.fit(ckpt_path="last")`, before `setup`: in our default directory too.
+        return find_last_checkpoints(self, trainer, default_checkpoint_dir(trainer))
 
     # ModelCheckpoint's own saving hooks fire at points that are not resume points: replaced by ours.
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -148,38 +166,35 @@ class ResumeCheckpoint(ModelCheckpoint):
         pass
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last_global_step_saved = trainer.global_step  # the point just resumed from is on disk already
+        self._saved_step = trainer.global_step  # the point just resumed from is on disk already
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
-        # Lightning keeps the fit loop "restarting" until the end of the epoch it resumed in, and skips that epoch's
-        # LR-scheduler step (a ReduceLROnPlateau would not lower the LR where the uninterrupted run does). By the
-        # first batch the restart is over; the child loops keep their own flags.
-        trainer.fit_loop._restarting = False
+        end_restart(trainer)  # by the first batch the restart is over (see `end_restart`)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step != self._last_global_step_saved:
-            self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+        if trainer.global_step != self._saved_step:
+            self._save_point(trainer, trainer.current_epoch, 0, steps=batches_that_stepped(trainer))
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx: int
     ) -> None:
         done = batch_idx + 1
         stopping = trainer.should_stop or (trainer.max_steps != -1 and trainer.global_step >= trainer.max_steps)
-        due = self.every and trainer.global_step - self._last_global_step_saved >= self.every
-        if not (stopping or due) or trainer.global_step == self._last_global_step_saved:
+        due = self.every and trainer.global_step - self._saved_step >= self.every
+        if not (stopping or due) or trainer.global_step == self._saved_step:
             return
         if done >= trainer.num_training_batches or done % trainer.accumulate_grad_batches:
             return  # the epoch end, or inside an accumulation window: not a resume point
-        if _validation_follows(trainer, batch_idx):
+        if validates_after(trainer, batch_idx):
             return  # written once validation is done: at the next batch, or when the run ends
         # Lightning counts this batch's update in the logging step only after this hook.
-        self._save_point(trainer, trainer.current_epoch, done, steps=_stepped(trainer) + 1)
+        self._save_point(trainer, trainer.current_epoch, done, steps=batches_that_stepped(trainer) + 1)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.global_step == self._last_global_step_saved:
+        if trainer.global_step == self._saved_step:
             return
         if _epoch_finished(trainer):
-            self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+            self._save_point(trainer, trainer.current_epoch, 0, steps=batches_that_stepped(trainer))
             return
         # Stopped inside an epoch (max_steps, max_time, an early stop) right after a batch that validation
         # followed: `on_train_batch_end` left that point for after the validation, which is now.
@@ -187,28 +202,28 @@ class ResumeCheckpoint(ModelCheckpoint):
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         if 0 < done < trainer.num_training_batches and done % trainer.accumulate_grad_batches == 0:
             # Lightning books an epoch cut short as finished: the batches were those of the last epoch started.
-            self._save_point(trainer, progress.started - 1, done, steps=_stepped(trainer))
+            self._save_point(trainer, progress.started - 1, done, steps=batches_that_stepped(trainer))
 
     def on_exception(self, trainer: L.Trainer, pl_module: L.LightningModule, exception: BaseException) -> None:
         # Lightning raises SIGTERMException only between batches (after validation) or after an epoch's end.
         if not isinstance(exception, SIGTERMException) or trainer.validating or trainer.sanity_checking:
             return
-        if trainer.global_step == self._last_global_step_saved:
+        if trainer.global_step == self._saved_step:
             return
         if _epoch_finished(trainer):
-            self._save_point(trainer, trainer.current_epoch, 0, steps=_stepped(trainer))
+            self._save_point(trainer, trainer.current_epoch, 0, steps=batches_that_stepped(trainer))
             return
         progress = trainer.fit_loop.epoch_progress.current
         done = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         if progress.completed < progress.started and done % trainer.accumulate_grad_batches == 0:
             if done < trainer.num_training_batches:
-                self._save_point(trainer, progress.completed, done, steps=_stepped(trainer))
+                self._save_point(trainer, progress.completed, done, steps=batches_that_stepped(trainer))
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         if self._point is not None:
             epoch, batches, steps = self._point
             checkpoint["epoch"] = epoch
-            checkpoint["loops"] = canonical_loop_state(
+            checkpoint["loops"] = resume_point_loop_state(
                 checkpoint["loops"],
                 epoch=epoch,
                 batches=batches,
@@ -217,11 +232,16 @@ class ResumeCheckpoint(ModelCheckpoint):
             )
 
     def _save_point(self, trainer: L.Trainer, epoch: int, batches: int, *, steps: int) -> None:
+        path = self.format_checkpoint_name({})
         self._point = (epoch, batches, steps)
         try:
-            self._save_checkpoint(trainer, self.format_checkpoint_name({}))
+            trainer.save_checkpoint(path)  # every rank: a collective (on_save_checkpoint above rewrites the loops)
         finally:
             self._point = None
+        self._saved_step = trainer.global_step
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:  # what ModelCheckpoint tells them (W&B's log_model uploads the file)
+                logger.after_save_checkpoint(proxy(self))
 
 
 def _epoch_finished(trainer: L.Trainer) -> bool:
@@ -232,72 +252,26 @@ def _epoch_finished(trainer: L.Trainer) -> bool:
     return progress.completed == progress.started and batches >= trainer.num_training_batches
 
 
-def _stepped(trainer: L.Trainer) -> int:
-    """Lightning's count of batches that stepped the optimizer (the step loggers use)."""
-    return trainer.fit_loop.epoch_loop._batches_that_stepped
-
-
-def _validation_follows(trainer: L.Trainer, batch_idx: int) -> bool:
-    """Whether Lightning validates after training batch `batch_idx` on its schedule (a stop aside)."""
-    loop = trainer.fit_loop.epoch_loop
-    if not loop._should_check_val_epoch():
-        return False
-    if loop.batch_progress.is_last_batch:
-        return True
-    if trainer._val_check_time_interval is not None:
-        return True  # validation by the clock: it may come after any batch
-    if trainer.val_check_batch == float("inf"):
-        return False
-    iteration = loop.total_batch_idx if trainer.check_val_every_n_epoch is None else batch_idx
-    return (iteration + 1) % trainer.val_check_batch == 0
-
-
-def canonical_loop_state(loops: dict[str, Any], *, epoch: int, batches: int, total_batches: int, steps: int) -> dict:
-    """Lightning's loop state for the resume point "`batches` batches of `epoch` done" (see `ResumeCheckpoint`).
-
-    Both forms are states Lightning's restart logic recognises and resumes exactly, whether or not the resumed
-    run sets ``max_steps``: mid-epoch (``batches > 0``), what Lightning saves after a training batch that no
-    validation follows; at an epoch start, what it saves in ``on_train_epoch_start`` (that epoch's start hooks
-    run again on resume) with the batch counters of a restart after a batch. Not the state of finished epochs
-    alone: under ``max_steps`` Lightning would take that for a stop after the last batch and spend an iteration
-    on the validation it thinks is pending. `total_batches` counts the batches trained since the run began and
-    `steps` the batches that stepped the optimizer (the logging step); optimizer and scheduler counters stay.
-    """
-    fit = dict(loops["fit_loop"])
-
-    def counters(done: int) -> dict[str, int]:  # batch `done` ran and its hooks too, but is not booked complete
-        return {"ready": done, "started": done, "processed": done, "completed": done - 1}
-
-    if batches > 0:
-        epochs = {"ready": epoch + 1, "started": epoch + 1, "processed": epoch, "completed": epoch}
-    else:
-        epochs = {"ready": epoch + 1, "started": epoch, "processed": epoch, "completed": epoch}
-    fit["epoch_progress"] = {"total": dict(epochs), "current": dict(epochs)}
-    fit["epoch_loop.batch_progress"] = {
-        "total": counters(total_batches),
-        "current": counters(batches),
-        "is_last_batch": False,
-    }
-    # Restarting after a batch, Lightning counts that batch's update in the logging step itself.
-    fit["epoch_loop.state_dict"] = {**fit.get("epoch_loop.state_dict", {}), "_batches_that_stepped": steps - 1}
-    fit["state_dict"] = {**fit.get("state_dict", {}), "combined_loader": [{"epoch": epoch, "batches_yielded": batches}]}
-    return {**loops, "fit_loop": fit}
-
-
 def newest_resume_checkpoint(trainer: L.Trainer) -> str | None:
-    """The newest of the ModelCheckpoints' ``last*.ckpt`` and of Lightning's SLURM requeue checkpoints
-    (``default_root_dir/hpc_ckpt_N.ckpt``, written when SLURM signals a preemption or the time limit), or
-    None when there is no requeue checkpoint (then ``--ckpt_path last`` is Lightning's own)."""
-    requeue = list(Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt"))
-    if not requeue:
-        return None
-    last = [
-        path
-        for callback in trainer.checkpoint_callbacks
-        if isinstance(callback, ModelCheckpoint) and callback.dirpath and _is_local_file_protocol(callback.dirpath)
-        for path in Path(callback.dirpath).glob("last*.ckpt")
-    ]
-    return os.fspath(max(requeue + last, key=lambda path: path.stat().st_mtime_ns))
+    """The file ``--ckpt_path last`` resumes from, as Lightning picks it and then some: the newest of the
+    ModelCheckpoints' ``last*.ckpt``, an OnExceptionCheckpoint's file and Lightning's SLURM requeue checkpoints
+    (``default_root_dir/hpc_ckpt_N.ckpt``, written when SLURM signals a preemption or the time limit), so that a
+    requeued job resumes from whichever is newer. None when there is none of them."""
+    candidates = [os.fspath(path) for path in Path(trainer.default_root_dir).glob("hpc_ckpt_*.ckpt")]
+    for callback in trainer.callbacks:
+        if isinstance(callback, OnExceptionCheckpoint):
+            candidates.append(callback.ckpt_path)
+        elif isinstance(callback, ModelCheckpoint) and callback.dirpath:
+            fs = get_filesystem(callback.dirpath)
+            if fs.isdir(callback.dirpath):
+                names = fs.ls(callback.dirpath, detail=False)
+                candidates += [name for name in names if re.match(r"last.*\.ckpt$", os.path.basename(name))]
+    modified = {}
+    for path in candidates:
+        fs = get_filesystem(path)
+        if fs.isfile(path):
+            modified[path] = os.stat(path).st_mtime_ns if _is_local(path) else fs.modified(path).timestamp()
+    return max(modified, key=modified.get) if modified else None
 
 
 def _local_rng_state() -> dict[str, Any]:

@@ -20,6 +20,7 @@ import sys
 import time
 from collections.abc import Iterable
 from pathlib import Path
+from typing import NamedTuple
 
 import lightning as L
 import torch
@@ -32,11 +33,20 @@ from matplotlib.figure import Figure
 
 from nmt.data.batch import Batch
 from nmt.data.tokenizer import EOS_PIECE, Tokenizer
-from nmt.module import Sample, TranslationModule
+from nmt.decoding import Hypothesis
 from nmt.plotting import attention_heatmap, figure_to_rgb, save_figure
+from nmt.training.module import TranslationModule
 
 COLUMNS = ["index", "source", "reference", "hypothesis"]
 HEATMAP_SIZE = (8.0, 8.0)  # inches; one size for all, as W&B shows a step's images side by side
+
+
+class Sample(NamedTuple):
+    """One validation sentence as the last validation decoded it."""
+
+    index: int  # its row in the validation corpus
+    src_ids: list[int]  # (S) source pieces, EOS included
+    hypothesis: Hypothesis  # the best one; ``.alpha`` (T, S) for the attention model
 
 
 class ValidationSamples(L.Callback):
@@ -61,25 +71,36 @@ class ValidationSamples(L.Callback):
             attention: how many of them (the first ones) also get a heatmap; 0 for none.
         """
         self.sentences, self.attention = sentences, attention
-        self._references: dict[int, str] = {}
+        self._references: dict[int, str] = {}  # the chosen sentences: row -> reference
+        self._samples: dict[int, Sample] = {}  # those this rank decoded in the current validation
 
     def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: TranslationModule) -> None:
-        if pl_module.sample_indices or self.sentences <= 0 or trainer.datamodule is None:
+        self._samples = {}
+        if self._references or self.sentences <= 0 or trainer.datamodule is None:
             return  # chosen already, none wanted, or no TranslationDataModule to take references from
         references = trainer.datamodule.references("val")
         n, k = len(references), min(self.sentences, len(references))
-        indices = sorted({i * n // k for i in range(k)})
-        self._references = {i: references[i] for i in indices}
-        pl_module.sample_indices = frozenset(indices)
+        self._references = {i: references[i] for i in sorted({i * n // k for i in range(k)})}
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: TranslationModule, outputs, batch: Batch, batch_idx: int, dataloader_idx=0
+    ) -> None:
+        # `outputs`: the best hypothesis of each sentence of the batch, from the search that BLEU needs anyway.
+        if outputs is None:
+            return
+        for row, index in enumerate(batch.indices.tolist()):
+            if index in self._references:
+                src_ids = batch.src[row, : int(batch.src_lengths[row])].tolist()
+                self._samples[index] = Sample(index, src_ids, outputs[row])
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: TranslationModule) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero or not pl_module.samples:
+        if trainer.sanity_checking or not trainer.is_global_zero or not self._samples:
             return
-        samples = [pl_module.samples[i] for i in sorted(pl_module.samples)]
+        samples = [self._samples[i] for i in sorted(self._samples)]
         tokenizer = pl_module.tokenizer
         hypotheses = tokenizer.decode_tgt([s.hypothesis.tokens for s in samples])
         rows = [
-            [s.index, source_text(tokenizer, s.src_ids), self._references.get(s.index, ""), hyp]
+            [s.index, tokenizer.decode_src(s.src_ids), self._references.get(s.index, ""), hyp]
             for s, hyp in zip(samples, hypotheses, strict=True)
         ]
         step = trainer.global_step
@@ -98,12 +119,6 @@ class ValidationSamples(L.Callback):
                     logger.experiment.add_image(f"val/attention/{s.index}", image, step, dataformats="HWC")
             elif getattr(logger, "log_dir", None):
                 write_files(Path(logger.log_dir), step, rows, zip(with_attention, figures, strict=True))
-
-
-def source_text(tokenizer: Tokenizer, src_ids: list[int]) -> str:
-    """The source sentence back from its pieces (SentencePiece marks a word start with U+2581)."""
-    pieces = [p for p in tokenizer.src_pieces(src_ids) if p != EOS_PIECE]
-    return "".join(pieces).replace("\u2581", " ").strip()
 
 
 def heatmap(tokenizer: Tokenizer, sample: Sample, *, title: str) -> Figure:

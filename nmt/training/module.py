@@ -7,7 +7,7 @@ The network itself is plain PyTorch (``nmt.model``); the optimizer and LR schedu
 from __future__ import annotations
 
 import math
-from typing import Literal, NamedTuple
+from typing import Literal
 
 import lightning as L
 import sacrebleu
@@ -16,24 +16,17 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 
 from nmt.checkpoint import checkpoint_metadata
 from nmt.data.batch import Batch
-from nmt.data.tokenizer import BOS, EOS, PAD
+from nmt.data.datamodule import TranslationDataModule
+from nmt.data.tokenizer import BOS, EOS, PAD, Tokenizer
 from nmt.decoding import Hypothesis, SearchConfig, search
 from nmt.errors import TrainingDiverged
-from nmt.loss import smoothed_cross_entropy
-from nmt.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, forget_tokenized_lines, release_free_memory
 from nmt.model import NetworkConfig, build_model
-from nmt.resume import collect_rng_states, restore_rng_states
+from nmt.training.loss import smoothed_cross_entropy
+from nmt.training.memory import RELEASE_EVERY_N_STEPS, bound_heap_growth, forget_tokenized_lines, release_free_memory
+from nmt.training.resume import collect_rng_states, restore_rng_states
 
 # A run whose loss stays non-finite this long will not recover by skipping batches: stop it.
 MAX_SKIPPED_IN_A_ROW = 100
-
-
-class Sample(NamedTuple):
-    """One evaluation sentence as the last validation or test decoded it (see ``nmt.callbacks.ValidationSamples``)."""
-
-    index: int  # its row in the evaluation corpus
-    src_ids: list[int]  # (S) source pieces, EOS included
-    hypothesis: Hypothesis  # the best one; ``.alpha`` (T, S) for the attention model
 
 
 class TranslationModule(L.LightningModule):
@@ -46,6 +39,7 @@ class TranslationModule(L.LightningModule):
         label_smoothing: float = 0.0,
         search: SearchConfig | None = None,
         nan_policy: Literal["skip", "stop"] = "skip",
+        data: TranslationDataModule | None = None,
     ) -> None:
         """
         Args:
@@ -56,6 +50,8 @@ class TranslationModule(L.LightningModule):
             search: how validation and test BLEU decode (beam size, length penalty, length limits).
             nan_policy: a training step whose loss is NaN or infinite is skipped (no update, a warning), or
                 stops the run ("stop"); either way no checkpoint with non-finite weights is ever written.
+            data: where the module reads its tokenizer (once the data is set up; saved into every checkpoint) and
+                the references of validation and test (linked from the data section: not a config option).
         """
         super().__init__()
         self.network_config = network or NetworkConfig()
@@ -68,21 +64,16 @@ class TranslationModule(L.LightningModule):
         self.model = build_model(
             self.network_config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=PAD
         )
-        self.tokenizer = None  # set in setup() from the datamodule; saved into every checkpoint
+        self.data = data
         self._hyps: list[tuple[int, str]] = []  # (dataset index, detokenized hypothesis) of this evaluation
         self._loss_and_tokens = torch.zeros(2, dtype=torch.float64)
-        # Rows of the evaluation corpus whose translation is kept in `samples` (chosen by a callback), and
-        # those this rank decoded in the last evaluation. Keeping them costs nothing: they come from the
-        # search that BLEU needs anyway.
-        self.sample_indices: frozenset[int] = frozenset()
-        self.samples: dict[int, Sample] = {}
         self._rng_states_to_restore: list[dict] | None = None  # from a checkpoint being resumed
 
     # -- lifecycle -----------------------------------------------------------------------------------------
-    def setup(self, stage: str) -> None:
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        if datamodule is not None and getattr(datamodule, "tokenizer", None) is not None:
-            self.tokenizer = datamodule.tokenizer
+    @property
+    def tokenizer(self) -> Tokenizer | None:
+        """The data's SentencePiece models; None without data, or before the data is set up."""
+        return getattr(self.data, "tokenizer", None)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         broken = self._non_finite_parameter()
@@ -93,18 +84,18 @@ class TranslationModule(L.LightningModule):
             )
         # Plain data only, so inference can load with torch.load(weights_only=True).
         if self.tokenizer is None:
-            raise RuntimeError("no tokenizer to save: the module was not set up with a TranslationDataModule")
+            raise RuntimeError("no tokenizer to save: the module was built without data, or before its set-up")
         checkpoint["nmt"] = checkpoint_metadata(
             self.network_config, self.src_vocab_size, self.tgt_vocab_size, self.tokenizer
         )
-        checkpoint["rng_states"] = collect_rng_states(self.trainer)  # for an exact resume (nmt.resume)
+        checkpoint["rng_states"] = collect_rng_states(self.trainer)  # for an exact resume (nmt.training.resume)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         # Applied when training starts rather than now: the sanity check and loader set-up come in between.
         self._rng_states_to_restore = checkpoint.get("rng_states")
 
     def on_train_start(self) -> None:
-        bound_heap_growth()  # the peak memory of a run stays that of its first epochs (nmt.memory)
+        bound_heap_growth()  # the peak memory of a run stays that of its first epochs (nmt.training.memory)
         if self._rng_states_to_restore is not None:
             restore_rng_states(self._rng_states_to_restore, rank=self.global_rank)
             self._rng_states_to_restore = None
@@ -129,7 +120,7 @@ class TranslationModule(L.LightningModule):
         return loss
 
     def on_train_batch_end(self, outputs: object, batch: Batch, batch_idx: int) -> None:
-        # Without this, freed memory stays with malloc and the resident size climbs all run long (nmt.memory).
+        # Without this, freed memory stays with malloc and the resident size climbs all run long (nmt.training.memory).
         if self.global_step % RELEASE_EVERY_N_STEPS == 0:
             release_free_memory()
 
@@ -193,36 +184,35 @@ class TranslationModule(L.LightningModule):
     def on_test_epoch_start(self) -> None:
         self._start_evaluation()
 
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluation_step(batch)
+    def validation_step(self, batch: Batch, batch_idx: int) -> list[Hypothesis] | None:
+        return self._evaluation_step(batch)
 
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        self._evaluation_step(batch)
+    def test_step(self, batch: Batch, batch_idx: int) -> list[Hypothesis] | None:
+        return self._evaluation_step(batch)
 
     def on_validation_epoch_end(self) -> None:
         self._end_evaluation("val")
-        release_free_memory()  # beam search's shapes differ from training's: hand back what it freed (nmt.memory)
+        release_free_memory()  # beam search's shapes differ from training's: hand back what it freed (.memory)
 
     def on_test_epoch_end(self) -> None:
         self._end_evaluation("test")
 
     def _start_evaluation(self) -> None:
         self._hyps = []
-        self.samples = {}
         self._loss_and_tokens = torch.zeros(2, dtype=torch.float64, device=self.device)
 
-    def _evaluation_step(self, batch: Batch) -> None:
+    def _evaluation_step(self, batch: Batch) -> list[Hypothesis] | None:
+        """Adds the batch's loss and its decoded hypotheses to this evaluation's; returns each sentence's best
+        hypothesis (what callbacks see in ``on_validation_batch_end``), or None when nothing was decoded."""
         loss_sum, n_tokens = self.token_loss(batch)  # plain cross-entropy: val/ppl is a true perplexity
         self._loss_and_tokens += torch.stack([loss_sum.detach().double(), loss_sum.new_tensor(n_tokens).double()])
-        if self.tokenizer is None or self.trainer.sanity_checking:
-            return
-        hyps = search(self.model, batch.src, batch.src_lengths, self.search, bos_id=BOS, eos_id=EOS)
-        texts = self.tokenizer.decode_tgt([h[0].tokens for h in hyps])
+        tokenizer = self.tokenizer
+        if tokenizer is None or self.trainer.sanity_checking:
+            return None
+        best = [h[0] for h in search(self.model, batch.src, batch.src_lengths, self.search, bos_id=BOS, eos_id=EOS)]
+        texts = tokenizer.decode_tgt([h.tokens for h in best])
         self._hyps.extend(zip(batch.indices.tolist(), texts, strict=True))
-        for row, index in enumerate(batch.indices.tolist()):
-            if index in self.sample_indices:
-                src_ids = batch.src[row, : int(batch.src_lengths[row])].tolist()
-                self.samples[index] = Sample(index, src_ids, hyps[row][0])
+        return best
 
     def _end_evaluation(self, stage: str) -> None:
         loss_sum, n_tokens = self.trainer.strategy.reduce(self._loss_and_tokens, reduce_op="sum").tolist()
@@ -234,7 +224,7 @@ class TranslationModule(L.LightningModule):
         # Every rank has every rank's hypotheses, so BLEU (and what early stopping and the best checkpoint
         # decide from it) is the same on all of them.
         decoded = self._gather_hypotheses()
-        all_refs = self.trainer.datamodule.references(stage)
+        all_refs = self.data.references(stage)
         # `limit_val_batches`, `fast_dev_run` and the like decode a subset: score what was decoded, and say so.
         indices = sorted(decoded)
         if not indices:
@@ -243,7 +233,7 @@ class TranslationModule(L.LightningModule):
         hypotheses, refs = [decoded[i] for i in indices], [all_refs[i] for i in indices]
         bleu, chrf = sacrebleu.metrics.BLEU(), sacrebleu.metrics.CHRF()
         bleu_score, chrf_score = bleu.corpus_score(hypotheses, [refs]), chrf.corpus_score(hypotheses, [refs])
-        forget_tokenized_lines()  # sacrebleu would keep every line of every validation (nmt.memory)
+        forget_tokenized_lines()  # sacrebleu would keep every line of every validation (nmt.training.memory)
         self.log(f"{stage}/bleu", bleu_score.score, prog_bar=True, sync_dist=False)
         self.log(f"{stage}/chrf", chrf_score.score, sync_dist=False)
         subset = "" if len(indices) == len(all_refs) else f" over {len(indices)} of {len(all_refs)} sentences"
