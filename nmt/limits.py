@@ -3,13 +3,16 @@
 A `Range` is both an option type (``type=BEAM_SIZE``: `nmt.commands.options` builds every numeric option from
 one) and the check of the API (`SearchConfig`, `nmt.Translator`): ``BEAM_SIZE.check(value, "beam_size")``. So
 ``--beam-size 0`` and ``SearchConfig(beam_size=0)`` are refused for the same reason, and the two cannot drift
-apart. The limits are listed in docs/hostile-input.md.
+apart. The limits are listed in docs/hostile-input.md. `texts` and `each_text` are the API's check of a sequence
+of lines: one str where a list of lines belongs is a TypeError (iterated, it would give a line per character),
+and so is an item that is not a str, named by its index.
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Iterable, Iterator
 
 MAX_BEAM_SIZE = 256
 """Widest beam (also the most ``--n-best`` hypotheses): memory and time grow in proportion to it."""
@@ -111,3 +114,33 @@ BATCH_TOKENS = count(1, MAX_BATCH_TOKENS, why_high="memory grows with it")
 WINDOW = count(1, MAX_WINDOW, why_high="the lines of a window are held in memory")
 SCORED_PIECES = count(2, MAX_PIECES, why_low="one piece and EOS")
 """Pieces per side given to the scoring model, EOS included (``nmt score --max-len``, `ScoringConfig.max_len`)."""
+LOG_PROBABILITY = Range(float, high=0.0, why_high="a log-probability is at most 0")
+
+
+def not_one_text(lines: object, name: str) -> None:
+    """A str (or bytes) where a sequence of lines belongs is refused: iterating it would give one line per
+    character, silently misaligned with what the caller meant."""
+    if isinstance(lines, (str, bytes, bytearray)):
+        raise TypeError(
+            f"{name} must be a sequence of lines (a list of str), not one {type(lines).__name__}: for one line "
+            f"pass [{name[:-1] if name.endswith('s') else name}]"
+        )
+
+
+def each_text(lines: Iterable[object], name: str) -> Iterator[str]:
+    """The items of `lines`, each checked to be a str as it is reached (a stream is not read ahead for it); one
+    str for `lines` is refused at once (`not_one_text`)."""
+    not_one_text(lines, name)
+    return _each_text(lines, name)
+
+
+def _each_text(lines: Iterable[object], name: str) -> Iterator[str]:
+    for index, line in enumerate(lines):
+        if not isinstance(line, str):
+            raise TypeError(f"{name}[{index}] must be a str, not {type(line).__name__} {line!r:.40}")
+        yield line
+
+
+def texts(lines: Iterable[object], name: str) -> list[str]:
+    """`lines` as a list, every item checked to be a str (`each_text`)."""
+    return list(each_text(lines, name))

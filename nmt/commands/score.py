@@ -43,7 +43,7 @@ from jsonargparse import ArgumentParser, Namespace
 
 from nmt import limits
 from nmt.commands import options
-from nmt.commands.options import CommandParser, Range
+from nmt.commands.options import CommandParser
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.inference.batching import chunks, prefetch
@@ -135,7 +135,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--floor",
-        type=Range(float, high=0.0, why_high="a log-probability is at most 0"),
+        type=limits.LOG_PROBABILITY,
         default=ScoringConfig.floor,
         help="log p of a floored pair",
     )
