@@ -13,6 +13,10 @@ these methods. Lines become ids through `nmt.data.encoding` (tokenize, the blank
 with a warning) and batches through `nmt.inference.batching` (sort by length into token batches, pad, restore
 input order). `translate` and `encode_stream` take any iterable and yield as they go, so a command streams a
 file or a pipe through the same code a Python user calls.
+
+Arguments are checked as the commands check their options (`nmt.limits`: one range per number, so the CLI and the
+API refuse the same values for the same reason): a number out of range is a ValueError naming the parameter; one
+str where a sequence of lines belongs, or an item that is not a str, a TypeError (naming the item's index).
 """
 
 from __future__ import annotations
