@@ -7,7 +7,7 @@ number, or lies outside the range, is refused while the command line is parsed, 
 any model loaded, as one line on stderr, ``nmt translate: error: --beam-size: 100000 is more than 256 (…)``,
 exit status 2 (`CommandParser` turns every parse error into an `InputError` naming the option, which the CLI
 prints). Limits that depend on another
-option — ``--n-best`` at most ``--beam-size``, the pixels of a figure — are checked by the functions below as soon
+option — the pixels of a figure — are checked by the functions below as soon
 as what they need is known (a beam no wider than the target vocabulary: by `nmt.Translator`, which knows it). The
 limits are listed in docs/hostile-input.md.
 """
@@ -156,8 +156,8 @@ def add_search_arguments(parser: ArgumentParser) -> None:
 
 
 def search_config(args: argparse.Namespace, parser: ArgumentParser, n_best: int = 1) -> SearchConfig:
-    check_n_best(n_best, args.beam_size)
-    check_output_limit(args.max_length_a, args.max_length_b)
+    """The `SearchConfig` of the search options. It checks them itself (the API's checks are the CLI's): a
+    refusal ``name: reason`` becomes one line naming the option, ``--name: reason``."""
     try:
         return SearchConfig(
             beam_size=args.beam_size,
@@ -168,8 +168,16 @@ def search_config(args: argparse.Namespace, parser: ArgumentParser, n_best: int 
             n_best=n_best,
         )
     except ValueError as e:
-        parser.error(str(e))
-        raise  # parser.error exits
+        name, _, reason = str(e).partition(": ")
+        raise InputError(path=_option(name), message=_SEARCH_PARAMETER.sub(lambda m: _option(m[0]), reason)) from None
+
+
+_SEARCH_PARAMETER = re.compile(r"\b(beam_size|n_best|length_penalty|alpha|max_length_a|max_length_b)\b")
+
+
+def _option(parameter: str) -> str:
+    """The command-line option of a `SearchConfig` parameter: n_best -> --n-best."""
+    return "--" + parameter.replace("_", "-")
 
 
 def add_shortlist_arguments(parser: ArgumentParser) -> None:
@@ -278,25 +286,6 @@ def _located(message: str) -> tuple[str, str]:
 
 
 # -- limits between options, or that need the model ------------------------------------------------------------
-
-
-def check_n_best(n_best: int | None, beam_size: int) -> None:
-    if n_best is not None and n_best > beam_size:
-        raise InputError(
-            path="--n-best",
-            message=f"{n_best} is more than --beam-size {beam_size}: a beam of {beam_size} ends with at most "
-            f"{beam_size} hypotheses (raise --beam-size)",
-        )
-
-
-def check_output_limit(max_length_a: float, max_length_b: int) -> None:
-    """The output limit a·|src| + b must leave room for a word and EOS."""
-    if max_length_a == 0 and max_length_b < 2:
-        raise InputError(
-            path="--max-length-b",
-            message=f"{max_length_b} with --max-length-a 0 limits every translation to {max(1, max_length_b)} "
-            "piece(s), EOS included: nothing could be translated",
-        )
 
 
 def check_figure(width: float, height: float, dpi: int, *, size_given: bool, default_dpi: int) -> None:

@@ -74,15 +74,20 @@ class SearchConfig:
         limits.BEAM_SIZE.check(self.beam_size, "beam_size")
         limits.N_BEST.check(self.n_best, "n_best")
         if self.n_best > self.beam_size:
-            raise ValueError(f"n_best: {self.n_best} is more than beam_size {self.beam_size} (a beam of k ends with "
-                             "at most k hypotheses)")  # fmt: skip
+            raise ValueError(
+                f"n_best: {self.n_best} is more than beam_size {self.beam_size}: a beam of {self.beam_size} ends with "
+                f"at most {self.beam_size} hypotheses (raise beam_size)"
+            )
         if self.length_penalty not in ("none", "length", "gnmt"):
             raise ValueError(f"length_penalty must be none, length or gnmt, got {self.length_penalty!r}")
         limits.ALPHA.check(self.alpha, "alpha")
         limits.MAX_LENGTH_A.check(self.max_length_a, "max_length_a")
         limits.MAX_LENGTH_B.check(self.max_length_b, "max_length_b")
-        if self.max_length_a == 0 and self.max_length_b < 2:
-            raise ValueError(f"max_length_b: {self.max_length_b} with max_length_a 0 leaves no room for a word and EOS")
+        if self.max_length_a == 0 and self.max_length_b < 2:  # the output limit a·|src| + b: room for a word and EOS
+            raise ValueError(
+                f"max_length_b: {self.max_length_b} with max_length_a 0 limits every translation to "
+                f"{max(1, self.max_length_b)} piece(s), EOS included: nothing could be translated"
+            )
 
     def penalty(self, length: int) -> float:
         """lp(L) for a hypothesis of L output tokens (EOS included)."""
