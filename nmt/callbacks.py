@@ -34,6 +34,7 @@ from nmt.data.batch import Batch
 from nmt.data.tokenizer import EOS_PIECE, Tokenizer
 from nmt.module import Sample, TranslationModule
 from nmt.plotting import attention_heatmap, figure_to_rgb, save_figure
+from nmt.textio import atomic_output
 
 COLUMNS = ["index", "source", "reference", "hypothesis"]
 HEATMAP_SIZE = (8.0, 8.0)  # inches; one size for all, as W&B shows a step's images side by side
@@ -122,7 +123,7 @@ def markdown_table(rows: list[list]) -> str:
 def write_files(log_dir: Path, step: int, rows: list[list], attention: Iterable[tuple[Sample, Figure]]) -> None:
     """samples/step_N.tsv and attention/step_N_INDEX.png under a logger's directory."""
     (log_dir / "samples").mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "samples" / f"step_{step}.tsv", "w", newline="", encoding="utf-8") as f:
+    with atomic_output(log_dir / "samples" / f"step_{step}.tsv") as f:  # the one writer: complete or absent
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerows([COLUMNS, *rows])
     for sample, fig in attention:
