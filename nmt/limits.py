@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import numbers
 from collections.abc import Iterable, Iterator
 
 MAX_BEAM_SIZE = 256
@@ -55,12 +56,13 @@ class Range:
 
     def check(self, value: object, name: str) -> int | float:
         """`value` given in Python for parameter `name`: a TypeError when it is not a number of this kind (a bool, a
-        str, a float for an int), a ValueError ``NAME: reason`` when it is outside the range or not finite."""
-        if isinstance(value, bool) or not isinstance(value, int if self.kind is int else (int, float)):
-            wanted = "a whole number (int)" if self.kind is int else "a number"
+        str, a float for an int; numpy's numbers are numbers), a ValueError ``NAME: reason`` when it is outside the
+        range or not finite. Returns the value as an int or a float."""
+        wanted = "a whole number (int)" if self.kind is int else "a number"
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral if self.kind is int else numbers.Real):
             raise TypeError(f"{name} must be {wanted}, not {type(value).__name__} {value!r:.40}")
         try:
-            return self._within(value if self.kind is int else float(value))
+            return self._within(int(value) if self.kind is int else float(value))
         except ValueError as error:
             raise ValueError(f"{name}: {error}") from None
 
