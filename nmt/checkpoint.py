@@ -14,6 +14,7 @@ and each problem is one `InputError` naming it.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
 import pickle
 import re
@@ -112,14 +113,17 @@ def _loaded(path: str, ckpt: object, *, device: str | torch.device, dtype: torch
     return LoadedModel(model=model, tokenizer=tokenizer, network=network, path=path)
 
 
-def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[str], *, dtype: str = "float32") -> None:
+def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[str], *, dtype: str = "float32") -> int:
     """Write the inference part of checkpoint `path` to `output`: the model's weights (in `dtype`, one of
     `INFERENCE_DTYPES`) and the metadata every inference command needs (network, vocabularies, SentencePiece
     models), without the optimizer state, the loops and the callbacks' state that only resuming needs. The
     file is an nmt checkpoint like any other for `load_model`; `nmt fit/validate/test --ckpt_path` refuse it.
-    Everything is checked as `load_model` checks it before anything is written; the file appears complete or
-    not at all."""
-    from nmt.textio import replacing
+    Everything is checked as `load_model` checks it before anything is written. `output` is written through
+    `nmt.textio.atomic_output`, like every command's output: a file appears complete or not at all, a device, FIFO
+    or ``-`` (standard output) is written into, and a failed write is an `InputError` naming it. torch.save
+    seeks in what it writes, so the file is serialized in memory first (one more copy of the weights). Returns
+    the number of bytes written."""
+    from nmt.textio import atomic_output
 
     if dtype not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
@@ -135,8 +139,12 @@ def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[st
     origin = {"dtype": dtype, "from": os.path.basename(path)}
     origin |= {key: ckpt[key] for key in ("epoch", "global_step") if isinstance(ckpt.get(key), int)}
     exported = {"state_dict": state, "nmt": {**ckpt["nmt"], "exported": origin}}
-    with replacing(output) as partial:
-        torch.save(exported, partial)
+    serialized = io.BytesIO()
+    torch.save(exported, serialized)
+    del exported, state, loaded
+    with atomic_output(output, inputs=[path], binary=True) as out:
+        out.write(serialized.getbuffer())
+    return serialized.getbuffer().nbytes
 
 
 """What `export_checkpoint` can store the weights in (bfloat16: half the size; int8: the linear layers' weights in

@@ -560,9 +560,9 @@ def test_an_option_out_of_its_range_is_one_line_naming_it(command, option, value
 
 def test_a_beam_wider_than_the_target_vocabulary_is_refused(checkpoint, tmp_path, monkeypatch, capsys):
     """The tiny model has 400 target pieces; a wider beam (allowed by a raised maximum) cannot be filled."""
-    from nmt.commands import options
+    from nmt import limits
 
-    monkeypatch.setattr(options.BEAM_SIZE, "high", 10_000)
+    monkeypatch.setattr(limits.BEAM_SIZE, "high", 10_000)
     for command in ("translate", "evaluate", "plot-attention"):
         argv, outputs = _command_line(command, checkpoint, tmp_path)
         assert nmt_main([*argv, "--beam-size", "401"]) == 2

@@ -530,3 +530,92 @@ def test_two_embed_runs_on_the_same_output_each_write_a_whole_file(checkpoint, t
     assert nmt_main([*args[:4], str(source), "--output", str(expected), "--device", "cpu", "--batch-tokens", "2"]) == 0
     np.testing.assert_array_equal(np.load(out), np.load(expected))
     assert leftovers(tmp_path) == []
+
+
+# -- 5. every command, every file it writes: the one output check and the one atomic writer -------------------------
+
+TRAINING_COMMANDS = {"fit", "validate", "test", "predict"}
+# Every command of `nmt` -> {output option: (suffix, argv writing OUT)}. The training commands write a run
+# directory (checkpoints through nmt.training.resume.write_atomically, the preprocessing cache through
+# nmt.data.datamodule._write_atomically: both nmt.textio.replacing), named by the config, not by a file option.
+OUTPUTS = {
+    "translate": {"--output": (".txt", lambda o, f: ["translate", "--checkpoint", f["CKPT"], "--input", f["TEXT"],
+                                                     "--output", o, *SHORT_SEARCH, "--no-progress"])},
+    "evaluate": {"--output": (".txt", lambda o, f: ["evaluate", "--checkpoint", f["CKPT"], "--src", f["TEXT"],
+                                                    "--ref", f["TEXT"], "--output", o, *SHORT_SEARCH])},
+    "score": {"--output": (".txt", lambda o, f: ["score", "--checkpoint", f["CKPT"], "--src", f["TEXT"], "--tgt",
+                                                 f["TEXT"], "--output", o, *OPTIONS["score"]])},
+    "embed": {
+        "--output": (".npy", lambda o, f: ["embed", "--checkpoint", f["CKPT"], "--input", f["TEXT"], "--output", o]),
+        "--plot": (".png", lambda o, f: ["embed", "--checkpoint", f["CKPT"], "--input", f["TEXT"], "--output",
+                                         f["NPY"], "--plot", o]),
+    },
+    "plot-attention": {"--output": (".png", lambda o, f: ["plot-attention", "--checkpoint", f["CKPT"], "--src",
+                                                          "a man", "--output", o, "--dpi", "20"])},
+    "plot-curves": {"--output": (".png", lambda o, f: ["plot-curves", f["CSV"], "--output", o, "--dpi", "20"])},
+    "export": {"--output": (".ckpt", lambda o, f: ["export", "--checkpoint", f["CKPT"], "--output", o])},
+    "shortlist": {"--output": (".tsv", lambda o, f: ["shortlist", "--checkpoint", f["CKPT"], "--source", f["TEXT"],
+                                                     "--target", f["TEXT"], "--output", o])},
+    "serve": {},  # answers over HTTP; writes no file
+    **{command: {} for command in TRAINING_COMMANDS},
+}  # fmt: skip
+OUTPUT_CASES = [(command, option) for command, outputs in OUTPUTS.items() for option in outputs]
+
+
+def output_argv(command: str, option: str, out: Path, directory: Path, checkpoint: Path) -> list[str]:
+    files = companions(directory, checkpoint)
+    (directory / "metrics.csv").write_text(METRICS)
+    files |= {"CSV": str(directory / "metrics.csv"), "NPY": str(directory / "vectors.npy")}
+    return OUTPUTS[command][option][1](str(out), files)
+
+
+def test_every_command_and_every_file_it_writes_is_listed():
+    """A new command, or a new option naming a file, fails here until its rows are in OUTPUTS (and it is then
+    tried below against devices, full disks and links to stdout)."""
+    from importlib import import_module
+
+    from nmt.cli import LIGHTNING_COMMANDS, TOOLS
+
+    assert set(OUTPUTS) == set(TOOLS) | set(LIGHTNING_COMMANDS)
+    for command, module in TOOLS.items():
+        parser = import_module(module).build_parser()
+        writes = {o for a in parser._actions for o in a.option_strings if a.dest in ("output", "plot")}
+        assert writes == set(OUTPUTS[command]), command
+
+
+@pytest.mark.parametrize(("command", "option"), OUTPUT_CASES)
+def test_every_output_written_into_a_device_leaves_the_device(command, option, checkpoint, tmp_path, capsys):
+    null = make_device(tmp_path / f"null{OUTPUTS[command][option][0]}", minor=3)
+    status = nmt_main(output_argv(command, option, null, tmp_path, checkpoint))
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert_quiet_stderr(err)
+    assert stat.S_ISCHR(os.lstat(null).st_mode), "the device was replaced by a regular file"
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.parametrize(("command", "option"), OUTPUT_CASES)
+def test_every_output_on_a_full_device_is_one_line(command, option, checkpoint, tmp_path, capsys):
+    """One line of error (after what the command said of the outputs it did write: embed's vectors before its map)."""
+    full = make_device(tmp_path / f"full{OUTPUTS[command][option][0]}", minor=7)
+    status = nmt_main(output_argv(command, option, full, tmp_path, checkpoint))
+    err = capsys.readouterr().err
+    error = err.strip().splitlines()[-1] + "\n"
+    assert f"nmt {command}: error:" not in err.removesuffix(error), err
+    assert_one_line_error(status, error, command, str(full), "No space left on device")
+    assert_quiet_stderr(err)
+    assert stat.S_ISCHR(os.lstat(full).st_mode)
+    assert leftovers(tmp_path) == []
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc")
+@pytest.mark.parametrize(("command", "option"), OUTPUT_CASES)
+def test_every_output_through_a_link_to_stdout_keeps_the_link(command, option, checkpoint, tmp_path, capfdbinary):
+    link = tmp_path / f"stdout{OUTPUTS[command][option][0]}"
+    link.symlink_to("/proc/self/fd/1")
+    status = nmt_main(output_argv(command, option, link, tmp_path, checkpoint))
+    out, err = capfdbinary.readouterr()
+    assert status == 0, err.decode()
+    assert out, "nothing reached standard output"
+    assert link.is_symlink(), "the link was replaced by a regular file"
+    assert leftovers(tmp_path) == []

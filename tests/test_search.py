@@ -3,15 +3,18 @@ greedy loop, teacher-forced scoring, a hand-checkable probability table, and bat
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import itertools
 import math
+import re
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from nmt import limits
 from nmt.decoding import Ensemble, SearchConfig, check_same_vocabulary, search, select_rows
 from nmt.errors import InputError
 from nmt.model import StepOutput, build_model
@@ -84,8 +87,9 @@ def exhaustive(model, src: list[int], config: SearchConfig, vocab: int):
 
 @pytest.mark.parametrize("architecture,cell", MODELS)
 @pytest.mark.parametrize("penalty,alpha", [("none", 1.0), ("length", 1.0), ("gnmt", 2.0)])
-def test_wide_beam_equals_exhaustive_search(architecture, cell, penalty, alpha):
+def test_wide_beam_equals_exhaustive_search(architecture, cell, penalty, alpha, monkeypatch):
     V, L = 6, 4
+    monkeypatch.setattr(limits.BEAM_SIZE, "high", V**L)  # wider than a user may ask for: every output of length L
     model = peaked_model(architecture, cell, seed=1)
     config = SearchConfig(
         beam_size=V**L, n_best=10, length_penalty=penalty, alpha=alpha, max_length_a=0.0, max_length_b=L
@@ -99,8 +103,10 @@ def test_wide_beam_equals_exhaustive_search(architecture, cell, penalty, alpha):
         torch.testing.assert_close([h.log_prob for h in found], [lp for _, lp, _ in expected], atol=1e-4, rtol=0)
 
 
-def test_wide_beam_returns_every_output_in_order():
+def test_wide_beam_returns_every_output_in_order(monkeypatch):
     V, L = 6, 3
+    monkeypatch.setattr(limits.BEAM_SIZE, "high", V**L)
+    monkeypatch.setattr(limits.N_BEST, "high", V**L)
     model = peaked_model("rnnsearch", "paper", seed=2)
     n_outputs = len(all_outputs(V, L))
     config = SearchConfig(beam_size=V**L, n_best=n_outputs, max_length_a=0.0, max_length_b=L)
@@ -277,12 +283,43 @@ def test_the_length_limit_cuts_hypotheses_without_eos():
 
 
 def test_search_config_is_validated():
-    with pytest.raises(ValueError, match="n-best"):
+    with pytest.raises(ValueError, match="n_best: 3 is more than beam_size 2"):
         SearchConfig(beam_size=2, n_best=3)
-    with pytest.raises(ValueError, match="length penalty"):
+    with pytest.raises(ValueError, match="length_penalty"):
         SearchConfig(length_penalty="wu")
-    with pytest.raises(ValueError, match="beam size"):
+    with pytest.raises(ValueError, match="beam_size: 0 is less than 1"):
         SearchConfig(beam_size=0)
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"alpha": math.nan}, ValueError, "alpha: nan is not a finite number"),
+        ({"alpha": math.inf}, ValueError, "alpha: inf is not a finite number"),
+        ({"alpha": -0.5}, ValueError, "alpha: -0.5 is less than 0"),
+        ({"beam_size": 257}, ValueError, "beam_size: 257 is more than 256"),
+        ({"beam_size": 2.5}, TypeError, "beam_size must be a whole number"),
+        ({"beam_size": "5"}, TypeError, "beam_size must be a whole number"),
+        ({"beam_size": True}, TypeError, "beam_size must be a whole number"),
+        ({"max_length_a": -1.0}, ValueError, "max_length_a: -1 is less than 0"),
+        ({"max_length_b": 1001}, ValueError, "max_length_b: 1001 is more than 1000"),
+        ({"max_length_a": 0.0, "max_length_b": 1}, ValueError, "max_length_b: 1 with max_length_a 0"),
+    ],
+)
+def test_search_config_refuses_what_the_command_line_refuses(options, error, message):
+    """The same ranges as the options --alpha, --beam-size, --max-length-a/b (`nmt.limits`), with the same reason."""
+    with pytest.raises(error, match=re.escape(message)):
+        SearchConfig(**options)
+    from nmt.commands.translate import build_parser
+
+    types = {option: action.type for action in build_parser()._actions for option in action.option_strings}
+    for name, value in options.items():
+        shared = {"alpha": limits.ALPHA, "beam_size": limits.BEAM_SIZE, "max_length_a": limits.MAX_LENGTH_A,
+                  "max_length_b": limits.MAX_LENGTH_B}[name]  # fmt: skip
+        assert types["--" + name.replace("_", "-")] is shared  # the option is checked by the same Range
+        if error is ValueError and len(options) == 1:
+            with pytest.raises(argparse.ArgumentTypeError, match=re.escape(message.split(": ", 1)[1])):
+                shared(str(value))
 
 
 # -- ensembles --------------------------------------------------------------------------------------------

@@ -262,3 +262,49 @@ def test_a_table_read_column_wise_is_the_table_read_line_by_line(checkpoints, ta
     assert fast.base.tolist() == checked.base.tolist() and len(fast.translations) == len(checked.translations)
     assert all(a.tolist() == b.tolist() for a, b in zip(fast.translations, checked.translations, strict=True))
     assert sum(len(t) for t in fast.translations) > 0
+
+
+@pytest.mark.parametrize("corpus", ["", "\n  \n\t\n"], ids=["empty", "all blank"])
+def test_a_corpus_without_text_is_refused_at_the_source(checkpoints, tmp_path, capsys, corpus):
+    src, tgt, out = tmp_path / "c.en", tmp_path / "c.fr", tmp_path / "lex.tsv"
+    src.write_text(corpus)
+    tgt.write_text(corpus)
+    argv = ["shortlist", "--checkpoint", str(checkpoints["rnnsearch"]), "--source", str(src), "--target", str(tgt)]
+    assert main([*argv, "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    what = "is empty" if not corpus else "has no sentence pair with text on both sides"
+    assert err == f"nmt shortlist: error: {src}: {what}: there is nothing to estimate a lexical table from\n"
+    assert not out.exists()
+
+
+def test_a_very_long_pair_is_skipped_and_memory_stays_with_the_corpus(checkpoints, tmp_path, capsys):
+    """IBM Model 1 links every source piece of a pair to every target piece: one pair of 1,500 words a side would
+    take hundreds of MB; it is skipped (over --max-tokens), said on stderr, and the table is that of the rest."""
+    import tracemalloc
+
+    lines_en, lines_fr = multi30k_lines("train", "en", 50), multi30k_lines("train", "fr", 50)
+    long_en, long_fr = " ".join(["dog"] * 1500), " ".join(["chien"] * 1500)
+    files = {}
+    for name, lines in {"with.en": [*lines_en, long_en], "with.fr": [*lines_fr, long_fr],
+                        "without.en": lines_en, "without.fr": lines_fr}.items():  # fmt: skip
+        files[name] = tmp_path / name
+        files[name].write_text("".join(line + "\n" for line in lines))
+    ckpt = str(checkpoints["rnnsearch"])
+
+    def shortlist(corpus: str) -> tuple[int, str]:
+        out = tmp_path / f"{corpus}.tsv"
+        argv = ["shortlist", "--checkpoint", ckpt, "--source", str(files[f"{corpus}.en"]), "--target"]
+        status = main([*argv, str(files[f"{corpus}.fr"]), "--output", str(out)])
+        return status, out.read_text()
+
+    tracemalloc.start()
+    try:
+        status, table = shortlist("with")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert status == 0, err
+    assert "nmt shortlist: warning: 1 sentence pair(s) with a side over --max-tokens 250 pieces skipped\n" in err
+    assert peak < 50e6, f"{peak / 1e6:.0f} MB for a 51-line corpus"
+    assert table == shortlist("without")[1]

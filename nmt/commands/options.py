@@ -1,11 +1,13 @@
 """The options of the inference commands: the range of every numeric option, and a parser that reports a bad
 value in one line.
 
-Each numeric option's type is a `Range`: a value that is not a number, or lies outside the range, is refused
-while the command line is parsed, before any file is read or any model loaded, as one line on stderr,
-``nmt translate: error: --beam-size: 100000 is more than 256 (…)``, exit status 2 (`CommandParser` turns every
-parse error into an `InputError` naming the option, which the CLI prints). Limits that depend on another
-option — ``--n-best`` at most ``--beam-size``, the pixels of a figure — are checked by the functions below as soon
+Each numeric option's type is a `nmt.limits.Range` (those the Python API takes too are defined there, and
+`SearchConfig` and `nmt.Translator` check their arguments against the same ranges): a value that is not a
+number, or lies outside the range, is refused while the command line is parsed, before any file is read or
+any model loaded, as one line on stderr, ``nmt translate: error: --beam-size: 100000 is more than 256 (…)``,
+exit status 2 (`CommandParser` turns every parse error into an `InputError` naming the option, which the CLI
+prints). Limits that depend on another
+option — the pixels of a figure — are checked by the functions below as soon
 as what they need is known (a beam no wider than the target vocabulary: by `nmt.Translator`, which knows it). The
 limits are listed in docs/hostile-input.md.
 """
@@ -13,7 +15,6 @@ limits are listed in docs/hostile-input.md.
 from __future__ import annotations
 
 import argparse
-import math
 import re
 import sys
 from collections.abc import Iterator
@@ -27,18 +28,22 @@ from nmt.checkpoint import INFERENCE_DTYPES
 from nmt.decoding import SearchConfig
 from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
+from nmt.limits import (
+    ALPHA,
+    BATCH_TOKENS,
+    BEAM_SIZE,
+    MAX_INPUT_TOKENS,
+    MAX_LENGTH_A,
+    MAX_LENGTH_B,
+    PIECES,
+    Range,
+    count,
+)
 
 if TYPE_CHECKING:
     from nmt.inference import Translator
 
-MAX_BEAM_SIZE = 256
-"""Widest beam (also the most ``--n-best`` hypotheses): memory and time grow in proportion to it."""
 MAX_THREADS = 1024
-MAX_PIECES = 1000
-"""Most ``--max-input-tokens`` (translate, evaluate, embed) and ``--max-len`` (score): longer inputs cost
-memory in proportion to batch × length, and no model here is trained on pieces that far apart."""
-MAX_BATCH_TOKENS = 100_000
-MAX_WINDOW = 200_000
 MAX_DIGITS = 17
 """Significant digits of a float64: more would print noise."""
 MAX_PLOT_POINTS = 100_000
@@ -51,78 +56,7 @@ MAX_SIDE_PIXELS = 65_535
 """matplotlib's Agg renderer draws less than 2^16 pixels in each direction."""
 
 
-class Range:
-    """An option's type: an int or a finite float within [low, high] (either end may be open: None).
-
-    A refused value raises ``argparse.ArgumentTypeError`` with the reason, which the parser reports as
-    ``--OPTION: reason``."""
-
-    def __init__(
-        self, kind: type, low: float | None = None, high: float | None = None, *, why_low: str = "", why_high: str = ""
-    ) -> None:
-        if kind not in (int, float):
-            raise TypeError(f"Range is for int or float options, not {kind.__name__}")
-        self.kind, self.low, self.high, self.why_low, self.why_high = kind, low, high, why_low, why_high
-        if low is not None and high is not None:
-            bounds = f"{_number(low)} to {_number(high)}"
-        else:
-            bounds = f"≥ {_number(low)}" if low is not None else f"≤ {_number(high)}" if high is not None else "any"
-        self.__name__ = f"{kind.__name__}, {bounds}"  # shown by --help as the option's type
-
-    def __repr__(self) -> str:
-        return self.__name__
-
-    def __call__(self, text: object) -> int | float:
-        value = self._parse(text)
-        if self.low is not None and value < self.low:
-            raise argparse.ArgumentTypeError(
-                f"{_number(value)} is less than {_number(self.low)}{_because(self.why_low)}"
-            )
-        if self.high is not None and value > self.high:
-            raise argparse.ArgumentTypeError(
-                f"{_number(value)} is more than {_number(self.high)}{_because(self.why_high)}"
-            )
-        return value
-
-    def _parse(self, text: object) -> int | float:
-        if isinstance(text, bool):
-            raise argparse.ArgumentTypeError(f"{text!r} is not a number")
-        if self.kind is int:
-            if isinstance(text, int):
-                return text
-            try:
-                return int(str(text).strip())
-            except ValueError:
-                raise argparse.ArgumentTypeError(f"{str(text)[:40]!r} is not a whole number") from None
-        try:
-            value = float(text) if isinstance(text, (int, float)) else float(str(text).strip())
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{str(text)[:40]!r} is not a number") from None
-        if not math.isfinite(value):
-            raise argparse.ArgumentTypeError(f"{value} is not a finite number")
-        return value
-
-
-def _number(value: float) -> str:
-    return str(value) if isinstance(value, int) else f"{value:g}"
-
-
-def _because(why: str) -> str:
-    return f" ({why})" if why else ""
-
-
-def count(low: int, high: int | None = None, *, why_low: str = "", why_high: str = "") -> Range:
-    """An int option within [low, high]."""
-    return Range(int, low, high, why_low=why_low, why_high=why_high)
-
-
 THREADS = count(0, MAX_THREADS, why_high="more threads than cores only slow torch down")
-BEAM_SIZE = count(
-    1, MAX_BEAM_SIZE, why_high=f"the widest beam searched: memory and time grow with it; {MAX_BEAM_SIZE} is plenty"
-)
-N_BEST = count(1, MAX_BEAM_SIZE, why_high=f"at most --beam-size hypotheses, and a beam is at most {MAX_BEAM_SIZE}")
-PIECES = count(1, MAX_PIECES, why_high=f"memory grows with batch × length; no model reads {MAX_PIECES} pieces well")
-BATCH_TOKENS = count(1, MAX_BATCH_TOKENS, why_high="memory grows with it")
 DPI = count(MIN_DPI, MAX_DPI, why_low="text cannot be drawn that small", why_high="see also the pixel limit")
 INCHES = Range(float, MIN_INCHES, MAX_INCHES, why_low="nothing fits", why_high="see also the pixel limit")
 
@@ -186,7 +120,7 @@ def add_input_arguments(parser: ArgumentParser, *, doing: str, encoding: bool = 
     parser.add_argument(
         "--max-input-tokens",
         type=PIECES,
-        default=250,
+        default=MAX_INPUT_TOKENS,
         help=f"longer lines are {doing} from their first this many pieces (with a warning)",
     )
     if not encoding:
@@ -211,21 +145,19 @@ def add_search_arguments(parser: ArgumentParser) -> None:
         choices=["none", "length", "gnmt"],
         help="rank finished hypotheses by log_prob / lp(L): lp = 1, L^alpha or ((5+L)/6)^alpha",
     )
-    parser.add_argument(
-        "--alpha", type=Range(float, 0.0, 10.0), default=_SEARCH.alpha, help="exponent of the length penalty"
-    )
+    parser.add_argument("--alpha", type=ALPHA, default=_SEARCH.alpha, help="exponent of the length penalty")
     parser.add_argument(
         "--max-length-a",
-        type=Range(float, 0.0, 10.0),
+        type=MAX_LENGTH_A,
         default=_SEARCH.max_length_a,
         help="output length limit a·|src| + b (|src| in pieces, EOS included)",
     )
-    parser.add_argument("--max-length-b", type=count(0, 1000), default=_SEARCH.max_length_b, help="see --max-length-a")
+    parser.add_argument("--max-length-b", type=MAX_LENGTH_B, default=_SEARCH.max_length_b, help="see --max-length-a")
 
 
 def search_config(args: argparse.Namespace, parser: ArgumentParser, n_best: int = 1) -> SearchConfig:
-    check_n_best(n_best, args.beam_size)
-    check_output_limit(args.max_length_a, args.max_length_b)
+    """The `SearchConfig` of the search options. It checks them itself (the API's checks are the CLI's): a
+    refusal ``name: reason`` becomes one line naming the option, ``--name: reason``."""
     try:
         return SearchConfig(
             beam_size=args.beam_size,
@@ -236,8 +168,16 @@ def search_config(args: argparse.Namespace, parser: ArgumentParser, n_best: int 
             n_best=n_best,
         )
     except ValueError as e:
-        parser.error(str(e))
-        raise  # parser.error exits
+        name, _, reason = str(e).partition(": ")
+        raise InputError(path=_option(name), message=_SEARCH_PARAMETER.sub(lambda m: _option(m[0]), reason)) from None
+
+
+_SEARCH_PARAMETER = re.compile(r"\b(beam_size|n_best|length_penalty|alpha|max_length_a|max_length_b)\b")
+
+
+def _option(parameter: str) -> str:
+    """The command-line option of a `SearchConfig` parameter: n_best -> --n-best."""
+    return "--" + parameter.replace("_", "-")
 
 
 def add_shortlist_arguments(parser: ArgumentParser) -> None:
@@ -346,25 +286,6 @@ def _located(message: str) -> tuple[str, str]:
 
 
 # -- limits between options, or that need the model ------------------------------------------------------------
-
-
-def check_n_best(n_best: int | None, beam_size: int) -> None:
-    if n_best is not None and n_best > beam_size:
-        raise InputError(
-            path="--n-best",
-            message=f"{n_best} is more than --beam-size {beam_size}: a beam of {beam_size} ends with at most "
-            f"{beam_size} hypotheses (raise --beam-size)",
-        )
-
-
-def check_output_limit(max_length_a: float, max_length_b: int) -> None:
-    """The output limit a·|src| + b must leave room for a word and EOS."""
-    if max_length_a == 0 and max_length_b < 2:
-        raise InputError(
-            path="--max-length-b",
-            message=f"{max_length_b} with --max-length-a 0 limits every translation to {max(1, max_length_b)} "
-            "piece(s), EOS included: nothing could be translated",
-        )
 
 
 def check_figure(width: float, height: float, dpi: int, *, size_given: bool, default_dpi: int) -> None:

@@ -41,8 +41,9 @@ from typing import IO, Literal
 import numpy as np
 from jsonargparse import ArgumentParser, Namespace
 
+from nmt import limits
 from nmt.commands import options
-from nmt.commands.options import CommandParser, Range
+from nmt.commands.options import CommandParser
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.inference.batching import chunks, prefetch
@@ -116,13 +117,13 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--window",
-        type=options.count(1, options.MAX_WINDOW, why_high="the lines of a window are held in memory"),
+        type=limits.WINDOW,
         default=ScoringConfig.window,
         help="lines sorted by length together",
     )
     p.add_argument(
         "--max-len",
-        type=options.count(2, options.MAX_PIECES, why_low="one piece and EOS"),
+        type=limits.SCORED_PIECES,
         default=ScoringConfig.max_len,
         help="pieces per side, EOS included",
     )
@@ -134,7 +135,7 @@ def build_parser() -> ArgumentParser:
     )
     p.add_argument(
         "--floor",
-        type=Range(float, high=0.0, why_high="a log-probability is at most 0"),
+        type=limits.LOG_PROBABILITY,
         default=ScoringConfig.floor,
         help="log p of a floored pair",
     )

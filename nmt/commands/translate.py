@@ -35,6 +35,7 @@ from collections.abc import Iterable
 
 from jsonargparse import ArgumentParser
 
+from nmt import limits
 from nmt.commands import options
 from nmt.commands.options import CommandParser
 from nmt.inference import Candidate, Translation, Translator
@@ -54,7 +55,7 @@ def build_parser() -> ArgumentParser:
     options.add_shortlist_arguments(parser)
     parser.add_argument(
         "--n-best",
-        type=options.N_BEST,
+        type=limits.N_BEST,
         default=None,
         metavar="N",
         help="write the N best translations of every line, Moses format 'id ||| hyp ||| score'",

@@ -5,12 +5,12 @@ draws a decoding shortlist from it."""
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 
-from nmt.data.encoding import source_ids, target_ids
+from nmt.data.encoding import is_blank, source_ids, target_ids
 from nmt.data.tokenizer import Tokenizer
 from nmt.errors import InputError
 from nmt.textio import atomic_output, read_lines
@@ -81,21 +81,52 @@ def write_table(
 
 
 def corpus_pairs(source: str, target: str) -> tuple[list[str], list[str]]:
-    """The lines of a parallel corpus (plain or gzip'd), checked to have as many lines on each side."""
+    """The lines of a parallel corpus (plain or gzip'd), checked to have as many lines on each side and at least
+    one pair with text on both: a table of nothing would be refused later by every ``--shortlist``."""
     src = [text for text, _ in read_lines(source)]
     tgt = [text for text, _ in read_lines(target)]
     if len(src) != len(tgt):
         shorter = source if len(src) < len(tgt) else target
         raise InputError(path=shorter, message=f"{len(src)} source lines but {len(tgt)} target lines")
+    if not any(not is_blank(s) and not is_blank(t) for s, t in zip(src, tgt, strict=True)):
+        what = "is empty" if not src else "has no sentence pair with text on both sides"
+        raise InputError(path=source, message=f"{what}: there is nothing to estimate a lexical table from")
     return src, tgt
 
 
-def build_table(path: str, tokenizer: Tokenizer, source: str, target: str, *, keep: int) -> int:
-    """``nmt shortlist``: the lexical table of corpus `source`/`target` tokenized with `tokenizer`, to `path`.
-    Returns the number of sentence pairs read."""
-    src_lines, tgt_lines = corpus_pairs(source, target)
+class Built(NamedTuple):
+    """What `build_table` did: the sentence pairs read, and those skipped for a side over `max_tokens` pieces."""
+
+    pairs: int
+    skipped: int
+
+
+def build_table(
+    path: str,
+    tokenizer: Tokenizer,
+    src_lines: Sequence[str],
+    tgt_lines: Sequence[str],
+    *,
+    keep: int,
+    max_tokens: int,
+    source_name: str = "<source>",
+    inputs: Iterable[str] = (),
+) -> Built:
+    """``nmt shortlist``: the lexical table of the corpus `src_lines`/`tgt_lines` (`corpus_pairs`) tokenized with
+    `tokenizer`, written to `path`. A pair with a side over `max_tokens` pieces is skipped, as training drops it:
+    IBM Model 1 links every source piece of a pair to every target piece, so one very long pair would cost memory
+    in proportion to the square of its length rather than to the corpus. A corpus whose pairs are all skipped is
+    an `InputError` naming `source_name`."""
     src = [ids[:-1] for ids in source_ids(tokenizer, src_lines)]  # without EOS
     tgt = target_ids(tokenizer, tgt_lines)
+    kept = [i for i, (s, t) in enumerate(zip(src, tgt, strict=True)) if len(s) <= max_tokens and len(t) <= max_tokens]
+    if not any(src[i] and tgt[i] for i in kept):
+        raise InputError(
+            path=source_name,
+            message=f"every sentence pair with text on both sides has a side over {max_tokens} pieces "
+            "(raise --max-tokens)",
+        )
+    src, tgt = [src[i] for i in kept], [tgt[i] for i in kept]
     best, counts = lexical_table(src, tgt, tokenizer.src_vocab_size, tokenizer.tgt_vocab_size, keep=keep)
-    write_table(path, tokenizer, best, counts, inputs=[os.fspath(source), os.fspath(target)])
-    return len(src_lines)
+    write_table(path, tokenizer, best, counts, inputs=inputs)
+    return Built(pairs=len(src_lines), skipped=len(src_lines) - len(kept))

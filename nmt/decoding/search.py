@@ -41,6 +41,7 @@ from typing import Literal, NamedTuple, TypeVar
 import torch
 from torch import Tensor
 
+from nmt import limits
 from nmt.model.base import SearchModel
 
 T = TypeVar("T")
@@ -69,16 +70,24 @@ class SearchConfig:
     """Hypotheses returned per sentence, best first (at most beam_size)."""
 
     def __post_init__(self) -> None:
-        if self.beam_size < 1:
-            raise ValueError(f"beam size must be at least 1, got {self.beam_size}")
-        if not 1 <= self.n_best <= self.beam_size:
-            raise ValueError(f"n-best must be between 1 and the beam size ({self.beam_size}), got {self.n_best}")
+        """The ranges of the command-line options (`nmt.limits`): the API refuses what the CLI refuses."""
+        limits.BEAM_SIZE.check(self.beam_size, "beam_size")
+        limits.N_BEST.check(self.n_best, "n_best")
+        if self.n_best > self.beam_size:
+            raise ValueError(
+                f"n_best: {self.n_best} is more than beam_size {self.beam_size}: a beam of {self.beam_size} ends with "
+                f"at most {self.beam_size} hypotheses (raise beam_size)"
+            )
         if self.length_penalty not in ("none", "length", "gnmt"):
-            raise ValueError(f"length penalty must be none, length or gnmt, got {self.length_penalty!r}")
-        if self.alpha < 0:
-            raise ValueError(f"alpha must be non-negative, got {self.alpha}")
-        if self.max_length_a < 0:
-            raise ValueError(f"max_length_a must be non-negative, got {self.max_length_a}")
+            raise ValueError(f"length_penalty must be none, length or gnmt, got {self.length_penalty!r}")
+        limits.ALPHA.check(self.alpha, "alpha")
+        limits.MAX_LENGTH_A.check(self.max_length_a, "max_length_a")
+        limits.MAX_LENGTH_B.check(self.max_length_b, "max_length_b")
+        if self.max_length_a == 0 and self.max_length_b < 2:  # the output limit a·|src| + b: room for a word and EOS
+            raise ValueError(
+                f"max_length_b: {self.max_length_b} with max_length_a 0 limits every translation to "
+                f"{max(1, self.max_length_b)} piece(s), EOS included: nothing could be translated"
+            )
 
     def penalty(self, length: int) -> float:
         """lp(L) for a hypothesis of L output tokens (EOS included)."""

@@ -13,6 +13,10 @@ these methods. Lines become ids through `nmt.data.encoding` (tokenize, the blank
 with a warning) and batches through `nmt.inference.batching` (sort by length into token batches, pad, restore
 input order). `translate` and `encode_stream` take any iterable and yield as they go, so a command streams a
 file or a pipe through the same code a Python user calls.
+
+Arguments are checked as the commands check their options (`nmt.limits`: one range per number, so the CLI and the
+API refuse the same values for the same reason): a number out of range is a ValueError naming the parameter; one
+str where a sequence of lines belongs, or an item that is not a str, a TypeError (naming the item's index).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from nmt import limits
 from nmt.checkpoint import INFERENCE_DTYPES, LoadedModel, load_model, resolve_device
 from nmt.data.encoding import Source, encode_sources, source_ids, target_ids
 from nmt.data.tokenizer import BOS, EOS, EOS_PIECE, Tokenizer
@@ -192,10 +197,18 @@ class Translator:
     ) -> Iterator[list[Translation]]:
         """`translate`, yielding after each batch the translations it made ready (in input order; often none,
         when an earlier line is still to come): a writer flushes once per batch rather than once per line."""
-        config = search or SearchConfig()
+        config = _search_config(search)
+        limits.BATCH_TOKENS.check(batch_tokens, "batch_tokens")
+        limits.PIECES.check(max_input_tokens, "max_input_tokens")
         self.check_beam_size(config.beam_size)
         return self._translate_batches(
-            lines, config, batch_tokens, max_input_tokens, source_name, _warning(warning_prefix), shortlist
+            limits.each_text(lines, "lines"),
+            config,
+            batch_tokens,
+            max_input_tokens,
+            source_name,
+            _warning(warning_prefix),
+            shortlist,
         )
 
     def _translate_batches(
@@ -242,7 +255,12 @@ class Translator:
         """Translations of lines already encoded (`nmt.data.encoding.encode_sources`: pieces + EOS, cut to
         length; no pieces for a blank line), in the order given, each numbered as its `Source`. No reader thread
         and no second tokenization: what a caller that has counted the pieces itself (the server) wants."""
-        config = search or SearchConfig()
+        config = _search_config(search)
+        limits.BATCH_TOKENS.check(batch_tokens, "batch_tokens")
+        limits.not_one_text(sources, "sources")
+        for index, source in enumerate(sources):
+            if not isinstance(source, Source):
+                raise TypeError(f"sources[{index}] must be a nmt.data.encoding.Source, not {type(source).__name__}")
         self.check_beam_size(config.beam_size)
         by_number = {
             t.line: t
@@ -315,7 +333,11 @@ class Translator:
     def score(
         self, sources: Sequence[str], targets: Sequence[str], *, config: ScoringConfig | None = None
     ) -> PairScores:
-        """log p(target | source) of each pair, EOS included, unnormalised (float64), with its flags."""
+        """log p(target | source) of each pair, EOS included, unnormalised (float64), with its flags. `sources` and
+        `targets` are sequences of str of the same length (one str alone is a TypeError, not one pair)."""
+        sources, targets = limits.texts(sources, "sources"), limits.texts(targets, "targets")
+        if len(sources) != len(targets):
+            raise ValueError(f"{len(sources)} sources but {len(targets)} targets: score takes pairs")
         return self.scorer(config).score(sources, targets)
 
     # -- phrase vectors (Cho et al. 2014 §4.4) ------------------------------------------------------------------
@@ -332,6 +354,11 @@ class Translator:
         warning_prefix: str | None = "warning",
     ) -> Iterator[np.ndarray]:
         """The encoder's vector of each phrase, float32 (n, D) blocks in input order (see `encode`)."""
+        _check_vector(vector)
+        limits.BATCH_TOKENS.check(batch_tokens, "batch_tokens")
+        limits.PIECES.check(max_input_tokens, "max_input_tokens")
+        limits.WINDOW.check(window, "window")
+        phrases = limits.each_text(phrases, "phrases")
         if isinstance(self.model, Ensemble):
             raise InputError(path=self.path, message="phrase vectors come from one model, not an ensemble")
         warn = _warning(warning_prefix)
@@ -373,6 +400,7 @@ class Translator:
         - RNNsearch: ``vector="ends"``: [→h_T; ←h_1], the last state of each direction (the forward state after
           the whole phrase, EOS included, and the backward state at the first word, the one the decoder starts
           from); ``"mean"``: the mean annotation (1/T) Σ_j h_j over the phrase's pieces, EOS included."""
+        phrases = limits.texts(phrases, "phrases")
         if not phrases:
             raise ValueError("no phrases to encode")
         return np.concatenate(list(self.encode_stream(phrases, vector=vector)))
@@ -387,6 +415,10 @@ class Translator:
     @torch.inference_mode()
     def attention(self, src: str, tgt: str | None = None, *, beam_size: int = 1) -> Alignment:
         """The attention weights of `tgt` given `src` (teacher-forced), or of the model's own translation."""
+        for name, text in (("src", src), ("tgt", tgt)):
+            if not isinstance(text, str) and not (name == "tgt" and text is None):
+                raise TypeError(f"{name} must be a str (one sentence), not {type(text).__name__}")
+        limits.BEAM_SIZE.check(beam_size, "beam_size")
         self.require_attention("an attention map")
         model, tokenizer = self.model, self.tokenizer
         src_ids = source_ids(tokenizer, [src])[0]  # pieces + EOS
@@ -407,6 +439,11 @@ class Translator:
         return Alignment(tokenizer.src_pieces(src_ids), tgt_pieces, alpha.float().cpu().numpy(), translation)
 
 
+def _check_vector(vector: object) -> None:
+    if vector not in ("ends", "mean"):
+        raise ValueError(f"vector must be 'ends' or 'mean', got {vector!r:.40}")
+
+
 def _warning(prefix: str | None) -> Callable[[str], None] | None:
     """What prints a warning on stderr as ``PREFIX: WHERE: …`` (None: no warnings)."""
     if prefix is None:
@@ -424,3 +461,11 @@ def _check_finite(found: list[Hypothesis], source_name: str, line: int) -> None:
             message=f"the model scores its translation of this line {bad.log_prob} (its network overflows or its "
             "weights are broken); stopping rather than writing it",
         )
+
+
+def _search_config(search: object) -> SearchConfig:
+    if search is None:
+        return SearchConfig()
+    if not isinstance(search, SearchConfig):
+        raise TypeError(f"search must be a SearchConfig or None, not {type(search).__name__}")
+    return search

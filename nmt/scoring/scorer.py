@@ -56,6 +56,7 @@ from typing import Literal, NamedTuple
 import numpy as np
 import torch
 
+from nmt import limits
 from nmt.data.batch import collate
 from nmt.data.encoding import cut, is_blank, source_ids, target_ids
 from nmt.data.tokenizer import EOS, PAD, Tokenizer
@@ -87,10 +88,15 @@ class ScoringConfig:
     """Logits computed at once (positions × vocabulary): bounds the memory of the (N, V) projection."""
 
     def __post_init__(self) -> None:
-        if self.batch_tokens < 1 or self.window < 1 or self.logits_elements < 1:
-            raise ValueError("ScoringConfig: batch_tokens, window and logits_elements must be positive")
-        if self.max_len < 2:
-            raise ValueError(f"ScoringConfig: max_len={self.max_len} leaves no room beside EOS")
+        """The ranges of `nmt score`'s options (`nmt.limits`): the API refuses what the CLI refuses."""
+        limits.BATCH_TOKENS.check(self.batch_tokens, "batch_tokens")
+        limits.WINDOW.check(self.window, "window")
+        limits.SCORED_PIECES.check(self.max_len, "max_len")
+        limits.LOG_PROBABILITY.check(self.floor, "floor")
+        if self.too_long not in ("truncate", "floor"):
+            raise ValueError(f"too_long must be truncate or floor, got {self.too_long!r}")
+        if self.logits_elements < 1:
+            raise ValueError(f"logits_elements must be at least 1, got {self.logits_elements}")
 
 
 class PairScores(NamedTuple):
@@ -156,7 +162,8 @@ class PairScorer:
             self.word_start = [p.startswith("\u2581") for p in pieces]
 
     def score(self, inputs: Sequence[str], outputs: Sequence[str]) -> PairScores:
-        return self.run(self.prepare(inputs, outputs))
+        """Scores of the pairs (inputs[i], outputs[i]): two sequences of str of the same length."""
+        return self.run(self.prepare(limits.texts(inputs, "inputs"), limits.texts(outputs, "outputs")))
 
     # -- preparation (no torch) ----------------------------------------------------------------------------
     def prepare(self, inputs: Sequence[str], outputs: Sequence[str]) -> Prepared:

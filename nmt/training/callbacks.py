@@ -35,6 +35,7 @@ from nmt.data.batch import Batch
 from nmt.data.tokenizer import EOS_PIECE, Tokenizer
 from nmt.decoding import Hypothesis
 from nmt.plotting import attention_heatmap, figure_to_rgb, save_figure
+from nmt.textio import atomic_output
 from nmt.training.module import TranslationModule
 
 COLUMNS = ["index", "source", "reference", "hypothesis"]
@@ -137,7 +138,7 @@ def markdown_table(rows: list[list]) -> str:
 def write_files(log_dir: Path, step: int, rows: list[list], attention: Iterable[tuple[Sample, Figure]]) -> None:
     """samples/step_N.tsv and attention/step_N_INDEX.png under a logger's directory."""
     (log_dir / "samples").mkdir(parents=True, exist_ok=True)
-    with open(log_dir / "samples" / f"step_{step}.tsv", "w", newline="", encoding="utf-8") as f:
+    with atomic_output(log_dir / "samples" / f"step_{step}.tsv") as f:  # the one writer: complete or absent
         writer = csv.writer(f, delimiter="\t", lineterminator="\n")
         writer.writerows([COLUMNS, *rows])
     for sample, fig in attention:
