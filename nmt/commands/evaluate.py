@@ -30,12 +30,16 @@ PROG = "nmt evaluate"
 
 def build_parser() -> ArgumentParser:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hyp", default=None, help="hypotheses, one per line (instead of --checkpoint/--src)")
-    parser.add_argument("--src", default=None, help="source sentences to translate with --checkpoint")
+    parser.add_argument(
+        "--hyp", default=None, metavar="FILE", help="hypotheses, one per line (instead of --checkpoint/--src)"
+    )
+    parser.add_argument("--src", default=None, metavar="FILE", help="source sentences to translate with --checkpoint")
     parser.add_argument("--ref", nargs="+", required=True, metavar="FILE", help="reference translation(s)")
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores (sacrebleu -lc)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--output", default=None, help="with --checkpoint: also write the translations here")
+    parser.add_argument(
+        "--output", default=None, metavar="FILE", help="with --checkpoint: also write the translations here"
+    )
     options.add_model_arguments(parser, checkpoint_required=False)
     options.add_search_arguments(parser)
     options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)

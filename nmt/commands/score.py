@@ -31,6 +31,7 @@ is truncated (or floored, ``--too-long floor``); both are warned about and count
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import re
@@ -69,12 +70,12 @@ def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     options.add_model_arguments(p, ensemble=False)
     inputs = p.add_argument_group("input (one of: --phrase-table; --src + --tgt; --tsv; --nbest + --src)")
-    inputs.add_argument("--phrase-table", type=str | None, default=None, help="Moses phrase table, plain or .gz")
-    inputs.add_argument("--src", type=str | None, default=None, help="source sentences, one a line")
-    inputs.add_argument("--tgt", type=str | None, default=None, help="target sentences, line-aligned with --src")
-    inputs.add_argument("--tsv", type=str | None, default=None, help="source<TAB>target lines")
-    inputs.add_argument("--nbest", type=str | None, default=None, help="Moses n-best list (with --src)")
-    p.add_argument("--output", default="-", help="output file ('-': stdout; .gz compresses)")
+    inputs.add_argument("--phrase-table", default=None, metavar="FILE", help="Moses phrase table, plain or .gz")
+    inputs.add_argument("--src", default=None, metavar="FILE", help="source sentences, one a line")
+    inputs.add_argument("--tgt", default=None, metavar="FILE", help="target sentences, line-aligned with --src")
+    inputs.add_argument("--tsv", default=None, metavar="FILE", help="source<TAB>target lines")
+    inputs.add_argument("--nbest", default=None, metavar="FILE", help="Moses n-best list (with --src)")
+    p.add_argument("--output", default="-", metavar="FILE", help="output file ('-': stdout; .gz compresses)")
     p.add_argument(
         "--direction",
         type=Literal["src2tgt", "tgt2src"],
@@ -87,11 +88,11 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="also write the number of target words the vocabulary cannot represent",
     )
-    p.add_argument("--feature-name", default="RNN", help="n-best: label of the new feature")
+    p.add_argument("--feature-name", default="RNN", metavar="NAME", help="n-best: label of the new feature")
     p.add_argument(
         "--weights",
-        type=str | None,
         default=None,
+        metavar="FILE",
         help="n-best: moses.ini or 'Name= w …' lines; rewrite totals and re-rank each sentence's hypotheses "
         "(the lines of a sentence id must be consecutive, as Moses writes them: an id that comes back after "
         "another is an error)",
@@ -139,7 +140,12 @@ def build_parser() -> ArgumentParser:
         help="log p of a floored pair",
     )
     options.add_runtime_arguments(p, batch_tokens=ScoringConfig.batch_tokens)
-    p.add_argument("--progress", action="store_true", help="lines/s on stderr even when it is not a terminal")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lines/s on stderr (default: when stderr is a terminal)",
+    )
     return p
 
 

@@ -45,8 +45,12 @@ PROG = "nmt translate"
 
 def build_parser() -> ArgumentParser:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", default="-", help="plain or .gz UTF-8 text, one sentence per line (- = stdin)")
-    parser.add_argument("--output", default="-", help="plain or .gz (- = stdout); a file appears when complete")
+    parser.add_argument(
+        "--input", default="-", metavar="FILE", help="plain or .gz UTF-8 text, one sentence per line (- = stdin)"
+    )
+    parser.add_argument(
+        "--output", default="-", metavar="FILE", help="plain or .gz (- = stdout); a file appears when complete"
+    )
     options.add_model_arguments(parser)
     options.add_search_arguments(parser)
     options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)
