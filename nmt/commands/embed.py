@@ -38,7 +38,7 @@ from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.moses import unescape
 from nmt.plotting import phrase_map, save_figure, supported_formats
-from nmt.textio import atomic_output, check_output, read_lines
+from nmt.textio import atomic_output, check_input, check_output, read_lines
 
 PROG = "nmt embed"
 
@@ -83,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot and (suffix := Path(args.plot).suffix.lstrip(".").lower()) not in supported_formats():
         raise InputError(path=args.plot, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
     inputs = [args.input, args.checkpoint]
-    check_output(args.output, inputs)  # before the model is loaded
+    check_input(args.input)  # all before the model is loaded
+    check_output(args.output, inputs)
     check_output(args.plot, inputs)
     rng = random.Random(args.seed)
     sample: list[tuple[int, str, np.ndarray]] = []  # reservoir of (row, phrase, vector) for the plot

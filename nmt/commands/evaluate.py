@@ -23,7 +23,7 @@ from nmt.commands.options import CommandParser
 from nmt.decoding import SearchConfig
 from nmt.errors import InputError
 from nmt.inference import Translator
-from nmt.textio import atomic_output, check_output, read_lines
+from nmt.textio import atomic_output, check_input, check_output, read_lines
 
 PROG = "nmt evaluate"
 
@@ -104,6 +104,8 @@ def main(argv: list[str]) -> int:
     if args.checkpoint is not None and args.src is None:
         parser.error("--checkpoint needs --src (the sentences to translate)")
     inputs = [args.hyp, args.src, *args.ref, args.checkpoint, *args.ensemble]
+    for path in [args.hyp, args.src, *args.ref]:
+        check_input(path)
     check_output("-")  # the scores; both checked before the (long) translation
     check_output(args.output, inputs)
     references = [read_texts(path, args.encoding_errors) for path in args.ref]

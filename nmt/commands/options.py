@@ -25,6 +25,7 @@ import torch
 from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
 from nmt.checkpoint import INFERENCE_DTYPES
+from nmt.cli import plain_text
 from nmt.decoding import SearchConfig
 from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
@@ -410,11 +411,6 @@ class CommandHelpFormatter(DefaultHelpFormatter):
         return super()._get_default_metavar_for_optional(action)
 
 
-def plain_text(text: str) -> str:
-    """`text` without reStructuredText's literal and reference quotes (``nmt fit``, `nmt fit`)."""
-    return _QUOTED.sub(r"\1", text)
-
-
 def _shown_default(value: object) -> str | None:
     """A default as --help shows it: None, a flag's False and an empty list are no default to show."""
     if value is None or value is argparse.SUPPRESS or isinstance(value, bool) or value == []:
@@ -424,7 +420,6 @@ def _shown_default(value: object) -> str | None:
     return _number(value) if isinstance(value, float) else str(value)
 
 
-_QUOTED = re.compile(r"`+([^`]*)`+")
 _UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)", re.S)
 _REQUIRED = re.compile(r"the following arguments are required: (.*)", re.S)
 _LITERAL = re.compile(r"Expected a (?:typing\.)?Literal\[(.*?)\]\. Got value: (.*)")

@@ -1,5 +1,6 @@
-"""``nmt score``: the model's p(target | source) for every phrase pair of a Moses phrase table (Cho et al.
-2014 §3.1: a new feature of the SMT log-linear model), for sentence pairs, or for Moses n-best lists.
+"""``nmt score``: the model's p(target | source) of the pairs of a Moses phrase table, sentence pairs or n-best list.
+
+For a phrase table, as Cho et al. 2014 §3.1 used it: a new feature of the SMT log-linear model.
 
     nmt score --checkpoint M.ckpt --phrase-table phrase-table.gz --output scored.gz [--log] [--unk-feature]
     nmt score --checkpoint M.ckpt --src test.en --tgt test.fr          # sum <TAB> mean <TAB> tokens
@@ -60,7 +61,7 @@ from nmt.moses import (
 )
 from nmt.scoring.report import Report
 from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig
-from nmt.textio import atomic_output, check_output, read_binary_lines, read_lines
+from nmt.textio import atomic_output, check_input, check_output, read_binary_lines, read_lines
 
 PROG = "nmt score"
 _LABEL = re.compile(r"[^\s=:|]+")  # an n-best feature label, without its "=" / ":"
@@ -166,7 +167,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     weights = _weights(args) if kind is _NBest else None
     inputs = [args.phrase_table, args.src, args.tgt, args.tsv, args.nbest, args.weights, args.checkpoint]
-    check_output(args.output, inputs)  # before the model is loaded
+    for path in inputs[:-1]:  # all before the model is loaded
+        check_input(path)
+    check_output(args.output, inputs)
     with options.torch_threads(args.threads):
         translator = Translator.load(args.checkpoint, device=args.device, dtype=args.dtype)
         scorer = translator.scorer(config, count_unk=args.unk_feature)
