@@ -41,6 +41,8 @@ MISTAKES = {
     "missing languages": (["serve", "--checkpoint", "m.ckpt"], ["--source-lang, --target-lang: required"]),
     "choice": (["score", "--checkpoint", "m", "--direction", "src2tg"], ["--direction:", "did you mean src2tgt?"]),
     "stray argument": (["translate", "in.txt"], ["unexpected argument 'in.txt'", "nmt translate --help"]),
+    "stray dash": (["translate", "--checkpoint", "m", "-"], ["command line: unexpected argument '-'"]),
+    "stray number": (["translate", "--beam-size", "5", "-3"], ["command line: unexpected argument '-3'"]),
     "unknown command": (["transalte", "--checkpoint", "m"], ["nmt: error: unknown command 'transalte'", "translate?"]),
     "unknown training command": (["fitt", "--config", "c.yaml"], ["unknown command 'fitt'; did you mean fit?"]),
 }

@@ -345,7 +345,7 @@ class CommandParser(ArgumentParser):
 
     def _unknown(self, words: list[str]) -> InputError:
         """The first of the words the parser did not take: an option it does not know, or a stray argument."""
-        flag = next((word.partition("=")[0] for word in words if word.startswith("-")), None)
+        flag = next((word.partition("=")[0] for word in words if re.match(r"--?[^\W\d]", word)), None)
         if flag is None:
             return InputError(
                 path="command line",
