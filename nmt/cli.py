@@ -8,8 +8,13 @@ jsonargparse parsers of their own modules.
 
 from __future__ import annotations
 
+import ast
+import difflib
 import gc
 import importlib
+import importlib.metadata
+import importlib.util
+import re
 import signal
 import sys
 import threading
@@ -35,18 +40,62 @@ TOOLS = {
 }
 
 
+TRAINING_COMMANDS = {  # what `nmt --help` says of each (predict is Lightning's, not one nmt documents)
+    "fit": "train a model, every option from a YAML config: nmt fit --config configs/tiny.yaml",
+    "validate": "loss and BLEU of a checkpoint (--ckpt_path) on the config's validation set",
+    "test": "loss and BLEU of a checkpoint (--ckpt_path) on the config's test set",
+}
+
+
 def usage() -> str:
-    return (
-        "usage: nmt {fit,validate,test} --config CONFIG [options]   (Lightning CLI; --help for all options)\n"
-        "       nmt {" + ",".join(TOOLS) + "} [options]\n"
-    )
+    """`nmt --help`: one line per command saying what it does."""
+    width = max(map(len, [*TRAINING_COMMANDS, *TOOLS])) + 2
+    lines = [
+        "usage: nmt COMMAND [options]   (nmt COMMAND --help: its options; nmt --version: the version)",
+        "",
+        "training (Lightning's CLI, options from a YAML config and the command line):",
+        *(f"  {name:<{width}}{what}" for name, what in TRAINING_COMMANDS.items()),
+        "",
+        "translation and analysis:",
+        *(f"  {name:<{width}}{command_summary(module)}" for name, module in TOOLS.items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def command_summary(module: str) -> str:
+    """The first line of a command module's docstring, without its "``nmt NAME``: " and markup, read from the
+    source without importing the module (importing a command imports torch: seconds)."""
+    spec = importlib.util.find_spec(module)
+    with open(spec.origin, encoding="utf-8") as f:
+        docstring = ast.get_docstring(ast.parse(f.read())) or ""
+    first = plain_text(docstring.partition("\n")[0])
+    return re.sub(r"^nmt [\w-]+:\s*", "", first)
+
+
+def plain_text(text: str) -> str:
+    """`text` without reStructuredText's literal and reference quotes (``nmt fit``, `nmt fit`), as a terminal
+    shows it."""
+    return _QUOTED.sub(r"\1", text)
+
+
+_QUOTED = re.compile(r"`+([^`]*)`+")
+
+
+def version() -> str:
+    try:
+        return importlib.metadata.version("nmt")
+    except importlib.metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+        return "unknown (not installed: pip install -e .)"
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
-        sys.stdout.write(usage())
+        (sys.stdout if argv else sys.stderr).write(usage())
         return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        sys.stdout.write(f"nmt {version()}\n")
+        return 0
     command = argv[0]
     if command in TOOLS:
         before = set(threading.enumerate())
@@ -55,8 +104,17 @@ def main(argv: list[str] | None = None) -> int:
         return status
     if command in LIGHTNING_COMMANDS:
         return _reported(command, lambda: _train(command, argv))
-    sys.stderr.write(f"nmt: unknown command {command!r}\n" + usage())
+    _say(f"nmt: error: {_unknown_command(command)}")
     return 2
+
+
+def _unknown_command(command: str) -> str:
+    """What is wrong with a first argument that is no command, and the nearest command."""
+    if command.startswith("-"):
+        return f"unknown option {command!r}; give a command first (nmt --help lists them)"
+    near = difflib.get_close_matches(command, [*TRAINING_COMMANDS, *TOOLS], n=1, cutoff=0.5)
+    hint = f"did you mean {near[0]}? " if near else ""
+    return f"unknown command {command!r}; {hint}(nmt --help lists them)"
 
 
 def _run_tool(command: str, args: list[str]) -> int:

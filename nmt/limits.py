@@ -39,11 +39,14 @@ class Range:
         if kind not in (int, float):
             raise TypeError(f"Range is for int or float options, not {kind.__name__}")
         self.kind, self.low, self.high, self.why_low, self.why_high = kind, low, high, why_low, why_high
+        # what --help shows ("" for a range open at both ends)
         if low is not None and high is not None:
-            bounds = f"{_number(low)} to {_number(high)}"
+            self.bounds = f"{number_text(low)} to {number_text(high)}"
+        elif low is not None or high is not None:
+            self.bounds = f"≥ {number_text(low)}" if low is not None else f"≤ {number_text(high)}"
         else:
-            bounds = f"≥ {_number(low)}" if low is not None else f"≤ {_number(high)}" if high is not None else "any"
-        self.__name__ = f"{kind.__name__}, {bounds}"  # shown by --help as the option's type
+            self.bounds = ""
+        self.__name__ = f"{kind.__name__}, {self.bounds or 'any'}"
 
     def __repr__(self) -> str:
         return self.__name__
@@ -70,9 +73,9 @@ class Range:
         if not math.isfinite(value):
             raise ValueError(f"{value} is not a finite number")
         if self.low is not None and value < self.low:
-            raise ValueError(f"{_number(value)} is less than {_number(self.low)}{_because(self.why_low)}")
+            raise ValueError(f"{number_text(value)} is less than {number_text(self.low)}{_because(self.why_low)}")
         if self.high is not None and value > self.high:
-            raise ValueError(f"{_number(value)} is more than {_number(self.high)}{_because(self.why_high)}")
+            raise ValueError(f"{number_text(value)} is more than {number_text(self.high)}{_because(self.why_high)}")
         return value
 
     def _parse(self, text: object) -> int | float:
@@ -91,7 +94,7 @@ class Range:
             raise ValueError(f"{str(text)[:40]!r} is not a number") from None
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
     return str(value) if isinstance(value, int) else f"{value:g}"
 
 

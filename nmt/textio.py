@@ -85,9 +85,37 @@ def read_binary(path: str | os.PathLike[str]) -> bytes:
             stream.close()
 
 
+def check_input(path: str | os.PathLike[str] | None) -> None:
+    """Refuse, before any work is done (a model loaded), an input file that cannot be read: one that does not
+    exist or cannot be looked at, and a directory. '-' (standard input) and None (not given) pass."""
+    if path is None or os.fspath(path) == "-":
+        return
+    path = os.fspath(path)
+    try:
+        mode = os.stat(path).st_mode
+    except OSError as error:
+        raise InputError(path=path, message=f"cannot open: {error.strerror or error}") from None
+    if stat.S_ISDIR(mode):
+        raise InputError(path=path, message="is a directory; give a file")
+
+
+def announce_terminal_input(path: str, prog: str) -> None:
+    """When `path` is standard input and that is a terminal, say so on stderr: a command waiting for typed lines
+    must not look hung. Said only then: a pipe or a file needs no words."""
+    if path != "-" or sys.stdin is None:
+        return
+    try:
+        typed = sys.stdin.isatty()
+    except (AttributeError, OSError, ValueError):  # a replaced or closed sys.stdin
+        return
+    if typed:
+        print(f"{prog}: reading standard input; Ctrl-D to end", file=sys.stderr, flush=True)
+
+
 def _open_binary(path: str) -> IO[bytes]:
     if path == "-":
         return stdin_binary()
+    check_input(path)
     try:
         return gzip.open(path, "rb") if path.endswith(".gz") else open(path, "rb")
     except OSError as error:

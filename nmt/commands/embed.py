@@ -38,7 +38,7 @@ from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.moses import unescape
 from nmt.plotting import phrase_map, save_figure, supported_formats
-from nmt.textio import atomic_output, check_output, read_lines
+from nmt.textio import atomic_output, check_input, check_output, read_lines
 
 PROG = "nmt embed"
 
@@ -46,8 +46,10 @@ PROG = "nmt embed"
 def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     options.add_model_arguments(p, ensemble=False)
-    p.add_argument("--input", required=True, help="phrases in the model's source language, one a line ('-': stdin)")
-    p.add_argument("--output", required=True, help="the vectors, a float32 .npy file (N, D)")
+    p.add_argument(
+        "--input", required=True, metavar="FILE", help="phrases in the model's source language, one a line ('-': stdin)"
+    )
+    p.add_argument("--output", required=True, metavar="FILE", help="the vectors, a float32 .npy file (N, D)")
     p.add_argument(
         "--rnnsearch-vector",
         type=Literal["ends", "mean"],
@@ -55,7 +57,7 @@ def build_parser() -> ArgumentParser:
         help="RNNsearch: [→h_T; ←h_1] (ends) or the mean annotation",
     )
     p.add_argument("--unescape", action="store_true", help="undo Moses escapes (&apos;) before encoding")
-    p.add_argument("--plot", type=str | None, default=None, help="also draw a 2-D PCA map (PNG, PDF, SVG)")
+    p.add_argument("--plot", default=None, metavar="FILE", help="also draw a 2-D PCA map (PNG, PDF, SVG)")
     p.add_argument(
         "--labels",
         type=options.count(0, options.MAX_PLOT_POINTS),
@@ -81,7 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot and (suffix := Path(args.plot).suffix.lstrip(".").lower()) not in supported_formats():
         raise InputError(path=args.plot, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
     inputs = [args.input, args.checkpoint]
-    check_output(args.output, inputs)  # before the model is loaded
+    check_input(args.input)  # all before the model is loaded
+    check_output(args.output, inputs)
     check_output(args.plot, inputs)
     rng = random.Random(args.seed)
     sample: list[tuple[int, str, np.ndarray]] = []  # reservoir of (row, phrase, vector) for the plot

@@ -23,19 +23,23 @@ from nmt.commands.options import CommandParser
 from nmt.decoding import SearchConfig
 from nmt.errors import InputError
 from nmt.inference import Translator
-from nmt.textio import atomic_output, check_output, read_lines
+from nmt.textio import atomic_output, check_input, check_output, read_lines
 
 PROG = "nmt evaluate"
 
 
 def build_parser() -> ArgumentParser:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hyp", default=None, help="hypotheses, one per line (instead of --checkpoint/--src)")
-    parser.add_argument("--src", default=None, help="source sentences to translate with --checkpoint")
+    parser.add_argument(
+        "--hyp", default=None, metavar="FILE", help="hypotheses, one per line (instead of --checkpoint/--src)"
+    )
+    parser.add_argument("--src", default=None, metavar="FILE", help="source sentences to translate with --checkpoint")
     parser.add_argument("--ref", nargs="+", required=True, metavar="FILE", help="reference translation(s)")
     parser.add_argument("--lowercase", action="store_true", help="case-insensitive scores (sacrebleu -lc)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of text")
-    parser.add_argument("--output", default=None, help="with --checkpoint: also write the translations here")
+    parser.add_argument(
+        "--output", default=None, metavar="FILE", help="with --checkpoint: also write the translations here"
+    )
     options.add_model_arguments(parser, checkpoint_required=False)
     options.add_search_arguments(parser)
     options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)
@@ -100,6 +104,8 @@ def main(argv: list[str]) -> int:
     if args.checkpoint is not None and args.src is None:
         parser.error("--checkpoint needs --src (the sentences to translate)")
     inputs = [args.hyp, args.src, *args.ref, args.checkpoint, *args.ensemble]
+    for path in [args.hyp, args.src, *args.ref]:
+        check_input(path)
     check_output("-")  # the scores; both checked before the (long) translation
     check_output(args.output, inputs)
     references = [read_texts(path, args.encoding_errors) for path in args.ref]

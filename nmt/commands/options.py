@@ -15,6 +15,7 @@ limits are listed in docs/hostile-input.md.
 from __future__ import annotations
 
 import argparse
+import difflib
 import re
 import sys
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, NoReturn
 
 import torch
-from jsonargparse import ArgumentParser
+from jsonargparse import ArgumentParser, DefaultHelpFormatter
 
 from nmt.checkpoint import INFERENCE_DTYPES
+from nmt.cli import plain_text
 from nmt.decoding import SearchConfig
 from nmt.decoding.shortlist import SHORTLIST_FIRST, SHORTLIST_PER_WORD, Shortlist
 from nmt.errors import InputError
@@ -38,6 +40,7 @@ from nmt.limits import (
     PIECES,
     Range,
     count,
+    number_text,
 )
 
 if TYPE_CHECKING:
@@ -74,6 +77,7 @@ def add_model_arguments(parser: ArgumentParser, *, checkpoint_required: bool = T
         "--checkpoint",
         required=checkpoint_required,
         default=None,
+        metavar="CKPT",
         help="a checkpoint written by `nmt fit` (or `nmt export`)",
     )
     if ensemble:
@@ -259,17 +263,107 @@ def progress(enabled: bool, total: int | None = None):
 
 
 class CommandParser(ArgumentParser):
-    """jsonargparse's parser, whose errors are one line naming the option (an `InputError`: the CLI prints
-    ``nmt CMD: error: --OPTION: what is wrong`` and exits with status 2) instead of the usage and a report
-    over several lines."""
+    """jsonargparse's parser for the inference commands. Its errors are one line naming the option (an `InputError`:
+    the CLI prints ``nmt CMD: error: --OPTION: what is wrong`` and exits with status 2) instead of the usage and a
+    report over several lines: an unknown option with the nearest known ones ("did you mean --beam-size?"), a
+    missing one by its flag. Options are never abbreviated (``--beam 5`` is an unknown option, not
+    ``--beam-size 5``), and ``--help`` is `CommandHelpFormatter`'s."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        kwargs.setdefault("formatter_class", CommandHelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str, ex: Exception | None = None) -> NoReturn:
         if not self.exit_on_error:  # a caller that asked for jsonargparse's exception
             super().error(message, ex)
+        if match := _UNRECOGNIZED.match(message):
+            raise self._unknown(match.group(1).split()) from None
+        if match := _REQUIRED.match(message):
+            raise self._missing([name.strip() for name in match.group(1).split(",")]) from None
         option, text = _located(message)
         raise InputError(path=option, message=text) from None
 
+    def _unknown(self, words: list[str]) -> InputError:
+        """The first of the words the parser did not take: an option it does not know, or a stray argument."""
+        flag = next((word.partition("=")[0] for word in words if re.match(r"--?[^\W\d]", word)), None)
+        if flag is None:
+            return InputError(
+                path="command line",
+                message=f"unexpected argument {words[0]!r} (options start with --; {self.prog} --help lists them)",
+            )
+        near = self.nearest_options(flag)
+        hint = f"did you mean {' or '.join(near)}?" if near else f"{self.prog} --help lists the options"
+        return InputError(path=flag, message=f"unknown option; {hint}")
 
+    def nearest_options(self, flag: str) -> list[str]:
+        """The options a mistyped `flag` most likely meant: the same with dashes for underscores (the training
+        commands' spelling), those it begins (an abbreviation), or the closest spellings."""
+        known = [option for action in self._actions for option in action.option_strings if option.startswith("--")]
+        spelled = "--" + flag.lstrip("-").replace("_", "-")
+        if spelled in known:
+            return [spelled]
+        if started := [option for option in known if option.startswith(spelled)]:
+            return started[:3]
+        return difflib.get_close_matches(spelled, known, n=2, cutoff=0.6)
+
+    def _missing(self, names: list[str]) -> InputError:
+        """A required option (or argument) not given, named as on the command line (jsonargparse names its key)."""
+        actions = {action.dest: action for action in self._actions}
+        flags, helps = [], []
+        for name in names:
+            action = actions.get(name)
+            if action is None:
+                flags.append(name)
+                continue
+            longest = max(action.option_strings, key=len, default=None)
+            flags.append(longest or str(action.metavar or action.dest.upper()))
+            helps.append(plain_text(action.help or ""))
+        what = helps[0] if len(flags) == 1 and helps and helps[0] else f"{self.prog} --help describes them"
+        return InputError(path=", ".join(flags), message=f"required ({what})")
+
+
+class CommandHelpFormatter(DefaultHelpFormatter):
+    """``--help`` as a user reads it: each option's metavar says what it takes (N, X, {a,b} or the command's
+    own, e.g. FILE), its help ends with what it needs, its range and its default once, "(1 to 256; default: 5)",
+    and no text shows reStructuredText markup or Python types."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if isinstance(action, argparse._HelpAction):
+            return super()._get_help_string(action)
+        text = action.help or ""
+        notes = ["required"] if action.required and action.option_strings else []  # a positional always is
+        if isinstance(action.type, Range) and action.type.bounds:
+            notes.append(action.type.bounds)
+        default = _shown_default(action.default)
+        if default is not None and "default:" not in text:  # a help text may describe its default itself
+            notes.append(f"default: {default}")
+        return text + (f" ({'; '.join(notes)})" if notes else "")
+
+    def _expand_help(self, action: argparse.Action) -> str:
+        return plain_text(super()._expand_help(action))
+
+    def _format_text(self, text: str) -> str:
+        return super()._format_text(plain_text(text))
+
+    def _get_default_metavar_for_optional(self, action: argparse.Action) -> str:
+        if isinstance(action.type, Range):
+            return "N" if action.type.kind is int else "X"
+        return super()._get_default_metavar_for_optional(action)
+
+
+def _shown_default(value: object) -> str | None:
+    """A default as --help shows it: None, a flag's False and an empty list are no default to show."""
+    if value is None or value is argparse.SUPPRESS or isinstance(value, bool) or value == []:
+        return None
+    if isinstance(value, (list, tuple)):
+        return " ".join(number_text(v) if isinstance(v, float) else str(v) for v in value)
+    return number_text(value) if isinstance(value, float) else str(value)
+
+
+_UNRECOGNIZED = re.compile(r"unrecognized arguments: (.*)", re.S)
+_REQUIRED = re.compile(r"the following arguments are required: (.*)", re.S)
+_LITERAL = re.compile(r"Expected a (?:typing\.)?Literal\[(.*?)\]\. Got value: (.*)")
 _ARGUMENT = re.compile(r"argument ([^\s:]+): (.*)", re.S)
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"(?: element \d+)?:\s*(.*)', re.S)
 
@@ -281,6 +375,12 @@ def _located(message: str) -> tuple[str, str]:
         option, message = match.group(1).split("/")[0], match.group(2)
     elif match := _PARSER_KEY.match(message):
         option, message = "--" + match.group(1).replace("_", "-"), match.group(2)
+    if match := _LITERAL.search(message):  # jsonargparse's words for a value outside a Literal's choices
+        choices = [choice.strip().strip("'\"") for choice in match.group(1).split(",")]
+        near = difflib.get_close_matches(match.group(2), choices, n=1)
+        message = f"{match.group(2)!r} is not one of {', '.join(choices)}" + (
+            f"; did you mean {near[0]}?" if near else ""
+        )
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return option, "; ".join(lines) or "invalid"
 

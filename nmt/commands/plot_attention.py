@@ -30,11 +30,16 @@ MAX_PIECES = 200  # per side: beyond this the labels overlap, and drawing takes 
 def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument(
-        "--checkpoint", required=True, help="an attention (rnnsearch) checkpoint written by `nmt fit` (or `nmt export`)"
+        "--checkpoint",
+        required=True,
+        metavar="CKPT",
+        help="an attention (rnnsearch) checkpoint written by `nmt fit` (or `nmt export`)",
     )
-    p.add_argument("--src", required=True, help="the source sentence")
-    p.add_argument("--tgt", default=None, help="a target sentence to align (default: the model's translation)")
-    p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")
+    p.add_argument("--src", required=True, metavar="TEXT", help="the source sentence")
+    p.add_argument(
+        "--tgt", default=None, metavar="TEXT", help="a target sentence to align (default: the model's translation)"
+    )
+    p.add_argument("--output", required=True, metavar="FILE", help="the figure: .png, .pdf, .svg …")
     p.add_argument("--beam-size", type=options.BEAM_SIZE, default=1, help="beam width of the model's own translation")
     p.add_argument(
         "--size", type=options.INCHES, nargs=2, default=None, metavar=("W", "H"), help="inches (default: by length)"

@@ -34,8 +34,10 @@ PANELS = [("loss", ["train/loss", "val/loss"]), ("BLEU", ["val/bleu"])]
 def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     p.add_argument("runs", nargs="+", metavar="RUN", help="run directories or metrics.csv files")
-    p.add_argument("--output", required=True, help="the figure: .png, .pdf, .svg …")
-    p.add_argument("--labels", nargs="+", default=None, help="legend name of each run (default: the paths given)")
+    p.add_argument("--output", required=True, metavar="FILE", help="the figure: .png, .pdf, .svg …")
+    p.add_argument(
+        "--labels", nargs="+", default=None, metavar="NAME", help="legend name of each run (default: the paths given)"
+    )
     p.add_argument("--size", type=options.INCHES, nargs=2, default=[12.0, 4.5], metavar=("W", "H"), help="inches")
     p.add_argument("--dpi", type=options.DPI, default=DPI, help="pixels per inch of a raster output")
     return p

@@ -1,5 +1,6 @@
-"""``nmt score``: the model's p(target | source) for every phrase pair of a Moses phrase table (Cho et al.
-2014 §3.1: a new feature of the SMT log-linear model), for sentence pairs, or for Moses n-best lists.
+"""``nmt score``: the model's p(target | source) of the pairs of a Moses phrase table, sentence pairs or n-best list.
+
+For a phrase table, as Cho et al. 2014 §3.1 used it: a new feature of the SMT log-linear model.
 
     nmt score --checkpoint M.ckpt --phrase-table phrase-table.gz --output scored.gz [--log] [--unk-feature]
     nmt score --checkpoint M.ckpt --src test.en --tgt test.fr          # sum <TAB> mean <TAB> tokens
@@ -31,6 +32,7 @@ is truncated (or floored, ``--too-long floor``); both are warned about and count
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import math
 import re
@@ -60,7 +62,7 @@ from nmt.moses import (
 )
 from nmt.scoring.report import Report
 from nmt.scoring.scorer import PairScorer, PairScores, ScoringConfig
-from nmt.textio import atomic_output, check_output, read_binary_lines, read_lines
+from nmt.textio import atomic_output, check_input, check_output, read_binary_lines, read_lines
 
 PROG = "nmt score"
 _LABEL = re.compile(r"[^\s=:|]+")  # an n-best feature label, without its "=" / ":"
@@ -70,12 +72,12 @@ def build_parser() -> ArgumentParser:
     p = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
     options.add_model_arguments(p, ensemble=False)
     inputs = p.add_argument_group("input (one of: --phrase-table; --src + --tgt; --tsv; --nbest + --src)")
-    inputs.add_argument("--phrase-table", type=str | None, default=None, help="Moses phrase table, plain or .gz")
-    inputs.add_argument("--src", type=str | None, default=None, help="source sentences, one a line")
-    inputs.add_argument("--tgt", type=str | None, default=None, help="target sentences, line-aligned with --src")
-    inputs.add_argument("--tsv", type=str | None, default=None, help="source<TAB>target lines")
-    inputs.add_argument("--nbest", type=str | None, default=None, help="Moses n-best list (with --src)")
-    p.add_argument("--output", default="-", help="output file ('-': stdout; .gz compresses)")
+    inputs.add_argument("--phrase-table", default=None, metavar="FILE", help="Moses phrase table, plain or .gz")
+    inputs.add_argument("--src", default=None, metavar="FILE", help="source sentences, one a line")
+    inputs.add_argument("--tgt", default=None, metavar="FILE", help="target sentences, line-aligned with --src")
+    inputs.add_argument("--tsv", default=None, metavar="FILE", help="source<TAB>target lines")
+    inputs.add_argument("--nbest", default=None, metavar="FILE", help="Moses n-best list (with --src)")
+    p.add_argument("--output", default="-", metavar="FILE", help="output file ('-': stdout; .gz compresses)")
     p.add_argument(
         "--direction",
         type=Literal["src2tgt", "tgt2src"],
@@ -88,11 +90,11 @@ def build_parser() -> ArgumentParser:
         action="store_true",
         help="also write the number of target words the vocabulary cannot represent",
     )
-    p.add_argument("--feature-name", default="RNN", help="n-best: label of the new feature")
+    p.add_argument("--feature-name", default="RNN", metavar="NAME", help="n-best: label of the new feature")
     p.add_argument(
         "--weights",
-        type=str | None,
         default=None,
+        metavar="FILE",
         help="n-best: moses.ini or 'Name= w …' lines; rewrite totals and re-rank each sentence's hypotheses "
         "(the lines of a sentence id must be consecutive, as Moses writes them: an id that comes back after "
         "another is an error)",
@@ -140,7 +142,12 @@ def build_parser() -> ArgumentParser:
         help="log p of a floored pair",
     )
     options.add_runtime_arguments(p, batch_tokens=ScoringConfig.batch_tokens)
-    p.add_argument("--progress", action="store_true", help="lines/s on stderr even when it is not a terminal")
+    p.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="lines/s on stderr (default: when stderr is a terminal)",
+    )
     return p
 
 
@@ -161,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     weights = _weights(args) if kind is _NBest else None
     inputs = [args.phrase_table, args.src, args.tgt, args.tsv, args.nbest, args.weights, args.checkpoint]
-    check_output(args.output, inputs)  # before the model is loaded
+    for path in inputs[:-1]:  # all before the model is loaded
+        check_input(path)
+    check_output(args.output, inputs)
     with options.torch_threads(args.threads):
         translator = Translator.load(args.checkpoint, device=args.device, dtype=args.dtype)
         scorer = translator.scorer(config, count_unk=args.unk_feature)

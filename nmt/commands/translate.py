@@ -39,15 +39,19 @@ from nmt import limits
 from nmt.commands import options
 from nmt.commands.options import CommandParser
 from nmt.inference import Candidate, Translation, Translator
-from nmt.textio import atomic_output, check_output, read_lines
+from nmt.textio import announce_terminal_input, atomic_output, check_input, check_output, read_lines
 
 PROG = "nmt translate"
 
 
 def build_parser() -> ArgumentParser:
     parser = CommandParser(prog=PROG, description=__doc__.split("\n\n")[0])
-    parser.add_argument("--input", default="-", help="plain or .gz UTF-8 text, one sentence per line (- = stdin)")
-    parser.add_argument("--output", default="-", help="plain or .gz (- = stdout); a file appears when complete")
+    parser.add_argument(
+        "--input", default="-", metavar="FILE", help="plain or .gz UTF-8 text, one sentence per line (- = stdin)"
+    )
+    parser.add_argument(
+        "--output", default="-", metavar="FILE", help="plain or .gz (- = stdout); a file appears when complete"
+    )
     options.add_model_arguments(parser)
     options.add_search_arguments(parser)
     options.add_runtime_arguments(parser, batch_tokens=options.TRANSLATE_BATCH_TOKENS)
@@ -94,7 +98,8 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     config = options.search_config(args, parser, n_best=1 if args.n_best is None else args.n_best)
     inputs = [args.input, args.checkpoint, *args.ensemble]
-    check_output(args.output, inputs)  # before the model is loaded
+    check_input(args.input)  # both before the model is loaded
+    check_output(args.output, inputs)
     with options.torch_threads(args.threads):
         translator = Translator.load(args.checkpoint, ensemble=args.ensemble, device=args.device, dtype=args.dtype)
         if args.alignment:
@@ -107,6 +112,7 @@ def main(argv: list[str]) -> int:
             config,
             **options.translation_options(args, prog=PROG, source_name=args.input, shortlist=shortlist),
         )
+        announce_terminal_input(args.input, PROG)
         show_progress = args.output != "-" if args.progress is None else args.progress
         with atomic_output(args.output, inputs=inputs) as out, options.progress(show_progress) as bar:
             for ready in ready_groups:

@@ -16,12 +16,12 @@ class Report:
     """Warnings (the first few of each kind, with file:line), progress and the end-of-run summary, on stderr,
     each line starting with `prog`."""
 
-    def __init__(self, prog: str, *, progress: bool) -> None:
+    def __init__(self, prog: str, *, progress: bool | None) -> None:
         self.prog = prog
         self.counts: Counter[str] = Counter()
         self.lines = 0
         self.tty = sys.stderr.isatty()
-        self.progress = progress or self.tty
+        self.progress = self.tty if progress is None else progress  # None: when stderr is a terminal
         self.start = self._last = time.perf_counter()
         self._line_open = False  # a progress line without its newline is on the terminal
 
