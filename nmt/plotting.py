@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import NamedTuple
@@ -72,7 +73,10 @@ def attention_heatmap(
     bar.ax.tick_params(labelsize=7)
     bar.set_label(r"attention weight $\alpha_{ij}$", fontsize=8)
     if title:
-        ax.set_title(title, fontsize=9)
+        # Wrapped to the figure's width (about 12 characters an inch at 9 points): a long translation would
+        # otherwise run off both edges.
+        width = max(20, int(size[0] * 12))
+        ax.set_title("\n".join(textwrap.fill(line, width) for line in title.splitlines()), fontsize=9)
     return fig
 
 
