@@ -189,10 +189,13 @@ def test_plot_curves_keeps_evaluations_off_the_training_curve(tmp_path, capsys):
     write_evaluation(run, "val", bleu=12.5)  # version_1: nmt validate --ckpt_path best
     write_evaluation(run, "test", bleu=11.75)  # version_2: nmt test
     write_run(run, steps=range(100, 130), val_every=30, bleu_gain=0.1)  # version_3: resumed, one validation
+    resumed = CSVLogger(save_dir=run, name="logs")  # version_4: resumed, validated at once, stopped: a fit still
+    resumed.log_metrics({"val/loss": 3.0, "val/bleu": 14.0, "epoch": 5}, step=140)
+    resumed.save()
 
     logs = read_run(run)
-    np.testing.assert_array_equal(logs.series["val/bleu"].steps, [24, 49, 74, 99, 119])  # no point at step 0
-    np.testing.assert_array_equal(logs.series["val/loss"].values, [5.5 - s / 60 for s in (24, 49, 74, 99, 119)])
+    np.testing.assert_array_equal(logs.series["val/bleu"].steps, [24, 49, 74, 99, 119, 140])  # no point at 0
+    np.testing.assert_array_equal(logs.series["val/loss"].values, [*(5.5 - s / 60 for s in (24, 49, 74, 99, 119)), 3])
     assert [e.path.parent.name for e in logs.evaluations] == ["version_1", "version_2"]
     assert logs.evaluations[1].results["test/bleu"] == 11.75
 

@@ -8,8 +8,10 @@ writes. Left panel: training loss (thin) and validation loss (dashed) against th
 validation BLEU, its axis from 0. Several runs are overlaid, one colour each.
 
 ``nmt validate`` and ``nmt test`` write a version of their own into the run directory: one row of val/* or
-test/* metrics, logged at step 0 whatever the checkpoint's step, and no train/* row. Such a version is an
-evaluation, not a point of the training curve: it is not drawn, and its results are printed on stderr.
+test/* metrics, logged at step 0 whatever the checkpoint's step (an evaluation restores no training loop), and
+no train/* row. Such a version is an evaluation, not a point of the training curve: it is not drawn, and its
+results are printed on stderr. (A resumed fit that only validated before it stopped logs at its own step, past
+0, and stays on the curve.)
 """
 
 from __future__ import annotations
@@ -105,11 +107,11 @@ def csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
 
 def read_version(path: Path) -> tuple[dict[str, list[tuple[float, float]]], Evaluation | None]:
     """One metrics.csv: metric key -> its finite (step, value) points, for the keys of PANELS; and the
-    Evaluation it is when it holds no train/* value and its val/* or test/* values lie at a single step."""
+    Evaluation it is when it holds no train/* value and every val/* or test/* value is logged at step 0."""
     points: dict[str, list[tuple[float, float]]] = {}
     trained = False
     evaluated: dict[str, float] = {}  # the last value of each val/* or test/* key
-    evaluation_steps: set[str] = set()
+    evaluation_steps: set[float | None] = set()
     for line, row in csv_rows(path):
         for key, value in row.items():
             if not value or key is None:  # empty, or a field beyond the header
@@ -117,7 +119,7 @@ def read_version(path: Path) -> tuple[dict[str, list[tuple[float, float]]], Eval
             if key.startswith(TRAINING_PREFIX):
                 trained = True
             elif key.startswith(EVALUATION_PREFIXES):
-                evaluation_steps.add(row["step"])
+                evaluation_steps.add(_number(row["step"]))
                 try:
                     evaluated[key] = float(value)
                 except (TypeError, ValueError):
@@ -130,9 +132,16 @@ def read_version(path: Path) -> tuple[dict[str, list[tuple[float, float]]], Eval
                     raise InputError(path=path, line=line, message=f"{key} or step: not a number") from None
                 if math.isfinite(point[1]):  # a NaN/inf loss of a diverged step is a gap in the curve
                     points.setdefault(key, []).append(point)
-    if not trained and evaluated and len(evaluation_steps) == 1:
+    if not trained and evaluated and evaluation_steps == {0.0}:
         return points, Evaluation(path, evaluated)
     return points, None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
 
 
 def read_run(run: Path) -> RunLogs:
