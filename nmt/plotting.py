@@ -103,7 +103,7 @@ def curves_figure(
         panels: e.g. ``[Panel("loss", ["train/loss", "val/loss"]), Panel("BLEU", ["val/bleu"], y_from_zero=True)]``.
     """
     fig = Figure(figsize=size, dpi=DPI, layout="constrained")
-    axes = fig.subplots(1, len(panels), squeeze=False)[0]
+    axes = fig.subplots(1, len(panels), squeeze=False, sharex=True)[0]  # one step axis for every panel
     colours = [f"C{i % 10}" for i in range(len(runs))]
     for ax, panel in zip(axes, panels, strict=True):
         for colour, (run, metrics) in zip(colours, runs.items(), strict=True):
@@ -122,6 +122,9 @@ def curves_figure(
             ax.set_ylim(0.0, max(1.0, ax.get_ylim()[1]))
         if ax.has_data():
             ax.legend(fontsize=7)
+        else:  # e.g. a run stopped before its first validation: say so rather than draw an empty box
+            message = f"no {' or '.join(panel.keys)} logged yet"
+            ax.text(0.5, 0.5, message, transform=ax.transAxes, ha="center", va="center", color="0.4")
     return fig
 
 

@@ -230,6 +230,12 @@ def test_bleu_axis_starts_at_zero_even_when_every_value_is_zero(tmp_path):
     low, high = bleu_panel.get_ylim()
     assert min(t for t in bleu_panel.get_yticks() if low <= t <= high) == 0.0
 
+    early = tmp_path / "early"
+    write_run(early, steps=range(0, 10), val_every=25, bleu_gain=0.1)  # stopped before its first validation
+    loss_panel, bleu_panel = curves_figure({"early": read_run(early).series}, PANELS).axes
+    assert [t.get_text() for t in bleu_panel.texts] == ["no val/bleu logged yet"]
+    assert bleu_panel.get_xlim() == loss_panel.get_xlim()  # one step axis for both panels
+
 
 def test_plot_curves_without_logs_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
