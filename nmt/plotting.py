@@ -272,6 +272,8 @@ def principal_components(vectors: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 PROJECTIONS = ("pca", "tsne")
+LABEL_CHARS = 40
+"""A phrase map's label: the first characters of its phrase."""
 TSNE_PERPLEXITY = 30.0
 """van der Maaten and Hinton's (2008) usual value, and scikit-learn's default; lowered for a few phrases."""
 TSNE_MISSING = "t-SNE needs scikit-learn, which is not installed: pip install 'nmt[tsne]'"
@@ -303,10 +305,15 @@ def phrase_map(
     vectors: np.ndarray, texts: Sequence[str], *, labels: int, rng: random.Random, projection: str = "pca"
 ) -> Figure:
     """Phrase representations (N, D) projected to 2-D by PCA or t-SNE (Cho et al. 2014, Fig. 4), `labels`
-    random points of them labelled with (the first 40 characters of) their phrase. A PCA map's axis titles say
-    the share of the variance along each axis; t-SNE's axes have no units (only neighbourhoods mean much)."""
-    shown = set(rng.sample(range(len(texts)), min(labels, len(texts))))
-    names = [text[:40] if i in shown else None for i, text in enumerate(texts)]
+    random points of them labelled with (the first LABEL_CHARS characters of) their phrase, each distinct label
+    once. A PCA map's axis titles say the share of the variance along each axis; t-SNE's axes have no units
+    (only neighbourhoods mean much)."""
+    first: dict[str, int] = {}  # a phrase listed twice is two points in one place: one label is enough
+    for i, text in enumerate(texts):
+        first.setdefault(text[:LABEL_CHARS], i)
+    distinct = sorted(first.values())
+    shown = set(rng.sample(distinct, min(labels, len(distinct))))
+    names = [text[:LABEL_CHARS] if i in shown else None for i, text in enumerate(texts)]
     if projection == "pca":
         xy, shares = principal_components(vectors)
         axis_names = (f"PC 1 ({shares[0]:.1%} of the variance)", f"PC 2 ({shares[1]:.1%} of the variance)")

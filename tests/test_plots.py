@@ -293,6 +293,10 @@ def test_pca_axes_give_their_share_of_the_variance():
     assert shares[0] >= shares[1] and sum(shares) <= 100
     assert "PCA" in ax.get_title()
 
+    repeated = [f"p{i % 3}" for i in range(200)]  # 3 phrases, each many times: each labelled once
+    fig = phrase_map(vectors.astype(np.float32), repeated, labels=10, rng=random.Random(0))
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["p0", "p1", "p2"]
+
     xy, one_dim = principal_components(np.arange(5.0)[:, None])  # D = 1: all the variance on the first axis
     assert one_dim.tolist() == [1.0, 0.0] and xy.shape == (5, 2)
     _, constant = principal_components(np.ones((4, 3)))

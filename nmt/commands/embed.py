@@ -39,7 +39,7 @@ from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.moses import unescape
-from nmt.plotting import phrase_map, require_tsne, save_figure, supported_formats
+from nmt.plotting import LABEL_CHARS, phrase_map, require_tsne, save_figure, supported_formats
 from nmt.textio import atomic_output, check_output, read_lines
 
 PROG = "nmt embed"
@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         texts = [text for _, text, _ in sample]
         figure = phrase_map(vectors, texts, labels=args.labels, rng=rng, projection=args.projection)
         save_figure(figure, args.plot, dpi=120)
-        asked, drawn = min(args.labels, len(sample)), len(figure.axes[0].texts)
+        asked = min(args.labels, len({text[:LABEL_CHARS] for text in texts}))  # each distinct label once
+        drawn = len(figure.axes[0].texts)
         left_out = f", {asked - drawn:,} left out: no room without overlapping" if drawn < asked else ""
         method = "PCA" if args.projection == "pca" else "t-SNE"
         print(
