@@ -1,9 +1,10 @@
 """`nmt embed`: the phrase vectors are the encoder's own summary (checked against `model.encode` run on one
-phrase at a time), one row per input line, and the PCA map is drawn."""
+phrase at a time), one row per input line, and the PCA map (or t-SNE's, with scikit-learn) is drawn."""
 
 from __future__ import annotations
 
 import io
+import sys
 
 import matplotlib.image
 import numpy as np
@@ -88,6 +89,39 @@ def test_plot_is_a_png_map(phrases, tmp_path):
         assert (blue - red > 0.2).sum() > 50 * 10  # the points (matplotlib's blue): at least 50 dots' worth
     dark = {labels: int((picture.max(-1) < 0.3).sum()) for labels, picture in pictures.items()}
     assert dark[10] > dark[0] + 1000  # the labels' text: more dark pixels than the axes and title alone
+
+
+def embed_with_tsne(ckpt, path, tmp_path) -> list[str]:
+    out, plot = tmp_path / "v.npy", tmp_path / "map.png"
+    return ["embed", "--checkpoint", str(ckpt), "--input", str(path), "--output", str(out), "--plot", str(plot)] + [
+        "--projection",
+        "tsne",
+        "--plot-points",
+        "40",
+        "--labels",
+        "8",
+    ]
+
+
+def test_tsne_without_scikit_learn_names_the_extra(phrases, tmp_path, capsys, monkeypatch):
+    path, _ = phrases
+    monkeypatch.setitem(sys.modules, "sklearn.manifold", None)  # `import sklearn.manifold` fails as if missing
+    ckpt = tmp_path / "never-loaded.ckpt"  # refused before the model is read
+    assert nmt(embed_with_tsne(ckpt, path, tmp_path)) == 2
+    (err,) = capsys.readouterr().err.strip().splitlines()
+    assert err == (
+        "nmt embed: error: --projection tsne: t-SNE needs scikit-learn, which is not installed: pip install 'nmt[tsne]'"
+    )
+    assert not list(tmp_path.glob("*.npy")) and not list(tmp_path.glob("*.png"))
+
+
+def test_tsne_map(phrases, tmp_path, capsys):
+    pytest.importorskip("sklearn.manifold", reason="t-SNE is the optional extra nmt[tsne]")
+    path, _ = phrases
+    ckpt = tiny_checkpoint(tmp_path, architecture="rnnencdec")
+    assert nmt(embed_with_tsne(ckpt, path, tmp_path)) == 0
+    assert (tmp_path / "map.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"t-SNE map of 40 phrases (8 labelled) -> {tmp_path / 'map.png'}" in capsys.readouterr().err
 
 
 def test_errors(tmp_path, capsys):

@@ -11,9 +11,11 @@ escapes kept as written unless ``--unescape``):
   first word, the one the decoder starts from (s_0 = tanh(W_s ←h_1)). ``mean`` is the mean annotation
   (1/T) Σ_j h_j over the phrase's pieces, EOS included.
 
-``--plot`` projects the vectors to 2-D with PCA (the top two right singular vectors of the centred matrix,
-by numpy's SVD, of a sample of at most ``--plot-points`` rows) and labels ``--labels`` of them with their
-phrase, like Cho's Fig. 4.
+``--plot`` projects a sample of at most ``--plot-points`` rows to 2-D and labels ``--labels`` of them with
+their phrase, like Cho's Fig. 4, placing the labels where they overlap no other label. ``--projection pca``
+(default): the top two right singular vectors of the centred matrix, by numpy's SVD; each axis title gives
+its share of the variance. ``--projection tsne``: t-SNE, as Cho et al. used, by scikit-learn (``pip install
+'nmt[tsne]'``); its axes have no units, only its neighbourhoods mean something.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from nmt.commands.options import CommandParser, Range
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.moses import unescape
-from nmt.plotting import phrase_map, save_figure, supported_formats
+from nmt.plotting import LABEL_CHARS, phrase_map, require_tsne, save_figure, supported_formats
 from nmt.textio import atomic_output, check_input, check_output, read_lines
 
 PROG = "nmt embed"
@@ -57,7 +59,13 @@ def build_parser() -> ArgumentParser:
         help="RNNsearch: [→h_T; ←h_1] (ends) or the mean annotation",
     )
     p.add_argument("--unescape", action="store_true", help="undo Moses escapes (&apos;) before encoding")
-    p.add_argument("--plot", default=None, metavar="FILE", help="also draw a 2-D PCA map (PNG, PDF, SVG)")
+    p.add_argument("--plot", default=None, metavar="FILE", help="also draw a 2-D map of the phrases (PNG, PDF, SVG)")
+    p.add_argument(
+        "--projection",
+        type=Literal["pca", "tsne"],
+        default="pca",
+        help="the map's projection: PCA, or t-SNE as in Cho et al. (needs pip install 'nmt[tsne]'; slower)",
+    )
     p.add_argument(
         "--labels",
         type=options.count(0, options.MAX_PLOT_POINTS),
@@ -82,6 +90,8 @@ def main(argv: list[str] | None = None) -> int:
         raise InputError(path=args.output, message="the output is a NumPy .npy file; name it *.npy")
     if args.plot and (suffix := Path(args.plot).suffix.lstrip(".").lower()) not in supported_formats():
         raise InputError(path=args.plot, message=f"unknown figure format {suffix!r}; use .png, .pdf or .svg")
+    if args.plot and args.projection == "tsne":
+        require_tsne()  # before the model is loaded and the phrases embedded
     inputs = [args.input, args.checkpoint]
     check_input(args.input)  # all before the model is loaded
     check_output(args.output, inputs)
@@ -122,9 +132,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:  # from the sample's own vectors: the output may be a pipe or a device, not to be read back
         sample.sort(key=lambda entry: entry[0])
         vectors = np.stack([vector for _, _, vector in sample])
-        figure = phrase_map(vectors, [text for _, text, _ in sample], labels=args.labels, rng=rng)
+        texts = [text for _, text, _ in sample]
+        figure = phrase_map(vectors, texts, labels=args.labels, rng=rng, projection=args.projection)
         save_figure(figure, args.plot, dpi=120)
-        print(f"{PROG}: PCA map of {len(sample):,} phrases -> {args.plot}", file=sys.stderr)
+        asked = min(args.labels, len({text[:LABEL_CHARS] for text in texts}))  # each distinct label once
+        drawn = len(figure.axes[0].texts)
+        left_out = f", {asked - drawn:,} left out: no room without overlapping" if drawn < asked else ""
+        method = "PCA" if args.projection == "pca" else "t-SNE"
+        print(
+            f"{PROG}: {method} map of {len(sample):,} phrases ({drawn:,} labelled{left_out}) -> {args.plot}",
+            file=sys.stderr,
+        )
     return 0
 
 

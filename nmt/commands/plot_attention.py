@@ -2,10 +2,12 @@
 
     nmt plot-attention --checkpoint CKPT --src "A man rides a bike." [--tgt "Un homme …"] --output fig.png
 
-Without ``--tgt`` the picture shows the model's own translation (``--beam-size``, default greedy); with
-``--tgt`` the weights α_ij the model gives the given target, teacher-forced. Source pieces run along the top,
-target pieces down the side, both ending with ``</s>``; white is weight 1, black 0. Needs an attention model
-(rnnsearch): the RNN Encoder–Decoder has no alignment to show.
+Without ``--tgt`` the picture shows the model's own translation, searched as ``nmt translate`` searches by
+default (``--beam-size`` 5, the same default), so it is the translation ``translate`` prints; with ``--tgt``
+the weights α_ij the model gives the given target, teacher-forced. Source pieces run along the top, target
+pieces down the side, both ending with ``</s>``; white is weight 1, black 0, and the colour bar beside the
+matrix shows the grey of each value between (a row spread evenly over 10 pieces is 0.1 each: dark, not zero).
+Needs an attention model (rnnsearch): the RNN Encoder–Decoder has no alignment to show.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from jsonargparse import ArgumentParser
 from nmt.commands import options
 from nmt.commands.options import CommandParser
 from nmt.data.encoding import source_ids, target_ids
+from nmt.decoding import SearchConfig
 from nmt.errors import InputError
 from nmt.inference import Translator
 from nmt.plotting import DPI, attention_heatmap, save_figure, supported_formats
@@ -40,7 +43,12 @@ def build_parser() -> ArgumentParser:
         "--tgt", default=None, metavar="TEXT", help="a target sentence to align (default: the model's translation)"
     )
     p.add_argument("--output", required=True, metavar="FILE", help="the figure: .png, .pdf, .svg …")
-    p.add_argument("--beam-size", type=options.BEAM_SIZE, default=1, help="beam width of the model's own translation")
+    p.add_argument(
+        "--beam-size",
+        type=options.BEAM_SIZE,
+        default=SearchConfig().beam_size,
+        help="beam width of the model's own translation, as nmt translate's (1 = greedy)",
+    )
     p.add_argument(
         "--size", type=options.INCHES, nargs=2, default=None, metavar=("W", "H"), help="inches (default: by length)"
     )

@@ -5,7 +5,13 @@
 A RUN is a run directory (every ``metrics.csv`` below it is read: ``logs/version_0``, ``logs/version_1`` after
 a resume …, in version order), one version directory, or a ``metrics.csv`` file — what Lightning's CSVLogger
 writes. Left panel: training loss (thin) and validation loss (dashed) against the step; right panel:
-validation BLEU. Several runs are overlaid, one colour each.
+validation BLEU, its axis from 0. Several runs are overlaid, one colour each.
+
+``nmt validate`` and ``nmt test`` write a version of their own into the run directory: one row of val/* or
+test/* metrics, logged at step 0 whatever the checkpoint's step (an evaluation restores no training loop), and
+no train/* row. Such a version is an evaluation, not a point of the training curve: it is not drawn, and its
+results are printed on stderr. (A resumed fit that only validated before it stopped logs at its own step, past
+0, and stays on the curve.)
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ import re
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from jsonargparse import ArgumentParser
@@ -24,11 +31,27 @@ from jsonargparse import ArgumentParser
 from nmt.commands import options
 from nmt.commands.options import CommandParser
 from nmt.errors import InputError
-from nmt.plotting import DPI, Series, curves_figure, save_figure, supported_formats
+from nmt.plotting import DPI, Panel, Series, curves_figure, save_figure, supported_formats
 from nmt.textio import check_output
 
 PROG = "nmt plot-curves"
-PANELS = [("loss", ["train/loss", "val/loss"]), ("BLEU", ["val/bleu"])]
+PANELS = [Panel("loss", ["train/loss", "val/loss"]), Panel("BLEU", ["val/bleu"], y_from_zero=True)]
+EVALUATION_PREFIXES = ("val/", "test/")
+TRAINING_PREFIX = "train/"
+
+
+class Evaluation(NamedTuple):
+    """A version directory written by ``nmt validate`` or ``nmt test``: its metrics.csv and what it logged."""
+
+    path: Path
+    results: dict[str, float]  # e.g. {"val/bleu": 23.4, "val/loss": 2.1}
+
+
+class RunLogs(NamedTuple):
+    """What `read_run` finds in a run: the training curve, and the evaluations kept off it."""
+
+    series: dict[str, Series]  # metric key -> its values by step
+    evaluations: list[Evaluation]
 
 
 def build_parser() -> ArgumentParser:
@@ -84,25 +107,68 @@ def csv_rows(path: Path) -> Iterator[tuple[int, dict[str, str | None]]]:
         raise InputError(path=path, line=reader.line_num, message=f"not CSV: {error}") from None
 
 
-def read_run(run: Path) -> dict[str, Series]:
-    """metric key -> its values by step, over every metrics.csv of the run."""
+def read_version(path: Path) -> tuple[dict[str, list[tuple[float, float]]], Evaluation | None]:
+    """One metrics.csv: metric key -> its finite (step, value) points, for the keys of PANELS; and the
+    Evaluation it is when it holds no train/* value and every val/* or test/* value is logged at step 0."""
     points: dict[str, list[tuple[float, float]]] = {}
+    trained = False
+    evaluated: dict[str, float] = {}  # the last value of each val/* or test/* key
+    evaluation_steps: set[float | None] = set()
+    for line, row in csv_rows(path):
+        for key, value in row.items():
+            if not value or key is None:  # empty, or a field beyond the header
+                continue
+            if key.startswith(TRAINING_PREFIX):
+                trained = True
+            elif key.startswith(EVALUATION_PREFIXES):
+                evaluation_steps.add(_number(row["step"]))
+                try:
+                    evaluated[key] = float(value)
+                except (TypeError, ValueError):
+                    pass  # a value of PANELS is refused below; other keys are not drawn
+        for key in {k for panel in PANELS for k in panel.keys} & set(row):
+            if row[key]:  # empty (or missing, in a short row): not logged at this step
+                try:
+                    point = float(row["step"]), float(row[key])
+                except (TypeError, ValueError):
+                    raise InputError(path=path, line=line, message=f"{key} or step: not a number") from None
+                if math.isfinite(point[1]):  # a NaN/inf loss of a diverged step is a gap in the curve
+                    points.setdefault(key, []).append(point)
+    if not trained and evaluated and evaluation_steps == {0.0}:
+        return points, Evaluation(path, evaluated)
+    return points, None
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text)
+    except (TypeError, ValueError):
+        return None
+
+
+def read_run(run: Path) -> RunLogs:
+    """The training curve over every metrics.csv of the run, less the versions that are evaluations."""
+    points: dict[str, list[tuple[float, float]]] = {}
+    evaluations = []
     for path in metrics_files(run):
-        for line, row in csv_rows(path):
-            for key in {k for _, keys in PANELS for k in keys} & set(row):
-                if row[key]:  # empty (or missing, in a short row): not logged at this step
-                    try:
-                        point = float(row["step"]), float(row[key])
-                    except (TypeError, ValueError):
-                        raise InputError(path=path, line=line, message=f"{key} or step: not a number") from None
-                    if math.isfinite(point[1]):  # a NaN/inf loss of a diverged step is a gap in the curve
-                        points.setdefault(key, []).append(point)
+        version, evaluation = read_version(path)
+        if evaluation is not None:
+            evaluations.append(evaluation)
+            continue
+        for key, pairs in version.items():
+            points.setdefault(key, []).extend(pairs)
     series = {}
     for key, pairs in points.items():
         pairs.sort(key=lambda p: p[0])  # a resumed run's versions may overlap
         steps, values = np.array(pairs).T
         series[key] = Series(steps, values)
-    return series
+    return RunLogs(series, evaluations)
+
+
+def describe(evaluation: Evaluation) -> str:
+    """``PATH: an evaluation (nmt validate or nmt test: val/bleu 23.41, val/loss 2.103, …), not drawn``"""
+    results = ", ".join(f"{key} {value:.4g}" for key, value in sorted(evaluation.results.items()))
+    return f"{evaluation.path.parent}: an evaluation (nmt validate or nmt test: {results}), not drawn"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,9 +183,16 @@ def main(argv: list[str] | None = None) -> int:
     check_output(args.output, [file for run in args.runs for file in metrics_files(Path(run))])
     runs = {}
     for label, run in zip(labels, args.runs, strict=True):
-        runs[label] = read_run(Path(run))
-        if not runs[label]:
+        logs = read_run(Path(run))
+        for evaluation in logs.evaluations:
+            print(f"{PROG}: {describe(evaluation)}", file=sys.stderr)
+        if not logs.series:
+            if logs.evaluations:
+                raise InputError(
+                    path=run, message="only evaluations (nmt validate or nmt test) here: no training curve"
+                )
             raise InputError(path=run, message="no loss or BLEU values logged yet")
+        runs[label] = logs.series
     fig = curves_figure(runs, PANELS, size=tuple(args.size))
     save_figure(fig, args.output, dpi=args.dpi)
     print(f"{PROG}: {len(runs)} run(s) -> {args.output}", file=sys.stderr)
