@@ -185,7 +185,13 @@ BAD_REQUESTS = [
     ("/v1/score", {"source": "a", "target": "b"}, "", 400, "source"),
     # Nesting that would exhaust a recursive parser, in a field the endpoint reads or in one it ignores.
     ("/translate", b'{"q": ' + b"[" * 1900 + b"]" * 1900 + b"}", "application/json", 400, "body"),
-    ("/translate", b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"{" * 1900 + b"", "", 400, "body"),
+    (
+        "/translate",
+        b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"[" * 1900 + b"]" * 1900 + b"}",
+        FORM,
+        400,
+        "body",
+    ),
     ("/v1/translate", b'{"q": "a", "n": ' + b'[{"a":' * 400 + b"1" + b"}]" * 400 + b"}", "", 400, "body"),
     ("/v1/score", b'{"source": ' + b"[" * 1900 + b"]" * 1900 + b', "target": []}', "", 400, "body"),
     # Text that is not Unicode: a lone surrogate as a JSON escape (any text field), or as bytes (not UTF-8).
