@@ -3,7 +3,7 @@
     nmt serve --checkpoint CKPT --source-lang en --target-lang fr [--host 127.0.0.1] [--port 8080] …
 
 One model in memory; requests from many clients are gathered into batches (up to ``--max-batch-tokens``
-source pieces; under load a batch also waits up to ``--max-wait-ms`` for more) and each is answered with its
+source pieces; a batch also waits up to ``--max-wait-ms`` for the requests it expects) and each is answered with its
 own results. LibreTranslate's API (``POST /translate``, ``GET /languages``), so LibreTranslate clients work
 unchanged, and nmt's own: ``POST /v1/translate`` (beam size, n-best, scores, alignment), ``POST /v1/score``
 (log p(target | source) of sentence pairs), ``GET /health`` (200 once the model is loaded) and
@@ -55,7 +55,7 @@ def build_parser() -> ArgumentParser:
         "--max-wait-ms",
         type=Range(float, 0.0, 1000.0),
         default=20.0,
-        help="under load, how long a batch waits for more requests (an idle server answers at once)",
+        help="how long a batch may wait for the requests it expects (a lone client is answered at once)",
     )
     options.add_input_arguments(parser, doing="translated", encoding=False)
     parser.add_argument(

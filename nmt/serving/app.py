@@ -65,7 +65,7 @@ class ServeSettings:
     max_request_bytes: int
     max_input_tokens: int  # longer sentences are translated from their first pieces, with a warning
     max_batch_tokens: int  # source pieces decoded together
-    max_wait_ms: float  # under load, how long a batch waits for more requests
+    max_wait_ms: float  # how long a batch may wait for the requests it expects
     body_timeout: float = 30.0  # seconds a request's body may take to arrive
 
 
