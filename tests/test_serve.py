@@ -194,6 +194,7 @@ BAD_REQUESTS = [
     ),
     ("/v1/translate", b'{"q": "a", "n": ' + b'[{"a":' * 400 + b"1" + b"}]" * 400 + b"}", "", 400, "body"),
     ("/v1/score", b'{"source": ' + b"[" * 1900 + b"]" * 1900 + b', "target": []}', "", 400, "body"),
+    ("/translate", b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"9" * 101 + b"}", "", 400, "body"),
     # Text that is not Unicode: a lone surrogate as a JSON escape (any text field), or as bytes (not UTF-8).
     ("/translate", b'{"q": "\\ud800", "source": "en", "target": "fr"}', "", 400, "q[0]"),
     ("/translate", b'{"q": ["a", "b\\nc \\udfff"], "source": "en", "target": "fr"}', "", 400, "q[1] line 2"),
@@ -368,16 +369,19 @@ def test_access_log_a_client_gone_mid_body_and_a_stalled_body(checkpoint):
         assert answer_status(stalled) == 408 and 0.9 < time.monotonic() - start < 10
         stalled.close()
         assert request(url, "POST", "/translate", {"q": "A dog.", "source": "en", "target": "fr"})[0] == 200
+        digits = b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"9" * 5000 + b"}"  # over Python's int limit
+        assert request(url, "POST", "/translate", raw=digits)[0] == 400
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=60) == 0
         log = process.stderr.read()
     assert "Traceback" not in log and "ClientDisconnect" not in log and "ERROR" not in log, log
     lines = [line for line in log.splitlines() if '"POST ' in line]
     access = r'nmt serve: 127\.0\.0\.1:\d+ "POST {}" {} \d+\.\d ms'
-    assert len(lines) == 3, log
+    assert len(lines) == 4, log
     assert re.fullmatch(access.format("/translate", 499), lines[0]), lines
     assert re.fullmatch(access.format("/v1/score", 408), lines[1]), lines
     assert re.fullmatch(access.format("/translate", 200), lines[2]), lines
+    assert re.fullmatch(access.format("/translate", 400), lines[3]), lines
     assert re.search(access.format("/health", 200).replace("POST", "GET"), log)
 
 

@@ -5,7 +5,8 @@
                     logs it)
           ──UTF-8──▶ strictly (a UTF-8 BOM dropped): UTF-16, UTF-32 and invalid bytes are 400 `body`
           ──nesting──▶ JSON nested deeper than MAX_NESTING levels is 400 `body`, before the parser sees it
-          ──parse──▶ a JSON object, or a form (LibreTranslate's clients send forms)
+          ──parse──▶ JSON integers of more than MAX_DIGITS digits are 400 `body` (Python's int limit is not a 500)
+          ──fields──▶ a JSON object, or a form (LibreTranslate's clients send forms)
 
 Every refusal is an `ApiError` naming ``body``; the handlers then check the fields (`nmt.serving.schemas`).
 """
@@ -25,6 +26,7 @@ from nmt.serving.schemas import ApiError
 
 MAX_NESTING = 32  # levels of JSON arrays and objects; every request's own fields need 2
 MAX_FORM_FIELDS = 1000  # as starlette's multipart parser
+MAX_DIGITS = 100  # of a JSON integer (Python refuses to convert more than 4,300: a ValueError, not a JSON error)
 _POLL_SECONDS = 0.1  # how often a body still arriving looks at the time limit and at a stopping server
 _FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 _JSON_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # a string, its escapes included
@@ -75,7 +77,7 @@ async def parsed_body(request: Request, raw: bytes) -> object:
         raise ApiError(400, "body", "empty: send a JSON object")
     _check_nesting(raw)
     try:
-        return json.loads(text)
+        return json.loads(text, parse_int=_integer)
     except json.JSONDecodeError as e:
         raise ApiError(400, "body", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
 
@@ -100,6 +102,12 @@ def _check_nesting(raw: bytes) -> None:
     deepest = int(np.cumsum(_DEPTH_STEP[outside_strings]).max(initial=0))
     if deepest > MAX_NESTING:
         raise ApiError(400, "body", f"JSON nested {deepest} levels deep; at most {MAX_NESTING}")
+
+
+def _integer(digits: str) -> int:
+    if len(digits.lstrip("-")) > MAX_DIGITS:
+        raise ApiError(400, "body", f"a JSON integer of {len(digits.lstrip('-'))} digits; at most {MAX_DIGITS}")
+    return int(digits)
 
 
 async def _form_fields(request: Request, raw: bytes, text: str, kind: str) -> dict:
