@@ -110,6 +110,57 @@ def test_after_a_batch_of_several_requests_the_next_batch_waits_for_their_client
         assert translator.batches == [1, 2, 2]
 
 
+def test_a_batch_waits_no_longer_than_for_the_clients_it_expects():
+    """After a batch of two, the next waits for two requests, not for the whole max_wait: once both clients are
+    back it starts; and a lone client after a busy spell waits once, then is answered at once."""
+    translator = RecordingTranslator(hold=2)
+    with busy(translator, max_batch_tokens=100, max_wait_ms=5_000) as (batcher, first):
+        together = [batcher.submit(job(2)), batcher.submit(job(3))]
+        translator.release.release()
+        first.result(timeout=10)
+        assert translator.started.acquire(timeout=10)
+        translator.release.release()
+        for future in together:
+            future.result(timeout=10)
+        start = time.perf_counter()
+        again = [batcher.submit(job(4))]
+        time.sleep(0.05)
+        again.append(batcher.submit(job(5)))
+        for future in again:
+            future.result(timeout=10)
+        assert time.perf_counter() - start < 2.0 and translator.batches == [1, 2, 2]  # not after 5 s
+    translator = RecordingTranslator()
+    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=300)
+    try:
+        alone = []
+        for n in range(5):
+            start = time.perf_counter()
+            batcher.submit(job(n)).result(timeout=10)
+            alone.append(time.perf_counter() - start)
+        assert max(alone) < 0.25 and translator.batches == [1] * 5
+    finally:
+        batcher.close()
+
+
+def test_a_batch_waits_for_the_requests_being_prepared():
+    """A request whose body has arrived but is not yet submitted (its handler is tokenizing it) is company to
+    wait for (up to max_wait); without one, a lone request is answered at once."""
+    translator = RecordingTranslator()
+    preparing = [0]
+    batcher = Batcher(translator, max_batch_tokens=100, max_wait_ms=5_000, preparing=lambda: preparing[0])
+    try:
+        batcher.submit(job(1)).result(timeout=10)
+        preparing[0] = 1
+        first = batcher.submit(job(2))
+        time.sleep(0.1)
+        preparing[0] = 0
+        second = batcher.submit(job(3))
+        assert [first.result(timeout=10)[0].text, second.result(timeout=10)[0].text] == ["2", "3"]
+        assert translator.batches == [1, 2]
+    finally:
+        batcher.close()
+
+
 def test_a_request_over_the_token_budget_starts_the_next_batch():
     translator = RecordingTranslator(hold=1)
     with busy(translator, max_batch_tokens=4, max_wait_ms=200) as (batcher, first):

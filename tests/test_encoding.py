@@ -1,13 +1,22 @@
 """`nmt.data.encoding`, the one path from text to ids: the blank-line rule, the cut of an over-long line and its
-warning, and the commands' agreement on a blank line (translate, embed and score read it as the same empty
-sentence)."""
+warning, the commands' agreement on a blank line (translate, embed and score read it as the same empty
+sentence), and text that is not Unicode (a lone surrogate) refused for every caller."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from nmt.data.encoding import Source, cut, encode_sources, is_blank, source_ids, target_ids, too_long
+from nmt.data.encoding import (
+    Source,
+    UnencodableText,
+    cut,
+    encode_sources,
+    is_blank,
+    source_ids,
+    target_ids,
+    too_long,
+)
 from nmt.data.tokenizer import EOS
 from nmt.decoding import SearchConfig
 from nmt.inference import Translator
@@ -57,3 +66,28 @@ def test_translate_embed_and_score_read_a_blank_line_as_the_empty_sentence(tmp_p
     scores = translator.score(["", "  ", LINES[0]], ["un chien", "un chien", " "])
     assert scores.logprob[0] == scores.logprob[1] and scores.empty.tolist() == [True, True, True]
     assert scores.logprob[2] == translator.score([LINES[0]], [""]).logprob[0]
+
+
+LONE_SURROGATES = ["\ud800", "a dog \udfff", "\udc80 runs", "é\ud83d"]  # half an emoji's pair, surrogateescape's
+
+
+@pytest.mark.parametrize("text", LONE_SURROGATES)
+def test_a_lone_surrogate_is_refused_naming_the_text_and_the_character(tokenizer, text):
+    where = text.index(next(c for c in text if "\ud800" <= c <= "\udfff"))
+    reason = f"a lone surrogate (U+{ord(text[where]):04X}) at character {where}: not Unicode text"
+    for encode in (source_ids, target_ids, lambda t, texts: encode_sources(t, texts, max_tokens=9, where=str)):
+        with pytest.raises(UnencodableText) as caught:
+            encode(tokenizer, [LINES[0], text])
+        assert (caught.value.index, caught.value.reason, str(caught.value)) == (1, reason, f"text 1: {reason}")
+    assert source_ids(tokenizer, ["\U0001f600 a dog"])  # a whole pair (an emoji) is text
+
+
+def test_the_python_api_refuses_a_lone_surrogate_as_every_command_does(tmp_path):
+    translator = Translator.load(tiny_checkpoint(tmp_path), device="cpu")
+    for call in (
+        lambda: list(translator.translate([LINES[0], "\ud800"])),
+        lambda: translator.encode(["\ud800"]),
+        lambda: translator.score([LINES[0]], ["\ud800"]),
+    ):
+        with pytest.raises(UnencodableText, match=r"^text \d+: a lone surrogate \(U\+D800\) at character 0"):
+            call()

@@ -158,6 +158,7 @@ def test_sixteen_clients_at_once_each_get_their_own_answers_in_order(server, che
 
 
 TOO_LONG = " ".join(["word"] * 100)
+FORM = "application/x-www-form-urlencoded"
 BAD_REQUESTS = [
     # (path, body or raw bytes, content type, status, field)
     ("/translate", b"{not json", "application/json", 400, "body"),
@@ -183,6 +184,33 @@ BAD_REQUESTS = [
     ("/v1/score", {"source": ["a", "b"], "target": ["x"]}, "", 400, "target"),
     ("/v1/score", {"source": [], "target": []}, "", 400, "source"),
     ("/v1/score", {"source": "a", "target": "b"}, "", 400, "source"),
+    # Nesting that would exhaust a recursive parser, in a field the endpoint reads or in one it ignores.
+    ("/translate", b'{"q": ' + b"[" * 1900 + b"]" * 1900 + b"}", "application/json", 400, "body"),
+    (
+        "/translate",
+        b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"[" * 1900 + b"]" * 1900 + b"}",
+        FORM,
+        400,
+        "body",
+    ),
+    ("/v1/translate", b'{"q": "a", "n": ' + b'[{"a":' * 400 + b"1" + b"}]" * 400 + b"}", "", 400, "body"),
+    ("/v1/score", b'{"source": ' + b"[" * 1900 + b"]" * 1900 + b', "target": []}', "", 400, "body"),
+    ("/translate", b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"9" * 101 + b"}", "", 400, "body"),
+    # Text that is not Unicode: a lone surrogate as a JSON escape (any text field), or as bytes (not UTF-8).
+    ("/translate", b'{"q": "\\ud800", "source": "en", "target": "fr"}', "", 400, "q[0]"),
+    ("/translate", b'{"q": ["a", "b\\nc \\udfff"], "source": "en", "target": "fr"}', "", 400, "q[1] line 2"),
+    ("/v1/translate", b'{"q": ["a dog", "\\udc80"]}', "", 400, "q[1]"),
+    ("/v1/score", b'{"source": ["a", "b"], "target": ["x", "\\ud83d"]}', "", 400, "target[1]"),
+    ("/v1/score", b'{"source": ["\\ud800"], "target": ["x"]}', "", 400, "source[0]"),
+    ("/v1/translate", b'{"q": "a", "\\ud800": 1}', "", 400, "body"),
+    ("/translate", b'{"q": "a", "source": "\\ud800", "target": "fr"}', "", 400, "source"),
+    ("/translate", b'{"q": "\xed\xa0\x80", "source": "en", "target": "fr"}', "", 400, "body"),
+    ("/translate", b"q=%ED%A0%80&source=en&target=fr", FORM, 400, "body"),
+    # Bodies in other encodings than UTF-8.
+    ("/translate", json.dumps({"q": "a", "source": "en", "target": "fr"}).encode("utf-16"), "", 400, "body"),
+    ("/translate", json.dumps({"q": "a", "source": "en", "target": "fr"}).encode("utf-16-le"), "", 400, "body"),
+    ("/translate", json.dumps({"q": "a", "source": "en", "target": "fr"}).encode("utf-32"), "", 400, "body"),
+    ("/v1/score", json.dumps({"source": ["a"], "target": ["b"]}).encode("utf-16-be"), "", 400, "body"),
     ("/nowhere", {"q": "a"}, "", 404, "path"),
     ("/health", {"q": "a"}, "", 405, "method"),
 ]
@@ -311,3 +339,72 @@ def test_a_widest_beam_wider_than_the_vocabulary_is_a_load_error(checkpoint):
     beam = "a beam of 401 is wider than its target vocabulary (400 pieces): the first step has no more words to fill"
     assert [str(error) for error in errors] == [f"{checkpoint}: {beam} the beam with"]
     assert app.state.translator is None and not app.state.loaded.is_set()
+
+
+def half_a_body(url: str, path: str = "/translate") -> socket.socket:
+    """A connection that has sent a request's headers and 10 of its 100 body bytes, and waits."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    connection = socket.create_connection((host, int(port)), timeout=30)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n"
+    connection.sendall(head.encode() + b'{"q": "a ')
+    return connection
+
+
+def answer_status(connection: socket.socket) -> int:
+    """The status of the answer on `connection` (waiting for it up to the socket's timeout)."""
+    received = b""
+    while b"\r\n" not in received:
+        chunk = connection.recv(4096)
+        assert chunk, f"closed without an answer: {received!r}"
+        received += chunk
+    return int(received.split(b" ", 2)[1])
+
+
+def test_access_log_a_client_gone_mid_body_and_a_stalled_body(checkpoint):
+    """--access-log: a line per request on stderr; a client that closes mid-body is that line and nothing else
+    (no traceback); a body that stalls is answered 408 after --body-timeout."""
+    with serving(checkpoint, "--access-log", "--body-timeout", "1") as (process, url):
+        gone = half_a_body(url)
+        gone.close()
+        stalled, start = half_a_body(url, "/v1/score"), time.monotonic()
+        assert answer_status(stalled) == 408 and 0.9 < time.monotonic() - start < 10
+        stalled.close()
+        assert request(url, "POST", "/translate", {"q": "A dog.", "source": "en", "target": "fr"})[0] == 200
+        digits = b'{"q": "a", "source": "en", "target": "fr", "x": ' + b"9" * 5000 + b"}"  # over Python's int limit
+        assert request(url, "POST", "/translate", raw=digits)[0] == 400
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0
+        log = process.stderr.read()
+    assert "Traceback" not in log and "ClientDisconnect" not in log and "ERROR" not in log, log
+    lines = [line for line in log.splitlines() if '"POST ' in line]
+    access = r'nmt serve: 127\.0\.0\.1:\d+ "POST {}" {} \d+\.\d ms'
+    assert len(lines) == 4, log
+    assert re.fullmatch(access.format("/translate", 499), lines[0]), lines
+    assert re.fullmatch(access.format("/v1/score", 408), lines[1]), lines
+    assert re.fullmatch(access.format("/translate", 200), lines[2]), lines
+    assert re.fullmatch(access.format("/translate", 400), lines[3]), lines
+    assert re.search(access.format("/health", 200).replace("POST", "GET"), log)
+
+
+def test_sigterm_answers_the_requests_whose_bodies_arrived_and_does_not_wait_for_a_stalled_one(checkpoint):
+    options = ("--beam-size", "8", "--max-sentences", "48", "--body-timeout", "600", "--shutdown-grace", "60")
+    with serving(checkpoint, *options) as (process, url):
+        stalled = half_a_body(url)
+        results: list = []
+        threads = [
+            threading.Thread(target=lambda: results.append(request(url, "POST", "/v1/translate", {"q": LINES})[0]))
+            for _ in range(3)
+        ]
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while "nmt_requests_in_flight 4.0" not in request(url, "GET", "/metrics")[1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        process.send_signal(signal.SIGTERM)
+        assert answer_status(stalled) == 503  # at once: not after --body-timeout
+        for t in threads:
+            t.join(timeout=120)
+        assert process.wait(timeout=60) == 0
+        assert results == [200] * 3
+        assert "Traceback" not in process.stderr.read()

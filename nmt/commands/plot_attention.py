@@ -19,7 +19,7 @@ from jsonargparse import ArgumentParser
 
 from nmt.commands import options
 from nmt.commands.options import CommandParser
-from nmt.data.encoding import source_ids, target_ids
+from nmt.data.encoding import UnencodableText, check_encodable, source_ids, target_ids
 from nmt.decoding import SearchConfig
 from nmt.errors import InputError
 from nmt.inference import Translator
@@ -63,8 +63,10 @@ def check_sentence(option: str, text: str | None) -> None:
         return
     if not text.strip():
         raise InputError(path=option, message="the sentence is empty")
-    if any("\ud800" <= c <= "\udfff" for c in text):
-        raise InputError(path=option, message="the sentence is not valid UTF-8")
+    try:
+        check_encodable([text])
+    except UnencodableText:
+        raise InputError(path=option, message="the sentence is not valid UTF-8") from None
     if "\x00" in text or "\n" in text:
         raise InputError(path=option, message="give one sentence: no NUL bytes or line breaks")
 

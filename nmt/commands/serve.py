@@ -3,20 +3,22 @@
     nmt serve --checkpoint CKPT --source-lang en --target-lang fr [--host 127.0.0.1] [--port 8080] …
 
 One model in memory; requests from many clients are gathered into batches (up to ``--max-batch-tokens``
-source pieces; under load a batch also waits up to ``--max-wait-ms`` for more) and each is answered with its
+source pieces; a batch also waits up to ``--max-wait-ms`` for the requests it expects) and each is answered with its
 own results. LibreTranslate's API (``POST /translate``, ``GET /languages``), so LibreTranslate clients work
 unchanged, and nmt's own: ``POST /v1/translate`` (beam size, n-best, scores, alignment), ``POST /v1/score``
 (log p(target | source) of sentence pairs), ``GET /health`` (200 once the model is loaded) and
 ``GET /metrics`` (Prometheus). See docs/serving.md.
 
 The server listens at once and loads the model in the background; ``GET /health`` answers 503 until it is
-ready. SIGTERM stops accepting connections, answers every request in flight, then exits 0. Needs the serve
+ready. SIGTERM stops accepting connections, answers every request whose body has arrived (a body still
+arriving gets 503), cancels what is left after ``--shutdown-grace`` seconds, then exits 0. Needs the serve
 extra: ``pip install -e ".[serve]"`` (FastAPI and uvicorn).
 """
 
 from __future__ import annotations
 
 import errno
+import logging
 import signal
 import socket
 import sys
@@ -53,7 +55,7 @@ def build_parser() -> ArgumentParser:
         "--max-wait-ms",
         type=Range(float, 0.0, 1000.0),
         default=20.0,
-        help="under load, how long a batch waits for more requests (an idle server answers at once)",
+        help="how long a batch may wait for the requests it expects (a lone client is answered at once)",
     )
     options.add_input_arguments(parser, doing="translated", encoding=False)
     parser.add_argument(
@@ -66,7 +68,19 @@ def build_parser() -> ArgumentParser:
         default=16,
         help="the widest beam (and the most n-best or alternatives) a request may ask for",
     )
-    parser.add_argument("--access-log", action="store_true", help="log every request on stderr")
+    parser.add_argument(
+        "--body-timeout",
+        type=Range(float, 0.1, 3600.0),
+        default=30.0,
+        help="seconds a request's body may take to arrive (then 408: a stalled client does not hold the server)",
+    )
+    parser.add_argument(
+        "--shutdown-grace",
+        type=Range(float, 0.0, 3600.0),
+        default=30.0,
+        help="on SIGTERM, seconds to finish the requests in flight before they are cancelled and the server exits",
+    )
+    parser.add_argument("--access-log", action="store_true", help="a line per request on stderr")
     return parser
 
 
@@ -99,6 +113,7 @@ def main(argv: list[str]) -> int:
         max_input_tokens=args.max_input_tokens,
         max_batch_tokens=args.max_batch_tokens,
         max_wait_ms=args.max_wait_ms,
+        body_timeout=args.body_timeout,
     )
 
     def load() -> Translator:  # the app refuses a vocabulary narrower than --max-beam-size
@@ -117,9 +132,9 @@ def main(argv: list[str]) -> int:
     app = create_app(settings, load, on_ready=on_ready, on_load_error=on_load_error)
     listening = _bound(args.host, args.port)
     host, port = listening.getsockname()[:2]
-    server = uvicorn.Server(
-        uvicorn.Config(app, log_level="warning", access_log=args.access_log, timeout_graceful_shutdown=None)
-    )
+    config = uvicorn.Config(app, log_level="warning", access_log=False, timeout_graceful_shutdown=args.shutdown_grace)
+    server = _stopping_server(uvicorn.Server, app.state.stopping)(config)
+    _log_requests(args.access_log)
     shown = f"[{host}]" if ":" in host else host
     _say(f"listening on http://{shown}:{port} (loading the model; GET /health answers 200 once it is ready)")
     with options.torch_threads(args.threads), _sigterm_finishes():
@@ -128,6 +143,29 @@ def main(argv: list[str]) -> int:
         raise failures[0]
     _say("stopped")
     return 0
+
+
+def _stopping_server(server_class: type, stopping: threading.Event) -> type:
+    """uvicorn's server that also sets `stopping` when told to stop (SIGTERM, Ctrl-C), so that the requests whose
+    bodies are still arriving are answered at once rather than holding the shutdown."""
+
+    class StoppingServer(server_class):
+        def handle_exit(self, sig, frame) -> None:
+            stopping.set()
+            super().handle_exit(sig, frame)
+
+    return StoppingServer
+
+
+def _log_requests(enabled: bool) -> None:
+    """The access log (`nmt.serving.app`'s, a line per request) on stderr, or off."""
+    log = logging.getLogger("nmt.serve.access")
+    log.setLevel(logging.INFO if enabled else logging.WARNING)
+    log.propagate = False
+    if not log.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(f"{PROG}: %(message)s"))
+        log.addHandler(handler)
 
 
 def _bound(host: str, port: int) -> socket.socket:

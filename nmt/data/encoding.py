@@ -9,10 +9,16 @@ search the empty sentence (its translation is empty: `encode_sources` gives it n
 EOS alone (``nmt embed``: the empty phrase's vector), scoring scores it and flags the pair; inference cuts an
 over-long line with the one warning `too_long` words (``FILE:LINE: N pieces; …``), scoring cuts either side to
 its ``max_len`` and flags the pair, training drops the pair and evaluation cuts it silently (the datamodule).
+
+Text that is not Unicode, a lone surrogate (U+D800–U+DFFF), is refused here for every caller
+(`UnencodableText`, naming the text and the character): files cannot hold one (their readers refuse the bytes
+ED A0 80 as invalid UTF-8, or replace them with U+FFFD under ``--encoding-errors replace``), but a Python string
+or a JSON escape (``"\\ud800"``) can, and SentencePiece cannot take it.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -31,14 +37,35 @@ def is_blank(text: str) -> bool:
     return not text.strip()
 
 
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
+
+
+class UnencodableText(ValueError):
+    """Text `index` of a sequence holds a lone surrogate at character `position`: not Unicode text."""
+
+    def __init__(self, index: int, position: int, code_point: int) -> None:
+        self.index = index
+        self.reason = f"a lone surrogate (U+{code_point:04X}) at character {position}: not Unicode text"
+        super().__init__(f"text {index}: {self.reason}")
+
+
+def check_encodable(texts: Sequence[str]) -> None:
+    """An `UnencodableText` for the first text holding a lone surrogate, which no tokenizer can take."""
+    for index, text in enumerate(texts):
+        if not text.isascii() and (found := _SURROGATE.search(text)):
+            raise UnencodableText(index, found.start(), ord(found.group()))
+
+
 def source_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """The pieces of each source text followed by EOS; a blank text is the empty sentence, EOS alone."""
+    check_encodable(texts)
     rows = tokenizer.encode_src(texts) if texts else []
     return [[EOS] if is_blank(text) else ids for text, ids in zip(texts, rows, strict=True)]
 
 
 def target_ids(tokenizer: Tokenizer, texts: Sequence[str]) -> list[list[int]]:
     """The pieces of each target text, without BOS/EOS; a blank text has none."""
+    check_encodable(texts)
     rows = tokenizer.encode_tgt(texts) if texts else []
     return [[] if is_blank(text) else ids for text, ids in zip(texts, rows, strict=True)]
 

@@ -18,24 +18,24 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import functools
-import json
+import logging
 import re
 import threading
 import time
 from collections.abc import Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
 
 from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.datastructures import State
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from nmt.data.encoding import encode_sources, source_ids, target_ids
+from nmt.data.encoding import UnencodableText, encode_sources, source_ids, target_ids
 from nmt.decoding import SearchConfig
 from nmt.inference import Candidate, Translation, Translator
 from nmt.serving.batcher import Batcher, ScoreJob, TranslateJob
+from nmt.serving.body import parsed_body, read_body
 from nmt.serving.languages import language_name
 from nmt.serving.metrics import Metrics
 from nmt.serving.schemas import (
@@ -47,7 +47,8 @@ from nmt.serving.schemas import (
 )
 
 _LINE_BREAK = re.compile(r"\r\n|\r|\n")
-_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
+_PREPARING = "nmt.preparing"  # in a request's scope: its body has arrived and its job is not yet submitted
+access_log = logging.getLogger("nmt.serve.access")  # a line per request at INFO (`nmt serve --access-log`)
 
 router = APIRouter()
 
@@ -64,7 +65,8 @@ class ServeSettings:
     max_request_bytes: int
     max_input_tokens: int  # longer sentences are translated from their first pieces, with a warning
     max_batch_tokens: int  # source pieces decoded together
-    max_wait_ms: float  # under load, how long a batch waits for more requests
+    max_wait_ms: float  # how long a batch may wait for the requests it expects
+    body_timeout: float = 30.0  # seconds a request's body may take to arrive
 
 
 def create_app(
@@ -79,12 +81,15 @@ def create_app(
     for a beam the vocabulary cannot fill).
 
     The handlers are this module's functions on `router`; what they share lives on ``app.state``: `settings`,
-    `metrics`, and `translator` and `batcher` (None until the model is loaded, then `loaded` is set)."""
+    `metrics`, and `translator` and `batcher` (None until the model is loaded, then `loaded` is set);
+    `stopping`, set once the server is told to stop (bodies still arriving are then answered 503)."""
     app = FastAPI(title="nmt", summary="Neural machine translation (RNN encoder-decoder)", lifespan=_lifespan)
     state = app.state
     state.settings = settings
     state.translator, state.batcher = None, None
     state.loaded = threading.Event()
+    state.stopping = threading.Event()
+    state.preparing = 0  # requests between their body and their job's submission (only the event loop counts)
     state.metrics = Metrics(queued=lambda: state.batcher.queued if state.batcher else 0, loaded=state.loaded.is_set)
     state.load_model = functools.partial(_load_model, state, load, on_ready, on_load_error)
     app.add_middleware(_Measured, metrics=state.metrics)
@@ -115,6 +120,7 @@ def _load_model(
         max_batch_tokens=settings.max_batch_tokens,
         max_wait_ms=settings.max_wait_ms,
         on_batch=state.metrics.batch,
+        preparing=lambda: state.preparing,
     )
     state.translator = translator
     state.loaded.set()
@@ -138,6 +144,37 @@ def _ready(state: State) -> tuple[Translator, Batcher]:
     return translator, batcher
 
 
+async def _request_fields(request: Request) -> object:
+    """The request body's fields (`nmt.serving.body`: read within the server's limits, UTF-8, bounded nesting)."""
+    state = request.app.state
+    settings: ServeSettings = state.settings
+    limits = {"limit": settings.max_request_bytes, "timeout": settings.body_timeout, "stopping": state.stopping}
+    raw = await read_body(request, **limits)
+    request.scope[_PREPARING] = True  # until its job is submitted, or it is answered (`_Measured`)
+    state.preparing += 1
+    return await parsed_body(request, raw)
+
+
+def _submit(request: Request, job: TranslateJob | ScoreJob) -> asyncio.Future:
+    """The job's results, to await; the request no longer counts among those a batch may wait for."""
+    _, batcher = _ready(request.app.state)
+    _prepared(request.scope)
+    return asyncio.wrap_future(batcher.submit(job))
+
+
+def _prepared(scope: dict) -> None:
+    if scope.pop(_PREPARING, False):
+        scope["app"].state.preparing -= 1
+
+
+def _ids(encode: Callable, texts: list[str], where: Callable[[int], str]):
+    """`encode(texts)`, a text the tokenizer cannot take (`nmt.data.encoding.check_encodable`) a 400 naming it."""
+    try:
+        return encode(texts)
+    except UnencodableText as e:
+        raise ApiError(400, where(e.index), e.reason) from None
+
+
 async def _api_error(request: Request, error: ApiError) -> JSONResponse:
     return JSONResponse(error.body(), status_code=error.status)
 
@@ -152,20 +189,22 @@ async def _internal_error(request: Request, error: Exception) -> JSONResponse:
 
 
 async def _translated(
-    state: State, lines: list[str], search: SearchConfig, where: list[str]
+    request: Request, lines: list[str], search: SearchConfig, where: list[str]
 ) -> tuple[list[Translation], list[str]]:
     """Translations of `lines` (in order) and a warning for each line cut to max_input_tokens (`where` names each
     line in it)."""
-    translator, batcher = _ready(state)
+    state = request.app.state
+    translator, _ = _ready(state)
     warnings: list[str] = []
-    sources = encode_sources(
+    encode = functools.partial(
+        encode_sources,
         translator.tokenizer,
-        lines,
         max_tokens=state.settings.max_input_tokens,
         where=lambda number: where[number - 1],
         warn=warnings.append,
     )
-    return await asyncio.wrap_future(batcher.submit(TranslateJob(sources, search))), warnings
+    sources = _ids(encode, lines, where.__getitem__)
+    return await _submit(request, TranslateJob(sources, search)), warnings
 
 
 # -- LibreTranslate ----------------------------------------------------------------------------------------------
@@ -175,7 +214,7 @@ async def _translated(
 async def libre_translate(request: Request) -> dict:
     state = request.app.state
     settings: ServeSettings = state.settings
-    req = validated(LibreTranslateRequest, await _read_body(request, settings.max_request_bytes))
+    req = validated(LibreTranslateRequest, await _request_fields(request))
     _check_pair(req.source, req.target, settings)
     texts = _texts(req.q)
     lines, where, spans = [], [], []
@@ -188,7 +227,7 @@ async def libre_translate(request: Request) -> dict:
     n_best = 1 + req.alternatives
     _check_beam("alternatives", n_best, settings)
     search = dataclasses.replace(settings.search, n_best=n_best, beam_size=max(settings.search.beam_size, n_best))
-    translations, warnings = await _translated(state, lines, search, where)
+    translations, warnings = await _translated(request, lines, search, where)
     state.metrics.sentences.labels("/translate").inc(len(lines))
     joined = [_joined(translations[a:b], n_best) for a, b in spans]  # per text: best, then the alternatives
     one = isinstance(req.q, str)
@@ -217,7 +256,7 @@ async def languages(request: Request) -> list[dict]:
 async def v1_translate(request: Request) -> dict:
     state = request.app.state
     settings: ServeSettings = state.settings
-    req = validated(TranslateRequest, await _read_body(request, settings.max_request_bytes))
+    req = validated(TranslateRequest, await _request_fields(request))
     lines = _texts(req.q)
     _check_count("q", len(lines), settings, what="sentences")
     for i, line in enumerate(lines):
@@ -233,7 +272,7 @@ async def v1_translate(request: Request) -> dict:
     changes = {"beam_size": beam_size, "n_best": req.n_best}
     changes |= {k: v for k, v in (("length_penalty", req.length_penalty), ("alpha", req.alpha)) if v is not None}
     search = dataclasses.replace(settings.search, **changes)
-    translations, warnings = await _translated(state, lines, search, [f"q[{i}]" for i in range(len(lines))])
+    translations, warnings = await _translated(request, lines, search, [f"q[{i}]" for i in range(len(lines))])
     state.metrics.sentences.labels("/v1/translate").inc(len(lines))
 
     def described(c: Candidate) -> dict:
@@ -257,16 +296,18 @@ async def v1_translate(request: Request) -> dict:
 async def v1_score(request: Request) -> dict:
     state = request.app.state
     settings: ServeSettings = state.settings
-    req = validated(ScoreRequest, await _read_body(request, settings.max_request_bytes))
+    req = validated(ScoreRequest, await _request_fields(request))
     _check_count("source", len(req.source), settings, what="pairs")
     if len(req.target) != len(req.source):
         raise ApiError(400, "target", f"{len(req.target)} targets for {len(req.source)} sources")
-    translator, batcher = _ready(state)
+    translator, _ = _ready(state)
     if len(translator.members) > 1:
         raise ApiError(400, "source", "scoring takes one model; this server decodes an ensemble")
-    pieces = [*source_ids(translator.tokenizer, req.source), *target_ids(translator.tokenizer, req.target)]
+    sources = _ids(functools.partial(source_ids, translator.tokenizer), req.source, "source[{}]".format)
+    targets = _ids(functools.partial(target_ids, translator.tokenizer), req.target, "target[{}]".format)
+    pieces = [*sources, *targets]
     job = ScoreJob(req.source, req.target, tokens=sum(len(ids) for ids in pieces))
-    scores = await asyncio.wrap_future(batcher.submit(job))
+    scores = await _submit(request, job)
     state.metrics.sentences.labels("/v1/score").inc(len(scores))
     return {"scores": scores}
 
@@ -323,58 +364,9 @@ def _joined(translations: list[Translation], n_best: int) -> list[str]:
     return ["\n".join(t.candidates[min(k, len(t.candidates) - 1)].text for t in translations) for k in range(n_best)]
 
 
-async def _read_body(request: Request, limit: int) -> dict:
-    """The request's fields from its JSON or form body, read up to `limit` bytes."""
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > limit:
-        raise ApiError(413, "body", f"{declared} bytes; at most {limit} per request (--max-request-bytes)")
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw += chunk
-        if len(raw) > limit:
-            raise ApiError(413, "body", f"more than {limit} bytes; at most {limit} per request (--max-request-bytes)")
-    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    # A JSON body sent as a form (`curl -d '{…}'` without -H 'Content-Type: application/json') is still JSON.
-    if kind in _FORMS and not bytes(raw).lstrip().startswith(b"{"):
-        return await _form_fields(request, bytes(raw), kind)
-    if not raw.strip():
-        raise ApiError(400, "body", "empty: send a JSON object")
-    try:
-        return json.loads(raw)
-    except UnicodeDecodeError:
-        raise ApiError(400, "body", "not UTF-8") from None
-    except json.JSONDecodeError as e:
-        raise ApiError(400, "body", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
-
-
-async def _form_fields(request: Request, raw: bytes, kind: str) -> dict:
-    """A form's fields; a field given more than once (q=…&q=…) is a list."""
-    if kind == "multipart/form-data":
-        from starlette.formparsers import MultiPartParser
-
-        async def body():
-            yield raw
-
-        try:
-            pairs = list((await MultiPartParser(request.headers, body()).parse()).multi_items())
-        except Exception as e:  # the parser's own exceptions vary by version
-            raise ApiError(400, "body", f"invalid multipart form: {e}") from None
-        if any(not isinstance(value, str) for _, value in pairs):
-            raise ApiError(400, "body", "file uploads are not accepted")
-    else:
-        try:
-            pairs = parse_qsl(raw.decode("utf-8"), keep_blank_values=True, strict_parsing=False)
-        except UnicodeDecodeError:
-            raise ApiError(400, "body", "not UTF-8") from None
-    fields: dict = {}
-    for key, value in pairs:
-        fields.setdefault(key, []).append(value)
-    return {key: values[0] if len(values) == 1 else values for key, values in fields.items()}
-
-
 class _Measured:
     """ASGI middleware: every request's latency and status code, by endpoint (unknown paths count as "other",
-    so that a scan of random URLs cannot grow the metrics without bound)."""
+    so that a scan of random URLs cannot grow the metrics without bound), and its line in the access log."""
 
     ENDPOINTS = frozenset({"/translate", "/languages", "/v1/translate", "/v1/score", "/health", "/metrics"})
 
@@ -402,7 +394,13 @@ class _Measured:
         try:
             await self.app(scope, receive, sending)
         finally:
+            _prepared(scope)  # refused before its job was submitted
             if counted:
                 self.metrics.in_flight.dec()
+            seconds = time.perf_counter() - start
             self.metrics.requests.labels(endpoint, str(status)).inc()
-            self.metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+            self.metrics.latency.labels(endpoint).observe(seconds)
+            if access_log.isEnabledFor(logging.INFO):
+                client = "{}:{}".format(*scope["client"]) if scope.get("client") else "-"
+                path = scope.get("raw_path", b"").decode("ascii", "backslashreplace")  # as sent: no line breaks
+                access_log.info('%s "%s %s" %d %.1f ms', client, scope["method"], path, status, 1000 * seconds)

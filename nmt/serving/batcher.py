@@ -8,10 +8,12 @@ job already queued, up to `max_batch_tokens` pieces, groups them by what they as
 into token batches. Each job gets its own results back, in its own order, through a `concurrent.futures.Future`
 its HTTP handler awaits.
 
-Waiting for more requests (`max_wait_ms`) happens only under load, when the previous batch held several
-requests or others were queued as it ended: then the clients just answered are about to send again, and the
-wait gathers them into the next batch (without it the first of them would leave alone, and the batches would
-alternate between one request and all the others). An idle server answers a lone request at once.
+A batch waits for more requests (up to `max_wait_ms`) only while company is expected: as many requests as the
+previous batch held (the clients just answered are about to send again; without the wait the first of them
+would leave alone, and the batches would alternate between one request and all the others), or as many as
+are queued or being prepared by their handlers (`preparing`: body read, not yet submitted). It stops waiting
+as soon as the batch holds that many, so a lone client (the previous batch held one request, nothing else
+in flight) is answered at once.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 
 from nmt.data.encoding import Source
@@ -96,8 +98,10 @@ class Batcher:
         max_batch_tokens: int,
         max_wait_ms: float,
         on_batch: Callable[[BatchStats], None] = lambda stats: None,
+        preparing: Callable[[], int] = lambda: 0,
     ) -> None:
         self.translator = translator
+        self.preparing = preparing  # requests about to be submitted (the handlers count them)
         self.max_batch_tokens = max_batch_tokens
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
@@ -115,16 +119,24 @@ class Batcher:
         return self._queue.qsize() + (self._held is not None)
 
     def close(self) -> None:
-        """Finish the jobs already submitted, then end the thread."""
+        """Let the batch in progress finish, drop the jobs still queued, then end the thread. The server closes
+        it once every request was answered, or cancelled after its grace period: nobody waits for those jobs."""
+        while True:
+            try:
+                dropped = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if dropped is not _STOP:
+                dropped.result.cancel()
         self._queue.put(_STOP)
         self._thread.join()
 
     # -- the worker thread ---------------------------------------------------------------------------------------
 
     def _run(self) -> None:
-        under_load = False
+        answered = 0  # requests in the previous batch: clients that may be about to send again
         while True:
-            jobs = self._gather(wait_for_more=under_load)
+            jobs = self._gather(expected=answered)
             if not jobs:
                 return
             start = time.perf_counter()
@@ -143,12 +155,12 @@ class Batcher:
                     seconds=time.perf_counter() - start,
                 )
             )
-            # Busy: several clients were just answered (they are about to send again) or requests are waiting.
-            under_load = len(jobs) > 1 or not self._queue.empty() or self._held is not None
+            answered = len(jobs)
 
-    def _gather(self, *, wait_for_more: bool) -> list[Job]:
-        """The next batch: the first job (waiting for it), then what is queued within the token budget; under
-        load, also what arrives within max_wait. Empty once `close` was called and everything is done."""
+    def _gather(self, *, expected: int) -> list[Job]:
+        """The next batch: the first job (waiting for it), then what is queued within the token budget, and what
+        arrives within max_wait while fewer than `expected` jobs (or fewer than are being prepared) are in it.
+        Empty once `close` was called and everything is done."""
         if self._held is not None:
             first, self._held = self._held, None
         else:
@@ -156,9 +168,10 @@ class Batcher:
             if first is _STOP:
                 return []
         jobs, tokens = [first], first.tokens
-        deadline = time.monotonic() + (self.max_wait if wait_for_more else 0.0)
+        deadline = time.monotonic() + self.max_wait
         while tokens < self.max_batch_tokens:
-            remaining = deadline - time.monotonic()
+            company = len(jobs) < max(expected, len(jobs) + self.preparing())
+            remaining = deadline - time.monotonic() if company else 0.0
             try:
                 job = self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
             except queue.Empty:
@@ -190,12 +203,23 @@ class Batcher:
                 )
         except Exception as error:  # every waiting request learns what went wrong
             for job in jobs:
-                job.result.set_exception(error)
+                _settle(job.result, exception=error)
             return
         start = 0
         for job in jobs:
-            job.result.set_result(_renumbered(results[start : start + job.size]))
+            _settle(job.result, result=_renumbered(results[start : start + job.size]))
             start += job.size
+
+
+def _settle(future: Future, *, result: object = None, exception: BaseException | None = None) -> None:
+    """A job's answer, unless its request was cancelled meanwhile (a server stopping after its grace period)."""
+    try:
+        if exception is not None:
+            future.set_exception(exception)
+        else:
+            future.set_result(result)
+    except InvalidStateError:
+        pass
 
 
 def _groups(jobs: Sequence[Job]) -> list[list[Job]]:

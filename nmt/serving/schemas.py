@@ -20,6 +20,9 @@ class ApiError(Exception):
     """A request the server refuses: HTTP `status`, the `field` at fault and what is wrong with it."""
 
     def __init__(self, status: int, field: str, message: str) -> None:
+        # A request can put a lone surrogate ("\\ud800") in a field's name or value: escaped, so that the answer
+        # is UTF-8.
+        field, message = _printable(field), _printable(message)
         super().__init__(f"{field}: {message}")
         self.status = status
         self.field = field
@@ -27,6 +30,10 @@ class ApiError(Exception):
 
     def body(self) -> dict:
         return {"error": str(self), "field": self.field}
+
+
+def _printable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
 Text = str | list[str]
