@@ -47,6 +47,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str]) -> int:
     args = build_parser().parse_args(argv)
+    check_output(args.output)  # before any checkpoint is read; again below against the inputs
     if args.run is None:
         if args.best is not None or args.last is not None:
             raise InputError(path="--best" if args.best is not None else "--last", message="needs --run DIR")
