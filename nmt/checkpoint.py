@@ -123,26 +123,41 @@ def export_checkpoint(path: str | os.PathLike[str], output: str | os.PathLike[st
     or ``-`` (standard output) is written into, and a failed write is an `InputError` naming it. torch.save
     seeks in what it writes, so the file is serialized in memory first (one more copy of the weights). Returns
     the number of bytes written."""
-    from nmt.textio import atomic_output
-
     if dtype not in INFERENCE_DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
     path = os.fspath(path)
-    ckpt = read_checkpoint(path)
-    loaded = _loaded(path, ckpt, device="cpu", dtype=dtype if dtype == "int8" else "float32")  # every check
+    ckpt, loaded = read_model(path, dtype=dtype if dtype == "int8" else "float32")  # every check of load_model
     weights = DTYPES.get(dtype, torch.float32)  # int8: what is not int8 stays float32
     state = {
         f"model.{name}": (tensor.to(weights) if tensor.is_floating_point() else tensor).clone()
         for name, tensor in loaded.model.state_dict().items()
     }
-    assert isinstance(ckpt, dict)
     origin = {"dtype": dtype, "from": os.path.basename(path)}
     origin |= {key: ckpt[key] for key in ("epoch", "global_step") if isinstance(ckpt.get(key), int)}
-    exported = {"state_dict": state, "nmt": {**ckpt["nmt"], "exported": origin}}
+    del loaded
+    return write_inference_checkpoint(state, {**ckpt["nmt"], "exported": origin}, output, inputs=[path])
+
+
+def read_model(path: str, *, dtype: str = "float32") -> tuple[dict, LoadedModel]:
+    """The checkpoint at `path` as read (a dict) and its model on the CPU in `dtype`, every check of `load_model`
+    made: what `export_checkpoint` and `nmt.averaging` take the weights and the metadata from."""
+    ckpt = read_checkpoint(path)
+    loaded = _loaded(path, ckpt, device="cpu", dtype=dtype)
+    assert isinstance(ckpt, dict)
+    return ckpt, loaded
+
+
+def write_inference_checkpoint(
+    state_dict: dict[str, torch.Tensor], metadata: dict, output: str | os.PathLike[str], *, inputs: list[str]
+) -> int:
+    """Write an inference-only checkpoint (``{"state_dict", "nmt"}``, `metadata` with its ``exported`` record) to
+    `output` through `nmt.textio.atomic_output` (`inputs`: the files it must not overwrite). torch.save seeks in
+    what it writes, so the file is serialized in memory first. Returns the number of bytes written."""
+    from nmt.textio import atomic_output
+
     serialized = io.BytesIO()
-    torch.save(exported, serialized)
-    del exported, state, loaded
-    with atomic_output(output, inputs=[path], binary=True) as out:
+    torch.save({"state_dict": state_dict, "nmt": metadata}, serialized)
+    with atomic_output(output, inputs=inputs, binary=True) as out:
         out.write(serialized.getbuffer())
     return serialized.getbuffer().nbytes
 

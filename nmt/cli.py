@@ -36,6 +36,7 @@ TOOLS = {
     "plot-curves": "nmt.commands.plot_curves",
     "serve": "nmt.commands.serve",
     "export": "nmt.commands.export",
+    "average": "nmt.commands.average",
     "shortlist": "nmt.commands.shortlist",
 }
 

@@ -504,6 +504,7 @@ OPTION_CASES = {  # command -> option -> bad values (a tuple: the option's sever
         "--size": [("0", "0"), ("1000", "1000"), ("300", "300")],
         "--dpi": ["0", "100000", "2400"],
     },
+    "average": {"--best": ["0", "-1", "x", BIG], "--last": ["0", "1.5", BIG]},
 }
 OPTIONS = [
     (command, option, value)
@@ -536,6 +537,8 @@ def _command_line(command: str, checkpoint: Path, work: Path) -> tuple[list[str]
         return [*argv, "--device", "cpu"], [npy, figure]
     if command == "plot-attention":
         return ["plot-attention", "--checkpoint", ckpt, "--src", "a man", "--output", str(figure)], [figure]
+    if command == "average":
+        return ["average", "--run", str(work), "--output", str(out)], [out]
     metrics = work / "metrics.csv"
     metrics.write_text("step,train/loss\n1,2.5\n2,2\n")
     return ["plot-curves", str(metrics), "--output", str(figure)], [figure]

@@ -554,6 +554,7 @@ OUTPUTS = {
                                                           "a man", "--output", o, "--dpi", "20"])},
     "plot-curves": {"--output": (".png", lambda o, f: ["plot-curves", f["CSV"], "--output", o, "--dpi", "20"])},
     "export": {"--output": (".ckpt", lambda o, f: ["export", "--checkpoint", f["CKPT"], "--output", o])},
+    "average": {"--output": (".ckpt", lambda o, f: ["average", f["CKPT"], f["CKPT"], "--output", o])},
     "shortlist": {"--output": (".tsv", lambda o, f: ["shortlist", "--checkpoint", f["CKPT"], "--source", f["TEXT"],
                                                      "--target", f["TEXT"], "--output", o])},
     "serve": {},  # answers over HTTP; writes no file

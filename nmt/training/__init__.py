@@ -6,6 +6,7 @@
   checkpoint carries;
 * `callbacks` — tracking: samples, attention images, throughput, memory, learning rate, config, W&B artifact;
 * `resume` — exact resume: ``last.ckpt`` at resume points, atomic checkpoint writes, random states;
+* `ema` — Lightning's moving average of the weights, its end-of-fit copy after the last resume point;
 * `checkpoint` — a ``--ckpt_path`` file read safely and compared with the configured network;
 * `memory` — memory handed back to the system during a run;
 * `lightning_internals` — the few Lightning internals exact resume relies on, each tested.
