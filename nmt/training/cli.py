@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import sys
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -27,14 +28,19 @@ from jsonargparse import ActionConfigFile, Namespace
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from lightning.pytorch.loggers import WandbLogger
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info
 
 from nmt.data.datamodule import TranslationDataModule
 from nmt.errors import InputError
 from nmt.training import LIGHTNING_COMMANDS
 from nmt.training.checkpoint import check_training_checkpoint, read_training_checkpoint
 from nmt.training.module import TranslationModule
-from nmt.training.resume import install_atomic_checkpoint_io, newest_resume_checkpoint, use_default_checkpoint_dir
+from nmt.training.resume import (
+    default_checkpoint_dir,
+    install_atomic_checkpoint_io,
+    newest_resume_checkpoint,
+    use_default_checkpoint_dir,
+)
 
 # The modules whose classes a training config may name (class_path, and any other import path jsonargparse
 # resolves): nmt's own and the libraries it builds on. Checked before anything is imported, since importing a
@@ -43,6 +49,14 @@ ALLOWED_IMPORT_PREFIXES = ("nmt", "lightning", "torch")
 ALLOW_ANY_CLASS_PATH_ENV = "NMT_ALLOW_ANY_CLASS_PATH"
 _DENIED_IMPORT = re.compile(r"Importing '([\w.]+)' is not allowed")
 _PARSER_KEY = re.compile(r'Parser key "([^"]+)"')
+_VALIDATION_KEY_NOT_YET_LOGGED = (
+    r"`ModelCheckpoint\(monitor='val/(loss|ppl|bleu|chrf)'\)` could not find the monitored key"
+)
+_ONLY_RESUME_CHECKPOINT_MISSING = (
+    r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided.*"
+    r"Please add the following callbacks: \[(\"ResumeCheckpoint\{[^}]*\}\"(, )?)+\]\.$"
+)
+_LIGHTNING_PYTREE = r"lightning\.pytorch\.utilities\._pytree"
 _PATH_LIKE = re.compile(r"[\w.~-]*/[\w./~-]*")  # a --config value that is a path, not YAML text
 _CKPT_PATH_KEYWORDS = ("last", "best", "hpc")  # --ckpt_path values Lightning resolves itself
 
@@ -146,9 +160,25 @@ class NMTLightningCLI(LightningCLI):
         if path == "last":
             path = config["ckpt_path"] = newest_resume_checkpoint(self.trainer)
             if path is None:  # not an error: a job can be started with `last` before its first run
-                rank_zero_warn(f"--ckpt_path last: no last checkpoint yet; the {subcommand} starts from scratch")
+                searched = default_checkpoint_dir(self.trainer)
+                starts = "a new run starts" if subcommand == "fit" else f"the {subcommand} uses an untrained network"
+                rank_zero_info(f"--ckpt_path last: no checkpoint to resume in {searched}; {starts}")
         if not _is_checkpoint_file(path):
             return
+        if subcommand == "fit":
+            for callback in self.trainer.checkpoint_callbacks:
+                # Lightning warns of a non-empty checkpoint directory whether or not the run resumes; resuming, the
+                # files are this run's own (ResumeCheckpoint says what is resumed). Ignored within this run only:
+                # train_cli restores the warning filters.
+                if isinstance(callback, ModelCheckpoint) and callback.dirpath:
+                    warnings.filterwarnings(
+                        "ignore", message=re.escape(f"Checkpoint directory {callback.dirpath} exists and is not empty")
+                    )
+            # ResumeCheckpoint's key in a checkpoint names its directory (unchanged since nmt 0.1.0, see its state_key):
+            # a run resumed from a moved directory has another key, and Lightning asks for "the callbacks used to
+            # create the checkpoint". Its state is not needed to resume (last.ckpt is rewritten at the next resume
+            # point); a missing callback of any other kind still warns.
+            warnings.filterwarnings("ignore", message=_ONLY_RESUME_CHECKPOINT_MISSING)
         checkpoint = self._checkpoint
         if checkpoint is None or checkpoint.path != os.fspath(path):
             checkpoint = read_training_checkpoint(path)
@@ -202,7 +232,16 @@ def train_cli(args: list[str], *, run: bool = True) -> NMTLightningCLI:
     _check_config_files(command_line)
     given = _COMMAND_LINE.set(command_line)
     try:
-        with _import_paths_restricted():
+        with _import_paths_restricted(), warnings.catch_warnings():
+            # Lightning's own code calls a torch function that torch deprecated (Lightning's to change, nothing a
+            # user can do): not shown on every run.
+            warnings.filterwarnings(
+                "ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated", module=_LIGHTNING_PYTREE
+            )
+            # A run that stops (max_steps, a time limit) before its first validation has no val/bleu yet to rank
+            # best.ckpt by: Lightning then says the key was never logged ("Did you call log('val/bleu')?"), which
+            # is untrue of the keys every validation logs; a monitor naming any other key still warns.
+            warnings.filterwarnings("ignore", message=_VALIDATION_KEY_NOT_YET_LOGGED)
             return _lightning_cli(args, run=run)
     finally:
         _COMMAND_LINE.reset(given)
