@@ -9,6 +9,7 @@ checkpoints are written atomically (`nmt.training.resume`).
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import importlib
 import inspect
@@ -85,6 +86,15 @@ class NMTArgumentParser(LightningArgumentParser):
             super().error(message, ex)
         parser = getattr(ex, "subcommand_parser", None) or self
         raise config_error(message, parser, _COMMAND_LINE.get()) from None
+
+    def format_help(self) -> str:
+        # The network's options are one typed value, --model.network, in Lightning's help: listed here, near the
+        # top, each with its help (jsonargparse shows them only behind --model.network.help NetworkConfig).
+        text = super().format_help()
+        if "model.network" not in {action.dest for action in self._actions}:
+            return text
+        usage, options, rest = text.partition("\noptions:\n")
+        return usage + "\n" + _network_options_help() + options + rest if options else text
 
     def valid_keys(self) -> list[str]:
         """The dotted keys this (subcommand's) parser takes, and the parameters of the nmt classes those name (a
@@ -366,6 +376,25 @@ def _check_config_files(args: list[str]) -> None:
             raise InputError(path=path, message=f"holds {what}, not a mapping of options (trainer:, model:, data:, …)")
 
 
+def _network_options_help() -> str:
+    """The model.network.* options, each with its help (NetworkConfig's attribute docstrings) and default."""
+    from jsonargparse import ArgumentParser, set_parsing_settings
+    from jsonargparse import _common as jsonargparse_settings
+
+    from nmt.model import NetworkConfig
+
+    saved = dict(jsonargparse_settings.parsing_settings)  # process-wide: restored afterwards
+    set_parsing_settings(docstring_parse_attribute_docstrings=True)
+    try:
+        parser = ArgumentParser(prog="nmt fit", usage=argparse.SUPPRESS, add_help=False)
+        parser.add_class_arguments(NetworkConfig, "model.network")
+        text = parser.format_help()
+    finally:
+        jsonargparse_settings.parsing_settings.update(saved)
+    where = "in the config under model: network:, or on the command line as --model.network.NAME VALUE"
+    return f"network options ({where}):\n" + text.partition(":\n")[2]
+
+
 # -- parse errors as one line -------------------------------------------------------------------------------------
 
 _COMMAND_LINE: ContextVar[list[str] | tuple[()]] = ContextVar("nmt_training_command_line", default=())
@@ -433,7 +462,7 @@ def _unknown_key(key: list[str], valid: list[str], args: list[str]) -> InputErro
     wrong = _first_unknown(key, valid)
     where = _key_location(key[:wrong], args) or ("configuration", None, ".".join(key[:wrong]))
     path, line, written = where
-    near = _nearest_key(key, valid)
+    near = _nearest_key(key[:wrong], valid)
     if near is not None and written.startswith("--"):
         near = "--" + near
     if near is not None and "init_args" in written.split(".") and "init_args" not in near:
