@@ -36,7 +36,7 @@ from fsspec.utils import get_protocol
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint, OnExceptionCheckpoint
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from nmt.textio import replacing
@@ -167,6 +167,10 @@ class ResumeCheckpoint(ModelCheckpoint):
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._saved_step = trainer.global_step  # the point just resumed from is on disk already
+        if trainer.ckpt_path is not None:  # restored by now: say from where, and which point of the run
+            rank_zero_info(
+                f"resuming from {trainer.ckpt_path}: epoch {trainer.current_epoch}, step {trainer.global_step}"
+            )
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         end_restart(trainer)  # by the first batch the restart is over (see `end_restart`)
@@ -235,7 +239,9 @@ class ResumeCheckpoint(ModelCheckpoint):
         path = self.format_checkpoint_name({})
         self._point = (epoch, batches, steps)
         try:
-            trainer.save_checkpoint(path)  # every rank: a collective (on_save_checkpoint above rewrites the loops)
+            trainer.save_checkpoint(
+                path, weights_only=False
+            )  # the whole training state; every rank: a collective (on_save_checkpoint above rewrites the loops)
         finally:
             self._point = None
         self._saved_step = trainer.global_step
