@@ -38,6 +38,25 @@ class NetworkConfig:
     """Standard deviation of the paper initialisation."""
     attention_init_std: float = 0.001
     """Standard deviation of W_a and U_a in the paper initialisation."""
+    tie_embeddings: bool = False
+    """Press & Wolf 2017 (not in the papers): the target embedding matrix is the output matrix W_o, one parameter.
+    Needs the embedding lookup's width (emb_rank, else emb_dim) to equal W_o's input (output_rank, else
+    maxout_units)."""
+
+    def __post_init__(self) -> None:
+        if self.tie_embeddings and self.tied_width is None:
+            raise ValueError(
+                f"model.network.tie_embeddings needs the target embedding's width (emb_rank or emb_dim: "
+                f"{self.emb_rank or self.emb_dim}) to equal the output layer's input (output_rank or maxout_units: "
+                f"{self.output_rank or self.maxout_units})"
+            )
+
+    @property
+    def tied_width(self) -> int | None:
+        """The columns of the matrix the target embeddings and W_o can share: the lookup's width if it equals the
+        input width of W_o's last factor (the one with a row per target word), else None."""
+        lookup, output = self.emb_rank or self.emb_dim, self.output_rank or self.maxout_units
+        return lookup if lookup == output else None
 
     @property
     def has_attention(self) -> bool:

@@ -28,7 +28,7 @@ from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row, st
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import PaperGRUCell, cudnn_step
-from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear
+from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear, tie_output_to_embedding_
 from nmt.model.positions import TimeSteps
 
 
@@ -66,6 +66,8 @@ class RNNEncoderDecoder(Seq2Seq):
         else:
             self.rnn = nn.GRU(E + n, n, batch_first=True)  # weight_ih_l0 = [W' | C]
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=n, vocab_size=tgt_vocab_size)
+        if config.tie_embeddings:
+            tie_output_to_embedding_(self.output, self.tgt_embed)  # Press & Wolf 2017
         self.emb_dim = E
 
     # -- encoder ------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, step_log_probs
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import make_cell
-from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear
+from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear, tie_output_to_embedding_
 from nmt.model.positions import TimeSteps
 
 
@@ -71,6 +71,8 @@ class RNNSearch(Seq2Seq):
         self.C = nn.Linear(annotation_dim, 3 * n, bias=False)  # [C_r; C_z; C] c_i
         self.cell = make_cell(config.cell, n)
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=annotation_dim, vocab_size=tgt_vocab_size)
+        if config.tie_embeddings:
+            tie_output_to_embedding_(self.output, self.tgt_embed)  # Press & Wolf 2017
 
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> Annotations:
         mask = self.src_mask(src)
