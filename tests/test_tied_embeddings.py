@@ -65,10 +65,10 @@ def test_tied_step_equals_teacher_forcing(arch):
 
 def test_tie_embeddings_refuses_shapes_that_differ_in_one_line():
     with pytest.raises(ValueError, match=r"emb_rank or emb_dim: 12\).*output_rank or maxout_units: 7\)") as error:
-        NetworkConfig(emb_dim=12, maxout_units=7, tie_embeddings=True)
+        build_model(NetworkConfig(emb_dim=12, maxout_units=7, tie_embeddings=True), src_vocab_size=9, tgt_vocab_size=9)
     assert "\n" not in str(error.value)
     with pytest.raises(ValueError, match=r"emb_dim: 5\).*maxout_units: 7\)"):
-        NetworkConfig(emb_dim=12, emb_rank=5, maxout_units=7, tie_embeddings=True)
+        NetworkConfig(emb_dim=12, emb_rank=5, maxout_units=7, tie_embeddings=True).validate()
 
 
 @pytest.mark.parametrize("dtype", ["float32", "bfloat16", "int8"])

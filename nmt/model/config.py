@@ -43,7 +43,9 @@ class NetworkConfig:
     Needs the embedding lookup's width (emb_rank, else emb_dim) to equal W_o's input (output_rank, else
     maxout_units)."""
 
-    def __post_init__(self) -> None:
+    def validate(self) -> None:
+        """Refuse, in one line (ValueError), options that no network can have together. ``build_model`` calls it:
+        not ``__post_init__``, where the config parser would report only that no type of ``network`` fits."""
         if self.tie_embeddings and self.tied_width is None:
             raise ValueError(
                 f"model.network.tie_embeddings needs the target embedding's width (emb_rank or emb_dim: "
