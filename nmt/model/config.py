@@ -38,6 +38,10 @@ class NetworkConfig:
     """Standard deviation of the paper initialisation."""
     attention_init_std: float = 0.001
     """Standard deviation of W_a and U_a in the paper initialisation."""
+    layer_norm: Literal["none", "encoder", "all"] = "none"
+    """Ba et al. 2016 (not in the papers): layer normalisation of each paper GRU's input and recurrent products, gate
+    by gate, with learned gains and biases: in the encoder's cells (as LIUM-CVC's WMT17 system), or in the decoder's
+    too. The paper cell only."""
     tie_embeddings: bool = False
     """Press & Wolf 2017 (not in the papers): the target embedding matrix is the output matrix W_o, one parameter.
     Needs the embedding lookup's width (emb_rank, else emb_dim) to equal W_o's input (output_rank, else
@@ -46,6 +50,11 @@ class NetworkConfig:
     def validate(self) -> None:
         """Refuse, in one line (ValueError), options that no network can have together. ``build_model`` calls it:
         not ``__post_init__``, where the config parser would report only that no type of ``network`` fits."""
+        if self.layer_norm != "none" and self.cell != "paper":
+            raise ValueError(
+                f"model.network.layer_norm: {self.layer_norm!r} needs cell 'paper' (the {self.cell} cell "
+                "computes its gates in one fused product that leaves nothing to normalise)"
+            )
         if self.tie_embeddings and self.tied_width is None:
             raise ValueError(
                 f"model.network.tie_embeddings needs the target embedding's width (emb_rank or emb_dim: "
@@ -59,6 +68,16 @@ class NetworkConfig:
         input width of W_o's last factor (the one with a row per target word), else None."""
         lookup, output = self.emb_rank or self.emb_dim, self.output_rank or self.maxout_units
         return lookup if lookup == output else None
+
+    @property
+    def encoder_layer_norm(self) -> bool:
+        """Whether the encoder's GRU cells are layer-normalised (``layer_norm: encoder`` or ``all``)."""
+        return self.layer_norm != "none"
+
+    @property
+    def decoder_layer_norm(self) -> bool:
+        """Whether the decoder's GRU cell is layer-normalised (``layer_norm: all``)."""
+        return self.layer_norm == "all"
 
     @property
     def has_attention(self) -> bool:

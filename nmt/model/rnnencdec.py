@@ -56,13 +56,19 @@ class RNNEncoderDecoder(Seq2Seq):
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell)
+        self.encoder = GRUEncoder(
+            emb_dim=E,
+            hidden_dim=config.encoder_dim,
+            bidirectional=False,
+            cell=config.cell,
+            layer_norm=config.encoder_layer_norm,
+        )
         self.V = nn.Linear(config.encoder_dim, n, bias=False)  # c = tanh(V h_T)
         self.V_dec = nn.Linear(n, n, bias=False)  # h'_0 = tanh(V' c)
         if config.cell == "paper":
             self.W_dec = nn.Linear(E, 3 * n)  # [W'_r; W'_z; W'] e(y_{t-1}) + b
             self.C = nn.Linear(n, 3 * n, bias=False)  # [C_r; C_z; C] c
-            self.cell = PaperGRUCell(n)
+            self.cell = PaperGRUCell(n, layer_norm=config.decoder_layer_norm)
         else:
             self.rnn = nn.GRU(E + n, n, batch_first=True)  # weight_ih_l0 = [W' | C]
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=n, vocab_size=tgt_vocab_size)

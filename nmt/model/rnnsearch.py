@@ -64,12 +64,18 @@ class RNNSearch(Seq2Seq):
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=True, cell=config.cell)
+        self.encoder = GRUEncoder(
+            emb_dim=E,
+            hidden_dim=config.encoder_dim,
+            bidirectional=True,
+            cell=config.cell,
+            layer_norm=config.encoder_layer_norm,
+        )
         self.W_s = nn.Linear(config.encoder_dim, n, bias=False)  # s_0 = tanh(W_s ←h_1)
         self.attention = AdditiveAttention(query_dim=n, key_dim=annotation_dim, attention_dim=config.attention_dim)
         self.W_dec = nn.Linear(E, 3 * n)  # [W_r; W_z; W] e(y_{i-1}) + b
         self.C = nn.Linear(annotation_dim, 3 * n, bias=False)  # [C_r; C_z; C] c_i
-        self.cell = make_cell(config.cell, n)
+        self.cell = make_cell(config.cell, n, layer_norm=config.decoder_layer_norm)
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=annotation_dim, vocab_size=tgt_vocab_size)
         if config.tie_embeddings:
             tie_output_to_embedding_(self.output, self.tgt_embed)  # Press & Wolf 2017
