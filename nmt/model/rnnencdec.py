@@ -13,7 +13,8 @@ matrix product before the time loop. With the cuDNN cell the whole teacher-force
 over [e(y_{t-1}); c], whose input matrix is [W' | C]; ``step`` uses the same weights one position at a time.
 
 Deviations from the paper: optional dropout on embeddings and the maxout output; the encoder input has a
-bias (the paper's equations omit biases, its code has them).
+bias (the paper's equations omit biases, its code has them); optional layer normalisation in the GRUs (Ba et al.
+2016) and a target embedding tied to W_o (Press & Wolf 2017).
 """
 
 from __future__ import annotations

@@ -16,7 +16,8 @@ A decoding step (``step``) reads each of s_{i-1} and e(y_{i-1}) through one stac
 once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) ↦ [W e; V_o e]; and c_i through
 [C; C_o] h_j, mapped once per source word by ``encode(…, for_steps=True)``: [C c_i; C_o c_i] = Σ_j α_ij [C; C_o] h_j.
 
-Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option. In float32
+Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option; optional
+layer normalisation in the GRUs (Ba et al. 2016) and a target embedding tied to W_o (Press & Wolf 2017). In float32
 (and a half-precision model's inference on a CPU) the energies' tanh is computed through σ, which gives the same α
 (``nmt.model.attention.Keys``).
 """
