@@ -56,7 +56,9 @@ class RNNEncoderDecoder(Seq2Seq):
         self.pad_id, self.cell_type = pad_id, config.cell
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.embed_dropout = nn.Dropout(config.dropout)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
+        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
+        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
         self.encoder = GRUEncoder(
             emb_dim=E,
             hidden_dim=config.encoder_dim,
@@ -83,6 +85,8 @@ class RNNEncoderDecoder(Seq2Seq):
         x = self.embed_dropout(self.src_embed(src))
         _, h_T = self.encoder(x, src_lengths, self.src_mask(src))
         c = torch.tanh(self.V(h_T))  # (B, n)
+        if self.context_dropout is not None:  # the summary that the decoder reads
+            c = self.context_dropout(c)
         return Summary(c=c, c_gates=self._context_gates(c), c_out=self.output.project_context(c))
 
     def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:

@@ -64,7 +64,9 @@ class RNNSearch(Seq2Seq):
         self.pad_id, self.encoder_dim = pad_id, config.encoder_dim
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.embed_dropout = nn.Dropout(config.dropout)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
+        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
+        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
         self.encoder = GRUEncoder(
             emb_dim=E,
             hidden_dim=config.encoder_dim,
@@ -84,6 +86,8 @@ class RNNSearch(Seq2Seq):
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> Annotations:
         mask = self.src_mask(src)
         h, _ = self.encoder(self.embed_dropout(self.src_embed(src)), src_lengths, mask)
+        if self.context_dropout is not None:  # the annotations that the alignment model and the decoder read
+            h = self.context_dropout(h)
         enc = Annotations(h=h, keys=self.attention.keys(h), mask=mask)
         if not for_steps:
             return enc
