@@ -1,4 +1,5 @@
-"""``model.network.tie_embeddings`` (Press & Wolf 2017): the target embedding matrix is the output matrix W_o."""
+"""``model.network.tie_embeddings`` (Press & Wolf 2017): the target embedding matrix is the output matrix W_o. (Its
+search steps against teacher forcing: ``tests/test_model.py``, over ``OPTIONS``.)"""
 
 from __future__ import annotations
 
@@ -46,21 +47,6 @@ def test_tied_embedding_is_one_parameter_that_both_uses_train(arch, shape):
     expected = untied.tgt_embed.lookup.weight.grad + output_matrix(untied).grad
     assert output_matrix(untied).grad.abs().sum() > 0
     torch.testing.assert_close(tied.tgt_embed.lookup.weight.grad, expected)
-
-
-@pytest.mark.parametrize("arch", ARCHS)
-def test_tied_step_equals_teacher_forcing(arch):
-    torch.manual_seed(1)
-    model = build_model(tied_config(arch, SHAPES[0], tie_embeddings=True), src_vocab_size=25, tgt_vocab_size=18)
-    model.eval()
-    src, tgt = torch.randint(4, 25, (2, 7)), torch.randint(4, 18, (2, 5))
-    forced = model(src, torch.tensor([7, 7]), tgt)
-    enc = model.encode(src, torch.tensor([7, 7]))
-    state = model.initial_state(enc)
-    for t in range(tgt.shape[1]):
-        out = model.step(tgt[:, t], state, enc)
-        torch.testing.assert_close(out.log_probs, torch.log_softmax(forced[:, t], -1), atol=1e-5, rtol=1e-5)
-        state = out.state
 
 
 def test_tie_embeddings_refuses_shapes_that_differ_in_one_line():
