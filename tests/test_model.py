@@ -182,11 +182,20 @@ def test_fused_cho_decoder_equals_step_by_step(cell):
         state = out.state
 
 
+# Network options that change the decoder's step: Ba et al.'s layer normalisation, Press & Wolf's tied embeddings.
+OPTIONS = [{}, {"layer_norm": "encoder"}, {"layer_norm": "all"}, {"tie_embeddings": True, "maxout_units": 12}]
+
+
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("cell", CELLS)
-def test_teacher_forcing_equals_stepwise_and_padding_is_invisible(arch, cell):
+@pytest.mark.parametrize("options", OPTIONS, ids=lambda o: "-".join(map(str, o.values())) or "plain")
+def test_teacher_forcing_equals_stepwise_and_padding_is_invisible(arch, cell, options):
+    if cell != "paper" and "layer_norm" in options:
+        pytest.skip("layer normalisation is an option of the paper cell")
     torch.manual_seed(4)
-    model = build_model(tiny_config(arch, cell), src_vocab_size=25, tgt_vocab_size=18).eval()
+    model = build_model(tiny_config(arch, cell, **options), src_vocab_size=25, tgt_vocab_size=18).eval()
+    if options:
+        randomise_(model, 0.3)  # layer normalisation's gains and biases too, not 1 and 0
     short_src, long_src = torch.randint(4, 25, (1, 4)), torch.randint(4, 25, (1, 9))
     short_tgt, long_tgt = torch.randint(4, 18, (1, 3)), torch.randint(4, 18, (1, 7))
     src = torch.zeros(2, 9, dtype=torch.long)  # PAD = 0
@@ -434,11 +443,14 @@ def test_a_stack_of_linear_maps_computes_each_of_them_and_passes_gradients_back(
     assert with_bias.weight.grad is not None and without_bias.weight.grad is not None
 
 
-def test_both_directions_in_one_loop_equal_each_direction_alone_with_their_gradients():
+@pytest.mark.parametrize("layer_norm", [False, True])
+def test_both_directions_in_one_loop_equal_each_direction_alone_with_their_gradients(layer_norm):
     from nmt.model.encoder import GRUEncoder
 
     torch.manual_seed(0)
-    encoder = GRUEncoder(emb_dim=6, hidden_dim=5, bidirectional=True, cell="paper")
+    encoder = GRUEncoder(emb_dim=6, hidden_dim=5, bidirectional=True, cell="paper", layer_norm=layer_norm)
+    if layer_norm:
+        randomise_(encoder)
     x = torch.randn(3, 7, 6)
     lengths = torch.tensor([7, 4, 2])
     mask = torch.arange(7) < lengths.unsqueeze(1)

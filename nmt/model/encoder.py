@@ -15,16 +15,19 @@ class GRUEncoder(nn.Module):
 
     cell='paper': Eq. 5–8 (reset before U); all input-side products W x_t for every t and both directions
     are one matrix product before the time loop. cell='cudnn': ``nn.GRU`` over a packed batch.
+    layer_norm: Ba et al. 2016's layer normalisation inside the paper cells (`PaperGRUCell`).
     Padding never leaks into a state: padded steps carry the state over (paper) or are packed away (cudnn).
     """
 
-    def __init__(self, *, emb_dim: int, hidden_dim: int, bidirectional: bool, cell: str) -> None:
+    def __init__(
+        self, *, emb_dim: int, hidden_dim: int, bidirectional: bool, cell: str, layer_norm: bool = False
+    ) -> None:
         super().__init__()
         self.hidden_dim, self.bidirectional, self.cell_type = hidden_dim, bidirectional, cell
         directions = 2 if bidirectional else 1
         if cell == "paper":
             self.W = nn.Linear(emb_dim, directions * 3 * hidden_dim)  # [W_r; W_z; W] per direction, with biases
-            self.cells = nn.ModuleList(PaperGRUCell(hidden_dim) for _ in range(directions))
+            self.cells = nn.ModuleList(PaperGRUCell(hidden_dim, layer_norm=layer_norm) for _ in range(directions))
         elif cell == "cudnn":
             self.rnn = nn.GRU(emb_dim, hidden_dim, batch_first=True, bidirectional=bidirectional)
         else:

@@ -11,6 +11,7 @@ _ARCHITECTURES: dict[str, type[Seq2Seq]] = {"rnnencdec": RNNEncoderDecoder, "rnn
 
 
 def build_model(config: NetworkConfig, *, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0) -> Seq2Seq:
+    config.validate()
     cls = _ARCHITECTURES[config.architecture]
     model = cls(config=config, src_vocab_size=src_vocab_size, tgt_vocab_size=tgt_vocab_size, pad_id=pad_id)
     if config.init == "paper":

@@ -8,6 +8,7 @@ only the products with the previous state remain inside the loop.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,58 @@ def tanh(x: Tensor) -> Tensor:
     return (x * 2).sigmoid_().mul_(2).sub_(1)
 
 
+class GateNorms(NamedTuple):
+    """The gains and biases of Ba et al. 2016's layer normalisation in a GRU (`GRULayerNorm`), (…, 3, H) each, gate
+    order r, z, n: the input-side pre-activations W x + b and the recurrent ones [U_r h; U_z h; U (r ⊙ h)] are
+    each normalised over their H units, gate by gate, then given their own gain and bias (§3.1, as their LSTM
+    normalises W_h h and W_x x apart)."""
+
+    input_gain: Tensor
+    input_bias: Tensor
+    state_gain: Tensor
+    state_bias: Tensor
+
+    def inputs(self, x_proj: Tensor) -> Tensor:
+        """LN(W x + b) of the three gates, x_proj (…, 3H)."""
+        return _normalise_gates(x_proj, self.input_gain, self.input_bias)
+
+    def state_rz(self, rz_proj: Tensor) -> Tensor:
+        """LN of [U_r h; U_z h] (…, 2H)."""
+        return _normalise_gates(rz_proj, self.state_gain[..., :2, :], self.state_bias[..., :2, :])
+
+    def state_n(self, n_proj: Tensor) -> Tensor:
+        """LN of U (r ⊙ h) (…, H)."""
+        return _normalise_gates(n_proj, self.state_gain[..., 2:, :], self.state_bias[..., 2:, :])
+
+
+def _normalise_gates(x: Tensor, gain: Tensor, bias: Tensor) -> Tensor:
+    """Ba et al. 2016, Eq. 4 on each gate's H units of x (…, k·H): g ⊙ (a − μ) / σ + b, gain and bias (…, k, H)."""
+    k, H = gain.shape[-2:]
+    return torch.addcmul(bias, F.layer_norm(x.unflatten(-1, (k, H)), (H,)), gain).flatten(-2)
+
+
+class GRULayerNorm(nn.Module):
+    """The learned gains (1 at first) and biases (0) of a layer-normalised GRU (Ba et al. 2016; `GateNorms`)."""
+
+    def __init__(self, hidden_dim: int) -> None:
+        super().__init__()
+        self.input_gain = nn.Parameter(torch.ones(3, hidden_dim))
+        self.input_bias = nn.Parameter(torch.zeros(3, hidden_dim))
+        self.state_gain = nn.Parameter(torch.ones(3, hidden_dim))
+        self.state_bias = nn.Parameter(torch.zeros(3, hidden_dim))
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        """Gains 1, biases 0 (Ba et al. 2016), in either initialisation."""
+        for gain in (self.input_gain, self.state_gain):
+            nn.init.ones_(gain)
+        for bias in (self.input_bias, self.state_bias):
+            nn.init.zeros_(bias)
+
+    def gates(self) -> GateNorms:
+        return GateNorms(self.input_gain, self.input_bias, self.state_gain, self.state_bias)
+
+
 class PaperGRUCell(nn.Module):
     """Cho et al. 2014, Eqs. 5–8 (and Bahdanau et al. 2015, A.2.2):
 
@@ -35,13 +88,17 @@ class PaperGRUCell(nn.Module):
 
     The reset gate multiplies h_{t-1} *before* U, so U (r ⊙ h) needs r first: two recurrent products per
     step. ``U_rz`` stacks [U_r; U_z]. The recurrent products carry no bias (the input side has it).
+
+    layer_norm: each of W x + b, U_r h, U_z h and U (r ⊙ h) layer-normalised per gate (Ba et al. 2016; not in the
+    papers), ``norm`` holding the gains and biases.
     """
 
-    def __init__(self, hidden_dim: int) -> None:
+    def __init__(self, hidden_dim: int, *, layer_norm: bool = False) -> None:
         super().__init__()
         self.hidden_dim = hidden_dim
         self.U_rz = nn.Parameter(torch.empty(2 * hidden_dim, hidden_dim))
         self.U = nn.Parameter(torch.empty(hidden_dim, hidden_dim))
+        self.norm = GRULayerNorm(hidden_dim) if layer_norm else None
         self.reset_parameters()
 
     def reset_parameters(self, std: float | None = None) -> None:
@@ -50,6 +107,8 @@ class PaperGRUCell(nn.Module):
         del std
         orthogonal_blocks_(self.U_rz)
         orthogonal_blocks_(self.U)
+        if self.norm is not None:
+            self.norm.reset_parameters()
 
     @property
     def state_weight(self) -> Tensor:
@@ -62,7 +121,8 @@ class PaperGRUCell(nn.Module):
         already computed it. Returns h_t (B, H)."""
         if h_proj is None:
             h_proj = F.linear(h, self.U_rz)
-        return paper_step(x_proj, h, h_proj, lambda v: F.linear(v, self.U))
+        norms = None if self.norm is None else self.norm.gates()
+        return paper_step(x_proj, h, h_proj, lambda v: F.linear(v, self.U), norms)
 
 
 class PaperGRUCellPair:
@@ -74,22 +134,32 @@ class PaperGRUCellPair:
         self.hidden_dim = first.hidden_dim
         self.U_rz = torch.stack([first.U_rz, second.U_rz]).transpose(1, 2)  # (2, H, 2H): h @ U_rzᵀ for each
         self.U = torch.stack([first.U, second.U]).transpose(1, 2)  # (2, H, H)
+        self.norms = None  # or each gain and bias (2, 1, 3, H), broadcast over the batch
+        if first.norm is not None and second.norm is not None:
+            both = zip(first.norm.gates(), second.norm.gates(), strict=True)
+            self.norms = GateNorms(*(torch.stack([a, b]).unsqueeze(1) for a, b in both))
 
     def __call__(self, x_proj: Tensor, h: Tensor, h_proj: Tensor | None = None) -> Tensor:
         """x_proj (2, B, 3H), h (2, B, H), h_proj (2, B, 2H) or None: `PaperGRUCell.forward` of each direction."""
         if h_proj is None:
             h_proj = torch.bmm(h, self.U_rz)
-        return paper_step(x_proj, h, h_proj, lambda v: torch.bmm(v, self.U))
+        return paper_step(x_proj, h, h_proj, lambda v: torch.bmm(v, self.U), self.norms)
 
 
-def paper_step(x_proj: Tensor, h: Tensor, rz_proj: Tensor, U: Callable[[Tensor], Tensor]) -> Tensor:
+def paper_step(
+    x_proj: Tensor, h: Tensor, rz_proj: Tensor, U: Callable[[Tensor], Tensor], norms: GateNorms | None = None
+) -> Tensor:
     """One step of the paper cell (Cho et al. 2014, Eqs. 5–8), whatever computes its recurrent products (a float
     matrix, an int8 one, both directions of an encoder at once). x_proj (…, 3H) = W x + b; h (…, H) = h_{t-1};
-    rz_proj (…, 2H) = [U_r; U_z] h_{t-1}; U: v ↦ U v. Returns h_t (…, H)."""
+    rz_proj (…, 2H) = [U_r; U_z] h_{t-1}; U: v ↦ U v; norms: layer normalisation of each product (Ba et al. 2016),
+    applied here to the products however they were computed (a caller's stacked matmul included). Returns h_t."""
     H = h.shape[-1]
+    if norms is not None:
+        x_proj, rz_proj = norms.inputs(x_proj), norms.state_rz(rz_proj)
     x_rz, x_n = x_proj.split((2 * H, H), dim=-1)
     r, z = torch.sigmoid(x_rz + rz_proj).chunk(2, dim=-1)  # Eqs. 5–6
-    h_tilde = tanh(x_n + U(r * h))  # Eq. 8
+    n_proj = U(r * h)
+    h_tilde = tanh(x_n + (n_proj if norms is None else norms.state_n(n_proj)))  # Eq. 8
     # Eq. 7: z ⊙ h + (1 − z) ⊙ h̃. Under autocast h̃ and z come out of bf16/fp16 matmuls; the state keeps
     # the dtype it started in (float32 for the encoders), which lerp needs of all three.
     return torch.lerp(h_tilde.to(h.dtype), h, z.to(h.dtype))
@@ -140,9 +210,9 @@ def cudnn_step(x_proj: Tensor, h: Tensor, gh: Tensor) -> Tensor:
     return torch.lerp(n.to(h.dtype), h, z.to(h.dtype))  # (1 − z) ⊙ n + z ⊙ h; dtypes as in PaperGRUCell
 
 
-def make_cell(cell: str, hidden_dim: int) -> PaperGRUCell | CuDNNGRUCell:
+def make_cell(cell: str, hidden_dim: int, *, layer_norm: bool = False) -> PaperGRUCell | CuDNNGRUCell:
     if cell == "paper":
-        return PaperGRUCell(hidden_dim)
+        return PaperGRUCell(hidden_dim, layer_norm=layer_norm)
     if cell == "cudnn":
         return CuDNNGRUCell(hidden_dim)
     raise ValueError(f"unknown GRU cell {cell!r}: expected 'paper' or 'cudnn'")

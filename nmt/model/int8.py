@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nmt.model.gru import PaperGRUCell, paper_step
+from nmt.model.gru import GRULayerNorm, PaperGRUCell, paper_step
 
 INT8_MAX = 127
 
@@ -107,20 +107,22 @@ class Int8Linear(nn.Module):
 class Int8PaperGRUCell(nn.Module):
     """``PaperGRUCell`` (Cho et al. 2014, Eqs. 5–8) with its recurrent products [U_r; U_z] h and U (r ⊙ h) in int8."""
 
-    def __init__(self, U_rz: Int8Linear, U: Int8Linear) -> None:
+    def __init__(self, U_rz: Int8Linear, U: Int8Linear, norm: GRULayerNorm | None = None) -> None:
         super().__init__()
         self.hidden_dim = U.out_features
         self.U_rz, self.U = U_rz, U
+        self.norm = norm  # layer normalisation's gains and biases (Ba et al. 2016) stay float
 
     @classmethod
     def from_float(cls, cell: PaperGRUCell) -> Int8PaperGRUCell:
-        return cls(Int8Linear.from_weight(cell.U_rz), Int8Linear.from_weight(cell.U))
+        return cls(Int8Linear.from_weight(cell.U_rz), Int8Linear.from_weight(cell.U), cell.norm)
 
     def to_float(self) -> PaperGRUCell:
-        cell = PaperGRUCell(self.hidden_dim).to(self.U.qweight.device)
+        cell = PaperGRUCell(self.hidden_dim, layer_norm=self.norm is not None).to(self.U.qweight.device)
         with torch.no_grad():
             cell.U_rz.copy_(self.U_rz.weight)
             cell.U.copy_(self.U.weight)
+        cell.norm = self.norm
         return cell
 
     @property
@@ -133,7 +135,7 @@ class Int8PaperGRUCell(nn.Module):
         """`PaperGRUCell.forward` with int8 products."""
         if h_proj is None:
             h_proj = self.U_rz(h)
-        return paper_step(x_proj, h, h_proj, self.U)
+        return paper_step(x_proj, h, h_proj, self.U, None if self.norm is None else self.norm.gates())
 
 
 def int8_inference_layer(name: str) -> bool:

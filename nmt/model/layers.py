@@ -128,6 +128,15 @@ class MaxoutOutput(nn.Module):
         return linear_rows(self.W_o, ids)
 
 
+def tie_output_to_embedding_(output: MaxoutOutput, embedding: Embedding) -> None:
+    """Press & Wolf 2017, "Using the Output Embedding to Improve Language Models": W_o (its last factor, the one
+    with a row per target word, when it has rank k) becomes the target embedding lookup, one parameter that both
+    the input and the output of the decoder train. W_o keeps its own bias. The shared matrix is initialised as
+    W_o is (the output layer is reset after the embeddings), its padding row included."""
+    W_o = output.W_o[1] if isinstance(output.W_o, nn.Sequential) else output.W_o
+    W_o.weight = embedding.lookup.weight
+
+
 def linear_rows(layer: nn.Module, ids: Tensor) -> nn.Module:
     """The outputs `ids` of a linear layer (an ``nn.Linear`` or an int8 ``Int8Linear``) as a layer of their own."""
     if isinstance(layer, Int8Linear):

@@ -13,7 +13,8 @@ matrix product before the time loop. With the cuDNN cell the whole teacher-force
 over [e(y_{t-1}); c], whose input matrix is [W' | C]; ``step`` uses the same weights one position at a time.
 
 Deviations from the paper: optional dropout on embeddings and the maxout output; the encoder input has a
-bias (the paper's equations omit biases, its code has them).
+bias (the paper's equations omit biases, its code has them); optional layer normalisation in the GRUs (Ba et al.
+2016) and a target embedding tied to W_o (Press & Wolf 2017).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row, st
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import PaperGRUCell, cudnn_step
-from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear
+from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear, tie_output_to_embedding_
 from nmt.model.positions import TimeSteps
 
 
@@ -55,17 +56,27 @@ class RNNEncoderDecoder(Seq2Seq):
         self.pad_id, self.cell_type = pad_id, config.cell
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=False, cell=config.cell)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
+        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
+        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
+        self.encoder = GRUEncoder(
+            emb_dim=E,
+            hidden_dim=config.encoder_dim,
+            bidirectional=False,
+            cell=config.cell,
+            layer_norm=config.encoder_layer_norm,
+        )
         self.V = nn.Linear(config.encoder_dim, n, bias=False)  # c = tanh(V h_T)
         self.V_dec = nn.Linear(n, n, bias=False)  # h'_0 = tanh(V' c)
         if config.cell == "paper":
             self.W_dec = nn.Linear(E, 3 * n)  # [W'_r; W'_z; W'] e(y_{t-1}) + b
             self.C = nn.Linear(n, 3 * n, bias=False)  # [C_r; C_z; C] c
-            self.cell = PaperGRUCell(n)
+            self.cell = PaperGRUCell(n, layer_norm=config.decoder_layer_norm)
         else:
             self.rnn = nn.GRU(E + n, n, batch_first=True)  # weight_ih_l0 = [W' | C]
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=n, vocab_size=tgt_vocab_size)
+        if config.tie_embeddings:
+            tie_output_to_embedding_(self.output, self.tgt_embed)  # Press & Wolf 2017
         self.emb_dim = E
 
     # -- encoder ------------------------------------------------------------------------------------------
@@ -74,6 +85,8 @@ class RNNEncoderDecoder(Seq2Seq):
         x = self.embed_dropout(self.src_embed(src))
         _, h_T = self.encoder(x, src_lengths, self.src_mask(src))
         c = torch.tanh(self.V(h_T))  # (B, n)
+        if self.context_dropout is not None:  # the summary that the decoder reads
+            c = self.context_dropout(c)
         return Summary(c=c, c_gates=self._context_gates(c), c_out=self.output.project_context(c))
 
     def phrase_vector(self, src: Tensor, src_lengths: Tensor, vector: str = "ends") -> Tensor:

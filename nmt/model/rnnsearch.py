@@ -16,7 +16,8 @@ A decoding step (``step``) reads each of s_{i-1} and e(y_{i-1}) through one stac
 once per batch of a search): s_{i-1} ↦ [W_a s; U_{r,z} s; U_o s], e(y_{i-1}) ↦ [W e; V_o e]; and c_i through
 [C; C_o] h_j, mapped once per source word by ``encode(…, for_steps=True)``: [C c_i; C_o c_i] = Σ_j α_ij [C; C_o] h_j.
 
-Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option. In float32
+Deviations from the paper: optional dropout on embeddings and the maxout output; the cuDNN cell option; optional
+layer normalisation in the GRUs (Ba et al. 2016) and a target embedding tied to W_o (Press & Wolf 2017). In float32
 (and a half-precision model's inference on a CPU) the energies' tanh is computed through σ, which gives the same α
 (``nmt.model.attention.Keys``).
 """
@@ -33,7 +34,7 @@ from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, step_log_probs
 from nmt.model.config import NetworkConfig
 from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import make_cell
-from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear
+from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear, tie_output_to_embedding_
 from nmt.model.positions import TimeSteps
 
 
@@ -63,18 +64,30 @@ class RNNSearch(Seq2Seq):
         self.pad_id, self.encoder_dim = pad_id, config.encoder_dim
         self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
         self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.embed_dropout = nn.Dropout(config.dropout)
-        self.encoder = GRUEncoder(emb_dim=E, hidden_dim=config.encoder_dim, bidirectional=True, cell=config.cell)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
+        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
+        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
+        self.encoder = GRUEncoder(
+            emb_dim=E,
+            hidden_dim=config.encoder_dim,
+            bidirectional=True,
+            cell=config.cell,
+            layer_norm=config.encoder_layer_norm,
+        )
         self.W_s = nn.Linear(config.encoder_dim, n, bias=False)  # s_0 = tanh(W_s ←h_1)
         self.attention = AdditiveAttention(query_dim=n, key_dim=annotation_dim, attention_dim=config.attention_dim)
         self.W_dec = nn.Linear(E, 3 * n)  # [W_r; W_z; W] e(y_{i-1}) + b
         self.C = nn.Linear(annotation_dim, 3 * n, bias=False)  # [C_r; C_z; C] c_i
-        self.cell = make_cell(config.cell, n)
+        self.cell = make_cell(config.cell, n, layer_norm=config.decoder_layer_norm)
         self.output = MaxoutOutput.for_network(config, state_dim=n, ctx_dim=annotation_dim, vocab_size=tgt_vocab_size)
+        if config.tie_embeddings:
+            tie_output_to_embedding_(self.output, self.tgt_embed)  # Press & Wolf 2017
 
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> Annotations:
         mask = self.src_mask(src)
         h, _ = self.encoder(self.embed_dropout(self.src_embed(src)), src_lengths, mask)
+        if self.context_dropout is not None:  # the annotations that the alignment model and the decoder read
+            h = self.context_dropout(h)
         enc = Annotations(h=h, keys=self.attention.keys(h), mask=mask)
         if not for_steps:
             return enc

@@ -16,7 +16,9 @@ from nmt.model import NetworkConfig
 
 # Network options that only shape training (regularisation, the initial weights): a checkpoint still fits a network
 # that differs in them. Every other option changes which weights there are or their shapes.
-_TRAINING_ONLY_OPTIONS = frozenset({"dropout", "init", "init_std", "attention_init_std"})
+_TRAINING_ONLY_OPTIONS = frozenset(
+    {"dropout", "embedding_dropout", "context_dropout", "init", "init_std", "attention_init_std"}
+)
 
 
 class TrainingCheckpoint(NamedTuple):
