@@ -22,8 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from nmt.model.attention import AdditiveAttention
+from nmt.model.config import NetworkConfig
+from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import reset_gru_
-from nmt.model.layers import reset_linear_
+from nmt.model.layers import Embedding, reset_linear_
 
 
 class StepOutput(NamedTuple):
@@ -96,6 +98,26 @@ class Seq2Seq(nn.Module):
     pad_id: int
     has_attention: bool
     """See ``SearchModel.has_attention``."""
+
+    def add_inputs_and_encoder(
+        self, config: NetworkConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int, *, bidirectional: bool
+    ) -> None:
+        """The modules both models begin with, in this order (the order of the parameters is that of their
+        initialisation): the word embeddings of each side, their dropout, the dropout of the source context, and
+        the GRU encoder (one direction for the RNN Encoder–Decoder, both for RNNsearch)."""
+        E = config.emb_dim
+        self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
+        self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
+        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
+        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
+        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
+        self.encoder = GRUEncoder(
+            emb_dim=E,
+            hidden_dim=config.encoder_dim,
+            bidirectional=bidirectional,
+            cell=config.cell,
+            layer_norm=config.encoder_layer_norm,
+        )
 
     def encode(self, src: Tensor, src_lengths: Tensor, for_steps: bool = True) -> tuple[Tensor, ...]:
         """src (B, S) long, padded with pad_id; src_lengths (B,). Returns the model's encoder output

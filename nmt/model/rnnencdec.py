@@ -27,9 +27,8 @@ from torch import Tensor, nn
 
 from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, per_state_row, step_log_probs
 from nmt.model.config import NetworkConfig
-from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import PaperGRUCell, cudnn_step
-from nmt.model.layers import Embedding, LinearMap, MaxoutOutput, stacked_linear, tie_output_to_embedding_
+from nmt.model.layers import LinearMap, MaxoutOutput, stacked_linear, tie_output_to_embedding_
 from nmt.model.positions import TimeSteps
 
 
@@ -54,18 +53,7 @@ class RNNEncoderDecoder(Seq2Seq):
         super().__init__()
         E, n = config.emb_dim, config.decoder_dim
         self.pad_id, self.cell_type = pad_id, config.cell
-        self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
-        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
-        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
-        self.encoder = GRUEncoder(
-            emb_dim=E,
-            hidden_dim=config.encoder_dim,
-            bidirectional=False,
-            cell=config.cell,
-            layer_norm=config.encoder_layer_norm,
-        )
+        self.add_inputs_and_encoder(config, src_vocab_size, tgt_vocab_size, pad_id, bidirectional=False)
         self.V = nn.Linear(config.encoder_dim, n, bias=False)  # c = tanh(V h_T)
         self.V_dec = nn.Linear(n, n, bias=False)  # h'_0 = tanh(V' c)
         if config.cell == "paper":

@@ -32,9 +32,8 @@ from torch import Tensor, nn
 from nmt.model.attention import AdditiveAttention, Keys
 from nmt.model.base import Seq2Seq, StepOutput, TeacherForced, step_log_probs
 from nmt.model.config import NetworkConfig
-from nmt.model.encoder import GRUEncoder
 from nmt.model.gru import make_cell
-from nmt.model.layers import Embedding, MaxoutOutput, stacked_linear, tie_output_to_embedding_
+from nmt.model.layers import MaxoutOutput, stacked_linear, tie_output_to_embedding_
 from nmt.model.positions import TimeSteps
 
 
@@ -62,18 +61,7 @@ class RNNSearch(Seq2Seq):
         super().__init__()
         E, n, annotation_dim = config.emb_dim, config.decoder_dim, 2 * config.encoder_dim
         self.pad_id, self.encoder_dim = pad_id, config.encoder_dim
-        self.src_embed = Embedding(src_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.tgt_embed = Embedding(tgt_vocab_size, E, rank=config.emb_rank, pad_id=pad_id)
-        self.embed_dropout = nn.Dropout(config.embedding_dropout_rate)
-        # None when 0, so that a network without it draws no random numbers for it (training stays as it was)
-        self.context_dropout = nn.Dropout(config.context_dropout) if config.context_dropout else None
-        self.encoder = GRUEncoder(
-            emb_dim=E,
-            hidden_dim=config.encoder_dim,
-            bidirectional=True,
-            cell=config.cell,
-            layer_norm=config.encoder_layer_norm,
-        )
+        self.add_inputs_and_encoder(config, src_vocab_size, tgt_vocab_size, pad_id, bidirectional=True)
         self.W_s = nn.Linear(config.encoder_dim, n, bias=False)  # s_0 = tanh(W_s ←h_1)
         self.attention = AdditiveAttention(query_dim=n, key_dim=annotation_dim, attention_dim=config.attention_dim)
         self.W_dec = nn.Linear(E, 3 * n)  # [W_r; W_z; W] e(y_{i-1}) + b
