@@ -17,6 +17,13 @@ pytestmark = pytest.mark.slow  # trains or starts `nmt` subprocesses: not in the
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def interruptible() -> None:
+    """In the child before it runs nmt: Ctrl-C's default action. A shell without job control starts a background
+    command with SIGINT ignored, and an ignored signal stays ignored across exec, so under such a test runner
+    Python would not turn Ctrl-C into KeyboardInterrupt (as a shell user expects of a background job)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(args: list[str], first_lines: bytes) -> subprocess.Popen:
     """`nmt ARGS` reading stdin, which stays open after `first_lines`: the run is mid-way until we stop it."""
     process = subprocess.Popen(
@@ -25,6 +32,7 @@ def start(args: list[str], first_lines: bytes) -> subprocess.Popen:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         cwd=ROOT,
+        preexec_fn=interruptible,
     )
     process.stdin.write(first_lines)
     process.stdin.flush()
