@@ -29,6 +29,7 @@ def test_bf16_mixed_with_gradient_accumulation_trains_and_validates(architecture
     options = (
         f"--config {TINY} --data.data_dir {MULTI30K} --data.cache_dir {tmp_path / 'cache'} "
         f"--data.train.limit 200 --data.val.limit 20 --model.network.architecture {architecture} "
+        "--data.val.src val.en.gz --data.val.tgt val.fr.gz "  # the references read below
         "--trainer.precision bf16-mixed --trainer.accumulate_grad_batches 2 --trainer.max_steps 2 "
         # validate (greedy decoding under autocast) once, after the 2nd update
         "--trainer.val_check_interval 4 --trainer.limit_val_batches 1 --trainer.num_sanity_val_steps 0 "

@@ -251,6 +251,10 @@ def trained_run(tmp_path_factory):
         "3000",
         "--data.val.limit",
         "200",
+        "--data.val.src",  # the validation split, whose lines the tests below read
+        "val.en.gz",
+        "--data.val.tgt",
+        "val.fr.gz",
     ]
     before = run_nmt(["validate", *common], cwd=work)
     assert before.returncode == 0, before.stderr[-3000:]

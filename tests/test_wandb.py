@@ -44,6 +44,7 @@ def offline_run(tmp_path_factory):
     args = [
         "fit", "--config", str(TINY), "--data.data_dir", str(MULTI30K),
         "--data.train.limit", "300", "--data.val.limit", str(VAL_LINES), "--trainer.max_epochs", "1",
+        "--data.val.src", "val.en.gz", "--data.val.tgt", "val.fr.gz",  # the references read below
         # the switch docs/training.md documents: add W&B next to the config's CSV logger
         "--trainer.logger+=lightning.pytorch.loggers.WandbLogger", "--trainer.logger.project", "nmt-test",
         "--trainer.callbacks+=nmt.training.callbacks.BestCheckpointArtifact",
