@@ -57,6 +57,8 @@ def resume_config(directory: Path) -> Path:
     }
     config["data"]["train"]["limit"] = 300
     config["data"]["val"]["limit"] = 40
+    config["data"]["tokenizer"]["vocab_size"] = 500  # with batch_tokens 1500: BATCHES batches an epoch
+    config["data"]["batch_tokens"] = 1500
     path = directory / "resume.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
