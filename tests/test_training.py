@@ -304,7 +304,8 @@ def test_checkpoint_alone_is_enough_to_translate(trained_run, tmp_path):
     written = (lonely.parent / "out.fr").read_text().splitlines()
     assert len(written) == len(sources)
     translator = Translator.load(lonely, device="cpu")
-    assert translator.network.architecture == "rnnsearch" and translator.tokenizer.src_vocab_size == 500
+    vocab_size = yaml.safe_load(TINY.read_text())["data"]["tokenizer"]["vocab_size"]
+    assert translator.network.architecture == "rnnsearch" and translator.tokenizer.src_vocab_size == vocab_size
     found = [t.text for t in translator.translate(sources, SearchConfig(beam_size=1))]
     assert written == found
     assert sum(bool(line.strip()) for line in written) >= 18
