@@ -134,6 +134,7 @@ def test_a_run_stopped_by_max_steps_after_a_validation_leaves_its_final_state(tm
     monkeypatch.delenv("NMT_DATA_DIR", raising=False)
     common = ["fit", "--config", str(TINY), "--data.cache_dir", str(tmp_path / "c"), *SHORT]
     common += ["--trainer.max_epochs", "1", "--trainer.val_check_interval", "3", "--trainer.log_every_n_steps", "1"]
+    common += ["--data.batch_tokens", "1500", "--data.tokenizer.vocab_size", "500"]  # the 7 batches of one epoch
     stopped, straight = tmp_path / "stopped", tmp_path / "straight"
 
     def fit(*args: str) -> None:
