@@ -235,7 +235,7 @@ TRAINING_CASES = {  # name -> (the checkpoint, more options, what the error says
     "weight of another shape": (
         {"model.W_s.weight": torch.zeros(3, 3)},
         [],
-        r"weight W_s\.weight has shape \(3, 3\), the configured network has \(48, 32\)",
+        r"weight W_s\.weight has shape \(3, 3\), the configured network has \(48, 64\)",
     ),
 }
 

@@ -2,10 +2,11 @@
 --ckpt_path` resumes from it exactly.
 
 ``tests/data/nmt-0.1.0-last.ckpt`` is the ``last.ckpt`` of one epoch (7 updates) of `nmt fit` as nmt 0.1.0 wrote
-it, before training moved into ``nmt.training``: ``configs/tiny.yaml`` (its callbacks then named
-``nmt.resume.ResumeCheckpoint``, ``nmt.callbacks.*``) with ``max_epochs: 1``, ``log_every_n_steps: 1``, the network
-sizes of `NETWORK`, 200 training and 20 validation pairs and no test set, and for size a 120-piece SentencePiece
-model trained with ``normalization_rule_name=identity`` (1.5 KB instead of 240 KB; it is stored in the checkpoint).
+it, before training moved into ``nmt.training``: ``configs/tiny.yaml`` as it then was (its callbacks then named
+``nmt.resume.ResumeCheckpoint``, ``nmt.callbacks.*``; Adam at 0.003, validation on the val split) with
+``max_epochs: 1``, ``log_every_n_steps: 1``, the network of `NETWORK`, 200 training and 20 validation pairs and no
+test set, and for size a 120-piece SentencePiece model trained with ``normalization_rule_name=identity`` (1.5 KB
+instead of 240 KB; it is stored in the checkpoint).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from nmt.inference import Translator
 from nmt.training.resume import ResumeCheckpoint
 
 OLD_CHECKPOINT = Path(__file__).parent / "data" / "nmt-0.1.0-last.ckpt"
-NETWORK = {"emb_dim": 8, "encoder_dim": 8, "decoder_dim": 8, "attention_dim": 8, "maxout_units": 8}
+NETWORK = {"emb_dim": 8, "encoder_dim": 8, "decoder_dim": 8, "attention_dim": 8, "maxout_units": 8, "dropout": 0.1}
 SOURCES = ["A man sleeping in a green room on a couch.", "Two dogs play in the snow."]
 BATCHES = 7  # a training epoch of the checkpoint's run
 
@@ -58,9 +59,11 @@ def run_config(directory: Path) -> Path:
     config["trainer"] |= {"max_epochs": 2, "log_every_n_steps": 1, "enable_progress_bar": False}
     config["trainer"]["default_root_dir"] = str(directory / "run")
     config["model"]["network"] |= NETWORK
+    config["optimizer"]["init_args"]["lr"] = 0.003
     data = config["data"]
     data["data_dir"] = os.fspath(TINY.parents[1] / "data" / "multi30k")
-    data["train"]["limit"], data["val"]["limit"] = 200, 20
+    data["train"]["limit"] = 200
+    data["val"] = {"src": "val.en.gz", "tgt": "val.fr.gz", "limit": 20}
     del data["test"]
     data["tokenizer"] = {"model": str(spm_model)}
     data["cache_dir"] = str(directory / "cache")

@@ -16,11 +16,11 @@ pytestmark = pytest.mark.slow  # trains and starts `nmt` subprocesses
 TINY = ROOT / "configs" / "tiny.yaml"
 # The sentences translated: the first lines of the training subset, those the config also validates on.
 SENTENCES = 20
-# BLEU of the beam-5 translations of these training sentences against their references. An untrained or unigram
-# model (nothing, or the same few frequent words) scores near 0; the smoke run, measured, scores about 60 (the
-# README's smoke run). The floor sits far from both, so that a run that learnt nothing fails while the
-# run-to-run spread of a memorising model (another CPU, another torch build) passes.
-BLEU_FLOOR = 20.0
+# BLEU of the beam-5 translations of these training sentences against their references. An untrained model
+# (nothing, or the same few frequent pieces) scores near 0; the smoke run scored 22.6 when measured (the README's
+# smoke run). The floor sits at about half of that: a run that learnt nothing fails, while the run-to-run spread
+# of a model this small (another CPU, another torch build: a few BLEU on 20 sentences) passes.
+BLEU_FLOOR = 10.0
 
 
 def first_lines(path: Path, n: int) -> list[str]:

@@ -89,7 +89,7 @@ CONFIG_MISTAKES = {
         "model.network.emb_dm: unknown option; did you mean model.network.emb_dim?",
     ),
     "trainer key": (
-        "max_epochs: 2",
+        "max_epochs:",
         "max_epochz: 2",
         "trainer.max_epochz: unknown option; did you mean trainer.max_epochs?",
     ),
@@ -105,7 +105,7 @@ CONFIG_MISTAKES = {
         "model.search.beam_sise: unknown option; did you mean model.search.beam_size?",
     ),
     "optimizer argument": (
-        "lr: 0.003",
+        "lr:",
         "lrr: 0.003",
         "optimizer.init_args.lrr: unknown option; did you mean optimizer.init_args.lr?",
     ),
@@ -114,7 +114,7 @@ CONFIG_MISTAKES = {
         "- class_path: nmt.resume.ResumeCheckpoint",
         "class_path nmt.resume.ResumeCheckpoint: it is now nmt.training.resume.ResumeCheckpoint",
     ),
-    "value": ("max_epochs: 2", "max_epochs: two", "trainer.max_epochs: expected int; given: two"),
+    "value": ("max_epochs:", "max_epochs: two", "trainer.max_epochs: expected int; given: two"),
 }
 
 
