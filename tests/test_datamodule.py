@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import itertools
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -158,13 +159,18 @@ def test_the_train_loader_resumes_mid_epoch(prepared: TranslationDataModule) -> 
 def test_existing_model_file_and_data_dir_from_the_environment(
     prepared: TranslationDataModule, data_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("NMT_DATA_DIR", str(data_dir))
-    datamodule = TranslationDataModule(  # data_dir left at its default: the variable wins
-        train=Corpus(src="train.en.gz", tgt="train.fr.gz", limit=300),
-        val=Corpus(src="val.en.gz", tgt="val.fr.gz"),
-        tokenizer=TokenizerConfig(model=str(prepared.tokenizer_dir / "spm.model")),
-        cache_dir=str(tmp_path),
-    )
+    # Set only while the module is built (where the variable is read): datasets' map(num_proc=…) rebinds
+    # os.environ to a copy, and monkeypatch would then unset the variable in the old mapping only, leaking it
+    # into every later test's subprocesses.
+    with monkeypatch.context() as patch:
+        patch.setenv("NMT_DATA_DIR", str(data_dir))
+        datamodule = TranslationDataModule(  # data_dir left at its default: the variable wins
+            train=Corpus(src="train.en.gz", tgt="train.fr.gz", limit=300),
+            val=Corpus(src="val.en.gz", tgt="val.fr.gz"),
+            tokenizer=TokenizerConfig(model=str(prepared.tokenizer_dir / "spm.model")),
+            cache_dir=str(tmp_path),
+        )
+    assert "NMT_DATA_DIR" not in os.environ
     assert datamodule.data_dir == str(data_dir)
     assert datamodule.src_vocab_size == VOCAB
     datamodule.prepare_data()

@@ -28,7 +28,8 @@ def first_lines(path: Path, n: int) -> list[str]:
         return [next(f).rstrip("\n") for _ in range(n)]
 
 
-def test_the_smoke_run_translates_its_own_training_sentences(tmp_path: Path) -> None:
+def test_the_smoke_run_translates_its_own_training_sentences(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.delenv("NMT_DATA_DIR", raising=False)  # the config's own data/multi30k, as the README runs it
     run = tmp_path / "run"
     fit = run_nmt(
         ["fit", "--config", "configs/tiny.yaml", "--trainer.default_root_dir", str(run),
